@@ -1,0 +1,1 @@
+"""Benchmarks and the offline testbed: `bench/perf.py` (performance), `bench/testbed/` (scaling)."""

@@ -1,0 +1,647 @@
+#!/usr/bin/env python
+"""Batched noise search measured side by side against sequential sampling and the limit.
+
+Run from the repository root: ``python bench/perf.py`` (or ``make bench``); ``--quick`` is a
+tiny configuration for the tests. One process loads ComfyUI (CUDA when available, else
+the CPU), the tiny SD1.5-shaped test checkpoint and a tiny verifier, then times:
+
+  (a) sequential: N stock KSampler runs (seeds seed..seed+N-1), each decoded (VAEDecode)
+      and scored on its own -- what users and other packs do today;
+  (b) the pack's RandomSearch node with N candidates, plus VAEDecode of the winner (what a
+      workflow needs to get its image);
+  (c) the limit: one stock KSampler call on a latent batch of N, one batched VAEDecode,
+      one batched verifier pass.
+
+Repeats of a, b and c are interleaved (the order rotates every repeat) so that load from
+other processes hits all three alike, and medians are reported. A progress hook that does
+what the server does with preview images (fit into 512 px, JPEG-encode) is installed, so
+per-step UI costs are paid as in a real server (``--no-server-hook`` turns it off).
+
+Peak memory per configuration: on CUDA ``torch.cuda.max_memory_allocated`` growth; on the
+CPU, the kernel's peak-RSS mark (VmHWM, reset through /proc/self/clear_refs) minus the RSS
+before the run, measured in one helper process started with a fixed glibc mmap threshold
+so that freed activations go back to the system and each configuration starts clean.
+
+The last line printed is one JSON object (see ``summary`` below for its keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import json
+import logging
+import math
+import os
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# (px, N, repeats): the ladder of the issue; sized for < 10 minutes on 2 CPU cores.
+LADDER = [(64, 4, 5), (64, 16, 5), (64, 64, 3), (128, 4, 5), (128, 16, 3)]
+QUICK_LADDER = [(32, 2, 1), (32, 4, 1)]
+STEPS, QUICK_STEPS = 8, 2
+CFG = 5.0
+SEED = 1000
+PROMPT = "a photo of a cat"
+NEGATIVE = "blurry, low quality"
+# Memory: RandomSearch at this batch size, N=64 over N=16 (quick: N=4 over N=2 at 2).
+MEM_BATCH, QUICK_MEM_BATCH = 16, 2
+# Other algorithms at 64 px (quick: 32 px), compared with RandomSearch of RANDOM_N candidates.
+ZO = {"neighbours": 4, "iterations": 3, "angle": 30.0, "restart": True}
+PATHS = {"paths": 4, "branches": 4, "start": 0.4, "forward": 0.2, "backward": 0.3, "interval_steps": 2}
+RANDOM_N = 16
+TARGETS = {"overhead": 1.10, "speedup": 1.5, "mem_ratio": 1.2}
+
+
+def log(*parts) -> None:
+    print(*parts, flush=True)
+
+
+# -- host ---------------------------------------------------------------------------------
+def load_host(device: str):
+    """ComfyUI in-process with the pack loaded (as bench/comfy_host.py does, but on
+    ``device``: its ``load_host`` always forces the CPU)."""
+    # ComfyUI's root goes first on sys.path and has a `tests` package of its own: import
+    # this repository's test helpers before it shadows them.
+    import tests.harness.tiny_models  # noqa: F401
+    import tests.toy_verifier  # noqa: F401
+    from bench import comfy_host as host
+    try:
+        import tests.verifier_fixtures  # noqa: F401
+    except ImportError:  # open_clip missing: the ProbeVerifier stands in
+        pass
+    if host._loaded is not None:
+        return host._loaded
+    root = str(host.comfyui_path())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from comfy.cli_args import args
+
+    args.cpu = device == "cpu"
+    args.disable_all_custom_nodes = True
+    # ComfyUI logs every optional node module it cannot import (torchaudio is absent here).
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)
+    try:
+        import nodes  # noqa: I001 (ComfyUI's own top-level module)
+
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        pack_dir = Path(root) / "custom_nodes" / host.PACK_NAME
+        if not asyncio.run(nodes.load_custom_node(str(pack_dir), module_parent="custom_nodes")):
+            raise RuntimeError(f"ComfyUI failed to load the pack from {pack_dir}")
+    finally:
+        root_logger.setLevel(level)
+    host._loaded = nodes
+    return nodes
+
+
+def server_like_progress_hook():
+    """What the server does with a progress update: fit a preview into its max size and
+    JPEG-encode it (main.py's hook -> PromptServer.send_image). Without a server the
+    in-process run would skip this per-step cost."""
+    from PIL import Image, ImageOps
+
+    stats = {"calls": 0, "previews": 0, "preview_s": 0.0}
+
+    def hook(value, total, preview_image, prompt_id=None, node_id=None):
+        stats["calls"] += 1
+        if preview_image is None:
+            return
+        t0 = time.perf_counter()
+        kind, image, max_size = preview_image[0], preview_image[1], preview_image[2]
+        if isinstance(image, Image.Image):
+            if max_size is not None:
+                image = ImageOps.contain(image, (max_size, max_size), Image.Resampling.BILINEAR)
+            buf = io.BytesIO()
+            image.save(buf, format="PNG" if kind == "PNG" else "JPEG", quality=95)
+        stats["previews"] += 1
+        stats["preview_s"] += time.perf_counter() - t0
+
+    return hook, stats
+
+
+class LoadCounter:
+    """Counts weight-file reads, verifier model builds and weights moved onto the device."""
+
+    def __init__(self):
+        self.counts = {"files_read": 0, "verifier_builds": 0, "weights_moved": 0}
+
+    def install(self) -> None:
+        import comfy.model_patcher
+        import comfy.utils
+        import safetensors
+        import safetensors.torch
+        import torch
+
+        from bench.comfy_host import pack_module
+
+        counts = self.counts
+
+        def counting(fn, key):
+            def wrapped(*a, **k):
+                counts[key] += 1
+                return fn(*a, **k)
+            wrapped._noise_search_counted = True
+            return wrapped
+
+        for mod, name in ((comfy.utils, "load_torch_file"), (safetensors, "safe_open"),
+                          (safetensors.torch, "load_file"), (torch, "load")):
+            if not getattr(getattr(mod, name), "_noise_search_counted", False):
+                setattr(mod, name, counting(getattr(mod, name), "files_read"))
+        patcher = comfy.model_patcher.ModelPatcher
+        if not getattr(patcher.load, "_noise_search_counted", False):
+            patcher.load = counting(patcher.load, "weights_moved")
+        rt = pack_module("verifiers.comfy_runtime")
+        original = rt.cached
+        if not getattr(original, "_noise_search_counted", False):
+            def cached(slot, stamp, build):
+                return original(slot, stamp, counting(build, "verifier_builds"))
+            cached._noise_search_counted = True
+            rt.cached = cached
+
+    def snapshot(self) -> dict:
+        return dict(self.counts)
+
+    def since(self, before: dict) -> dict:
+        return {k: self.counts[k] - before[k] for k in self.counts}
+
+
+# -- memory -------------------------------------------------------------------------------
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        m = re.search(rf"^{field}:\s+(\d+)\s+kB", f.read(), re.M)
+    return int(m.group(1)) if m else -1
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _RssSampler(threading.Thread):
+    """Fallback where the peak-RSS mark cannot be reset: sample RSS every millisecond."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.stop = 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, _proc_status_kib("VmRSS"))
+            time.sleep(0.001)
+
+
+def peak_growth_mib(fn, device: str) -> float:
+    """Peak memory growth while ``fn`` runs, in MiB (see the module docstring)."""
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = _proc_status_kib("VmRSS")
+    if _reset_peak_rss():
+        fn()
+        return max(0, _proc_status_kib("VmHWM") - base) / 1024
+    sampler = _RssSampler()
+    sampler.start()
+    fn()
+    sampler.stop.set()
+    sampler.join()
+    return max(0, sampler.peak - base) / 1024
+
+
+# -- the benchmark ------------------------------------------------------------------------
+class Bench:
+    def __init__(self, device: str, steps: int, server_hook: bool = True):
+        self.device, self.steps = device, steps
+        load_host(device)
+        import torch
+
+        self.torch = torch
+        self.loads = LoadCounter()
+        self.loads.install()
+        import comfy.utils
+
+        # Stock sampler nodes print a console progress bar (tqdm); keep the output readable.
+        comfy.utils.PROGRESS_BAR_ENABLED = False
+        self.hook_stats = None
+        if server_hook:
+            import comfy.utils
+
+            hook, self.hook_stats = server_like_progress_hook()
+            comfy.utils.set_progress_bar_global_hook(hook)
+        self._tmp = tempfile.TemporaryDirectory(prefix="noise_search_bench_")
+
+    # models -------------------------------------------------------------------------------
+    def load_models(self) -> dict:
+        """The workflow's loader nodes; returns per-stage seconds."""
+        import folder_paths
+
+        from bench.comfy_host import run_node
+        from tests.harness import tiny_models
+
+        times = {}
+        ckpt = tiny_models.tiny_checkpoint()
+        folder_paths.add_model_folder_path("checkpoints", str(ckpt.parent))
+        t0 = time.perf_counter()
+        self.model, self.clip, self.vae = run_node("CheckpointLoaderSimple", ckpt_name=ckpt.name)[:3]
+        times["checkpoint_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.verifier, self.verifier_name = self._verifier()
+        times["verifier_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.positive = run_node("CLIPTextEncode", clip=self.clip, text=PROMPT)[0]
+        self.negative = run_node("CLIPTextEncode", clip=self.clip, text=NEGATIVE)[0]
+        times["text_encode_s"] = time.perf_counter() - t0
+        return times
+
+    def _verifier(self):
+        """A tiny real verifier (CLIPScore on a 2-layer open_clip ViT) through its loader
+        node; the ProbeVerifier where open_clip is unavailable."""
+        try:
+            import folder_paths
+
+            from tests import verifier_fixtures as vf
+
+            root = Path(self._tmp.name) / "verifiers"
+            if not (root / "clip" / f"{vf.TINY_CLIP}.safetensors").is_file():
+                vf.write_tiny_clip(root)
+            paths = folder_paths.folder_names_and_paths["verifiers"][0]
+            if str(root) not in paths:
+                paths.insert(0, str(root))
+            self.verifier_file = f"clip/{vf.TINY_CLIP}.safetensors"
+            return self.load_verifier(), f"CLIPScore, tiny open_clip {vf.TINY_CLIP} (random weights)"
+        except ImportError as err:
+            from tests.toy_verifier import ProbeVerifier
+
+            self.verifier_file = None
+            return ProbeVerifier(), f"ProbeVerifier (tiny CLIP unavailable: {err})"
+
+    def load_verifier(self):
+        from bench.comfy_host import run_node
+
+        if self.verifier_file is None:
+            return self.verifier
+        return run_node("CLIPScoreVerifierLoader", clip_file=self.verifier_file, architecture="auto",
+                        precision="auto", allow_download=False)[0]
+
+    # the three ways ---------------------------------------------------------------------
+    def latent(self, px: int, batch: int) -> dict:
+        from bench.comfy_host import run_node
+
+        return run_node("EmptyLatentImage", width=px, height=px, batch_size=batch)[0]
+
+    def _ksampler(self, seed: int, latent: dict) -> dict:
+        from bench.comfy_host import run_node
+
+        return run_node("KSampler", model=self.model, seed=seed, steps=self.steps, cfg=CFG, sampler_name="euler",
+                        scheduler="normal", positive=self.positive, negative=self.negative,
+                        latent_image=latent, denoise=1.0)[0]
+
+    def _decode(self, latent: dict):
+        from bench.comfy_host import run_node
+
+        return run_node("VAEDecode", vae=self.vae, samples=latent)[0]
+
+    def sequential(self, n: int, px: int, seed: int = SEED):
+        latent = self.latent(px, 1)
+        return self.torch.cat([self.verifier.score(self._decode(self._ksampler(seed + i, latent)), PROMPT)
+                               for i in range(n)])
+
+    def limit(self, n: int, px: int, seed: int = SEED):
+        return self.verifier.score(self._decode(self._ksampler(seed, self.latent(px, n))), PROMPT)
+
+    def _search_args(self, px: int, seed: int, batch_size: int) -> dict:
+        return dict(model=self.model, seed=seed, steps=self.steps, search_steps=0, cfg=CFG, sampler_name="euler",
+                    scheduler="normal", positive=self.positive, negative=self.negative,
+                    latent_image=self.latent(px, 1), denoise=1.0, vae=self.vae, verifier=self.verifier,
+                    condition=PROMPT, budget=0, top_k=1, batch_size=batch_size)
+
+    def search(self, node: str, px: int, seed: int = SEED, batch_size: int = 0, decode: bool = True, **opts):
+        """A search node and (by default) VAEDecode of its winner; returns the parsed report."""
+        from bench.comfy_host import run_node
+
+        out = run_node(node, **self._search_args(px, seed, batch_size), **opts)
+        if decode:
+            self._decode(out[0])
+        return json.loads(out[-1])
+
+    def random_search(self, n: int, px: int, seed: int = SEED, batch_size: int = 0, decode: bool = True):
+        return self.search("RandomSearch", px, seed, batch_size, decode, candidates=n)
+
+    # timing -------------------------------------------------------------------------------
+    def timed(self, fn):
+        gc.collect()
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return time.perf_counter() - t0, out
+
+    def interleaved(self, jobs: dict, repeats: int) -> dict:
+        """Median seconds of each job; the order rotates every repeat. Also keeps outputs."""
+        names = list(jobs)
+        times: dict[str, list[float]] = {k: [] for k in names}
+        outs = {}
+        for r in range(repeats):
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                dt, outs[k] = self.timed(jobs[k])
+                times[k].append(dt)
+        return {k: statistics.median(v) for k, v in times.items()}, times, outs
+
+
+# -- sections -----------------------------------------------------------------------------
+def second_run_check(bench: Bench, px: int, n: int) -> dict:
+    """Run the workflow twice in one process, as a server would: the second run must load no
+    weights (files, verifier models, or weights onto the device)."""
+    before = bench.loads.snapshot()
+    stages = bench.load_models()
+    t_first, _ = bench.timed(lambda: bench.random_search(n, px, SEED))
+    first = bench.loads.since(before)
+    mid = bench.loads.snapshot()
+    # The server re-runs only nodes whose inputs changed (a new seed: the search node); a
+    # re-executed verifier loader must come from the cache as well.
+    t_loader, again = bench.timed(bench.load_verifier)
+    t_second, _ = bench.timed(lambda: bench.random_search(n, px, SEED + 1))
+    second = bench.loads.since(mid)
+    modules = getattr(bench.verifier, "torch_modules", lambda: [])
+    same = again is bench.verifier or (
+        [id(m) for m in getattr(again, "torch_modules", lambda: [])()] == [id(m) for m in modules()])
+    return {"first_run": {"loaders": {k: round(v, 3) for k, v in stages.items()},
+                          "random_search_s": round(t_first, 3), "loads": first},
+            "second_run": {"verifier_loader_s": round(t_loader, 4), "random_search_s": round(t_second, 3),
+                           "loads": second, "same_verifier_weights": same},
+            "no_loads_on_second_run": all(v == 0 for v in second.values()) and same}
+
+
+def warm_up(bench: Bench, pxs) -> None:
+    for px in sorted(set(pxs)):
+        bench.sequential(1, px)
+        bench.random_search(2, px)
+        bench.limit(2, px)
+
+
+def ladder(bench: Bench, configs) -> list[dict]:
+    rows = []
+    log(f"\n{'px':>4} {'N':>3} {'rep':>3} | {'a seq [s]':>9} {'b search [s]':>12} {'c limit [s]':>11} | "
+        f"{'a/b':>5} {'b/c':>5} | scores b==c")
+    for px, n, repeats in configs:
+        med, all_times, outs = bench.interleaved({
+            "a": lambda n=n, px=px: bench.sequential(n, px),
+            "b": lambda n=n, px=px: bench.random_search(n, px),
+            "c": lambda n=n, px=px: bench.limit(n, px),
+        }, repeats)
+        b_scores = [c["score"] for c in sorted(outs["b"]["candidates"], key=lambda c: c["id"])]
+        diff = float((bench.torch.tensor(b_scores) - outs["c"]).abs().max())
+        row = {"px": px, "n": n, "repeats": repeats, "a_s": med["a"], "b_s": med["b"], "c_s": med["c"],
+               "a_over_b": med["a"] / med["b"], "b_over_c": med["b"] / med["c"],
+               "times": {k: [round(t, 4) for t in v] for k, v in all_times.items()},
+               "b_report_timings": outs["b"]["timings"], "b_batch_size": outs["b"]["settings"]["batch_size"],
+               "scores_max_abs_diff_b_c": diff}
+        rows.append(row)
+        log(f"{px:>4} {n:>3} {repeats:>3} | {med['a']:>9.3f} {med['b']:>12.3f} {med['c']:>11.3f} | "
+            f"{row['a_over_b']:>5.2f} {row['b_over_c']:>5.2f} | {'yes' if diff < 1e-3 else 'NO'} "
+            f"(max diff {diff:.1e})")
+    return rows
+
+
+def algorithms(bench: Bench, px: int, repeats: int, random_n: int, zo: dict, paths: dict) -> dict:
+    med, _, outs = bench.interleaved({
+        "random": lambda: bench.random_search(random_n, px),
+        "zero_order": lambda: bench.search("ZeroOrderSearch", px, **zo),
+        "paths": lambda: bench.search("PathSearch", px, **paths),
+    }, repeats)
+    res = {}
+    for k in med:
+        nfe = outs[k]["nfe"]["search_total"]
+        res[k] = {"nfe": nfe, "median_s": med[k], "nfe_per_s": nfe / med[k]}
+    for k in res:
+        res[k]["relative_to_random"] = res[k]["nfe_per_s"] / res["random"]["nfe_per_s"]
+    log(f"\nNFE throughput at {px} px (candidate-NFEs per second, each search plus VAEDecode of its winner):")
+    for k, v in res.items():
+        log(f"  {k:<10} {v['nfe']:>4} NFEs in {v['median_s']:.3f} s = {v['nfe_per_s']:7.1f} NFE/s "
+            f"({v['relative_to_random']:.2f}x RandomSearch)")
+    log(f"  settings: RandomSearch N={random_n}; ZeroOrderSearch {zo}; PathSearch {paths}")
+    return res
+
+
+def memory_configs(configs, mem_batch: int, mem_pair: tuple[int, int], mem_px: int) -> list[dict]:
+    out = []
+    for px, n, _ in configs:
+        for mode in ("a", "b", "c"):
+            out.append({"mode": mode, "px": px, "n": n, "batch_size": 0})
+    for n in mem_pair:
+        out.append({"mode": "b", "px": mem_px, "n": n, "batch_size": mem_batch})
+    return out
+
+
+def run_memory(bench: Bench, configs: list[dict]) -> list[dict]:
+    """Peak growth of each configuration, measured in this process."""
+    warm_up(bench, [c["px"] for c in configs])
+    results = []
+    for c in configs:
+        if c["mode"] == "a":
+            fn = lambda c=c: bench.sequential(c["n"], c["px"])  # noqa: E731
+        elif c["mode"] == "b":
+            fn = lambda c=c: bench.random_search(c["n"], c["px"], batch_size=c["batch_size"])  # noqa: E731
+        else:
+            fn = lambda c=c: bench.limit(c["n"], c["px"])  # noqa: E731
+        results.append({**c, "peak_mib": peak_growth_mib(fn, bench.device)})
+    return results
+
+
+def memory_in_subprocess(args, configs: list[dict]) -> list[dict]:
+    env = dict(os.environ)
+    # Fixed mmap threshold: large blocks are mmapped and unmapped on free, so the RSS before
+    # each configuration does not include memory the allocator kept from the previous one.
+    env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--mem-worker", json.dumps(configs),
+           "--steps", str(args.steps), "--device", "cpu"] + (["--threads", str(args.threads)] if args.threads else [])
+    if not args.server_hook:
+        cmd.append("--no-server-hook")
+    proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEM ")]
+    if proc.returncode != 0 or not lines:
+        log(proc.stdout[-3000:], proc.stderr[-3000:])
+        raise RuntimeError(f"memory helper failed with exit code {proc.returncode}")
+    return json.loads(lines[-1][4:])
+
+
+def print_memory(rows: list[dict], mem: list[dict], mem_batch: int, mem_pair) -> float:
+    def find(mode, px, n, bs=0):
+        for m in mem:
+            if (m["mode"], m["px"], m["n"], m["batch_size"]) == (mode, px, n, bs):
+                return m["peak_mib"]
+        return float("nan")
+
+    log("\nPeak memory growth per configuration [MiB] "
+        "(CPU: peak RSS over the RSS before the run; CUDA: max_memory_allocated growth):")
+    log(f"{'px':>4} {'N':>3} | {'a seq':>8} {'b search':>9} {'c limit':>8}")
+    for r in rows:
+        r["mem_mib"] = {k: find(k, r["px"], r["n"]) for k in "abc"}
+        log(f"{r['px']:>4} {r['n']:>3} | {r['mem_mib']['a']:>8.1f} {r['mem_mib']['b']:>9.1f} {r['mem_mib']['c']:>8.1f}")
+    lo, hi = find("b", mem[-1]["px"], mem_pair[0], mem_batch), find("b", mem[-1]["px"], mem_pair[1], mem_batch)
+    ratio = hi / lo if lo > 0 else float("nan")
+    log(f"RandomSearch at batch_size={mem_batch}, {mem[-1]['px']} px: N={mem_pair[1]} {hi:.1f} MiB, "
+        f"N={mem_pair[0]} {lo:.1f} MiB -> ratio {ratio:.2f}")
+    return ratio
+
+
+def profile_section(bench: Bench, px: int, n: int, top: int = 30) -> dict:
+    """cProfile of b and c at one configuration (after a warm-up)."""
+    warm_up(bench, [px])
+    out = {}
+    for name, fn in (("b", lambda: bench.random_search(n, px)), ("c", lambda: bench.limit(n, px))):
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.runcall(fn)
+        out[name] = time.perf_counter() - t0
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(top)
+        log(f"\n===== profile of {name} at {px} px, N={n}: {out[name]:.3f} s =====\n{s.getvalue()}")
+    return out
+
+
+# -- main ---------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny configuration (32 px, N=2/4, 2 steps, 1 repeat)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--steps", type=int, default=None, help=f"Euler steps (default {STEPS}; quick {QUICK_STEPS})")
+    p.add_argument("--repeats", type=int, default=None, help="override the repeats of every ladder rung")
+    p.add_argument("--no-server-hook", dest="server_hook", action="store_false",
+                   help="do not install the server-like progress hook")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
+    p.add_argument("--profile", metavar="PX,N", help="only profile b and c at one configuration, e.g. 64,16")
+    p.add_argument("--mem-worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.steps = args.steps or (QUICK_STEPS if args.quick else STEPS)
+
+    if args.mem_worker:
+        bench = Bench(device, args.steps, args.server_hook)
+        bench.load_models()
+        print("MEM " + json.dumps(run_memory(bench, json.loads(args.mem_worker))), flush=True)
+        return 0
+
+    t_start = time.perf_counter()
+    configs = QUICK_LADDER if args.quick else LADDER
+    if args.repeats:
+        configs = [(px, n, args.repeats) for px, n, _ in configs]
+    mem_batch = QUICK_MEM_BATCH if args.quick else MEM_BATCH
+    mem_pair = (2, 4) if args.quick else (16, 64)
+    small_px = configs[0][0]
+
+    bench = Bench(device, args.steps, args.server_hook)
+    log(f"noise-search performance benchmark: device={device}, torch {torch.__version__}, "
+        f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
+    if device == "cuda":
+        log(f"GPU: {torch.cuda.get_device_name()}")
+
+    check = second_run_check(bench, small_px, 4 if not args.quick else 2)
+    log(f"verifier: {bench.verifier_name}")
+    log(f"model: tiny SD1.5-shaped checkpoint (UNet 320 channels, 1 level; TAESD VAE; random CLIP-L), "
+        f"euler, {args.steps} steps, cfg {CFG} (2 model rows per NFE), scheduler normal, seeds from {SEED}")
+    log(f"progress hook: {'server-like (previews fitted to 512 px and JPEG-encoded)' if args.server_hook else 'none'}")
+    f, s = check["first_run"], check["second_run"]
+    log(f"\nSame workflow twice in one process (as in one server): first run loaders {f['loaders']}, "
+        f"RandomSearch {f['random_search_s']:.3f} s, loads {f['loads']}; second run RandomSearch "
+        f"{s['random_search_s']:.3f} s, re-executed verifier loader {s['verifier_loader_s'] * 1000:.1f} ms, "
+        f"loads {s['loads']} -> {'no weights loaded on the second run' if check['no_loads_on_second_run'] else 'WEIGHTS RELOADED'}")
+
+    if args.profile:
+        px, n = (int(v) for v in args.profile.split(","))
+        prof = profile_section(bench, px, n)
+        print(json.dumps({"device": device, "profile": prof}))
+        return 0
+
+    warm_up(bench, [c[0] for c in configs])
+    rows = ladder(bench, configs)
+    algo = algorithms(bench, small_px, 1 if args.quick else 3, 4 if args.quick else RANDOM_N,
+                      {**ZO, "iterations": 1} if args.quick else ZO,
+                      {**PATHS, "paths": 2, "branches": 2} if args.quick else PATHS)
+
+    mem_ratio = float("nan")
+    if not args.skip_memory:
+        mcfg = memory_configs(configs, mem_batch, mem_pair, small_px)
+        if device == "cuda" or args.quick:
+            mem = run_memory(bench, mcfg)
+        else:
+            mem = memory_in_subprocess(args, mcfg)
+        mem_ratio = print_memory(rows, mem, mem_batch, mem_pair)
+
+    overhead_max = max(r["b_over_c"] for r in rows)
+    speedup = next((r["a_over_b"] for r in rows if (r["px"], r["n"]) == (64, 16)), rows[0]["a_over_b"])
+    log("\nTargets (reported, not asserted):")
+    log(f"  b/c <= {TARGETS['overhead']:.2f} at every N and resolution: max {overhead_max:.3f} -> "
+        f"{'met' if overhead_max <= TARGETS['overhead'] else 'NOT met'}")
+    log(f"  a/b >= {TARGETS['speedup']:.1f} at 64 px, N=16: {speedup:.2f} -> "
+        f"{'met' if speedup >= TARGETS['speedup'] else 'NOT met'}")
+    log(f"  peak memory N={mem_pair[1]} within {TARGETS['mem_ratio']:.1f}x of N={mem_pair[0]} at batch_size="
+        f"{mem_batch}: {mem_ratio:.2f} -> {'met' if mem_ratio <= TARGETS['mem_ratio'] else 'NOT met'}")
+    log(f"  second run of the workflow loads no weights: "
+        f"{'met' if check['no_loads_on_second_run'] else 'NOT met'}")
+    if bench.hook_stats is not None:
+        h = bench.hook_stats
+        log(f"progress hook: {h['calls']} updates, {h['previews']} previews encoded in {h['preview_s']:.3f} s")
+    log(f"total benchmark time {time.perf_counter() - t_start:.1f} s")
+
+    def clean(x):
+        if isinstance(x, float):
+            return round(x, 5) if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    summary = {
+        "device": device, "quick": args.quick, "steps": args.steps, "cfg": CFG, "verifier": bench.verifier_name,
+        "overhead_max": overhead_max, "speedup_64px_n16": speedup, "mem_ratio_n64_n16": mem_ratio,
+        "mem_batch_size": mem_batch, "no_loads_on_second_run": check["no_loads_on_second_run"],
+        "second_run_speedup": check["first_run"]["random_search_s"] / max(check["second_run"]["random_search_s"], 1e-9),
+        "zero_order_nfe_rel": algo["zero_order"]["relative_to_random"],
+        "paths_nfe_rel": algo["paths"]["relative_to_random"],
+        "ladder": [{k: v for k, v in r.items() if k != "times"} for r in rows],
+        "total_s": time.perf_counter() - t_start,
+    }
+    print(json.dumps(clean(summary)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

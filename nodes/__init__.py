@@ -1,0 +1,23 @@
+"""V3 node schemas of the pack. Each module holds thin nodes delegating to search/ or verifiers/."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+
+def node_list() -> list[type[io.ComfyNode]]:
+    from .search_nodes import SEARCH_NODES
+    from .verifier_nodes import VERIFIER_NODES
+
+    return [*SEARCH_NODES, *VERIFIER_NODES]
+
+
+class NoiseSearchExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return node_list()
+
+
+async def comfy_entrypoint() -> NoiseSearchExtension:
+    return NoiseSearchExtension()

@@ -1,0 +1,133 @@
+"""Progress of a running search: ComfyUI's progress bar, and live messages for the web view.
+
+The message stream and the node's final UI payload share one shape (``state``), so the
+frontend draws the same view live, at the end, and when a workflow or history is reopened.
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+import sys
+
+import comfy.utils
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+EVENT = "noise-search.progress"
+THUMB_PX = 64
+MAX_THUMBS = 256
+# The server fits previews into this size anyway; shrinking first keeps the conversion cheap.
+PREVIEW_PX = 512
+
+
+def prompt_server():
+    """The running server, or None in-process (importing `server` there would break)."""
+    srv = sys.modules.get("server")
+    cls = getattr(srv, "PromptServer", None)
+    return getattr(cls, "instance", None)
+
+
+def thumbnail(image: torch.Tensor) -> str:
+    """A small JPEG data URL of one IMAGE [H, W, C] (first frame of a video)."""
+    return thumbnails(image.unsqueeze(0))[0]
+
+
+def thumbnails(images: torch.Tensor) -> list[str]:
+    """Small JPEG data URLs of a batch of IMAGEs [B, H, W, C] (first frame of videos).
+
+    The batch is shrunk in torch in one call before anything is converted, so the cost per
+    candidate stays that of a 64 px image whatever the image size (converting a full-size
+    image to PIL first cost ~60 ms per 1024 px candidate)."""
+    out = []
+    for arr in _to_uint8(_fit(images, THUMB_PX)):
+        buf = _io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=80)
+        out.append("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode())
+    return out
+
+
+class SearchProgress:
+    def __init__(self, node_id: str | None, algorithm: str, planned_nfe: int, backend):
+        self.node_id, self.backend = node_id, backend
+        self.total = max(1, planned_nfe)
+        self.done = 0
+        self.bar = comfy.utils.ProgressBar(self.total, node_id=node_id)
+        self.state = {"node": node_id, "algorithm": algorithm, "candidates": [], "curve": [],
+                      "best_id": None, "best_score": None, "nfe": 0, "finished": False}
+        self.best_preview = None
+        # The preview goes to the server only when the best candidate changed: the server
+        # fits and encodes every preview it is handed (per denoiser call, that was one
+        # 512 px JPEG per step), and the UI keeps showing the last one it got.
+        self._preview_pending = False
+
+    def _new_preview(self):
+        if not self._preview_pending:
+            return None
+        self._preview_pending = False
+        return self.best_preview
+
+    def on_call(self, rows: int) -> None:
+        self.done += rows
+        self.bar.update_absolute(min(self.done, self.total), self.total, self._new_preview())
+
+    def on_round(self, info: dict) -> None:
+        images = self.backend.last_images
+        count = len(info["ids"]) if images is None else min(len(info["ids"]), images.shape[0])
+        n_thumbs = max(0, min(MAX_THUMBS - len(self.state["candidates"]), count))
+        thumbs = thumbnails(images[:n_thumbs]) if images is not None and n_thumbs else []
+        for j, (cid, score) in enumerate(zip(info["ids"], info["scores"])):
+            entry = {"id": cid, "score": score, "round": info["round"]}
+            if j < len(thumbs):
+                entry["thumb"] = thumbs[j]
+            self.state["candidates"].append(entry)
+            if cid == info["best_id"] and images is not None and j < images.shape[0]:
+                self.best_preview = ("JPEG", _to_pil(images[j]), PREVIEW_PX)
+                self._preview_pending = True
+        self.state.update(best_id=info["best_id"], best_score=info["best_score"], nfe=info["nfe"])
+        self.state["curve"].append([info["nfe"], info["best_score"]])
+        self.bar.update_absolute(min(self.done, self.total), self.total, self._new_preview())
+        self.send()
+
+    def finish(self, report: dict) -> dict:
+        self.state.update(finished=True, nfe=report["nfe"]["search_total"],
+                          best_id=report["best"]["id"], best_score=report["best"]["score"])
+        self.bar.update_absolute(self.total, self.total, self._new_preview())
+        self.send()
+        return self.state
+
+    def send(self) -> None:
+        server = prompt_server()
+        if server is not None:
+            server.send_sync(EVENT, self.state, server.client_id)
+
+
+def _fit(images: torch.Tensor, max_px: int) -> torch.Tensor:
+    """IMAGE batch [B, H, W, C] (or video [B, T, H, W, C]: first frames) as RGB, shrunk by
+    area averaging so that its longer side is at most ``max_px``."""
+    if images.ndim == 5:
+        images = images[:, 0]
+    images = images[..., :3]
+    if images.shape[-1] == 1:
+        images = images.expand(*images.shape[:-1], 3)
+    h, w = images.shape[1:3]
+    scale = max_px / max(h, w)
+    if scale >= 1:
+        return images
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(images.movedim(-1, 1).float(), size=size, mode="area").movedim(1, -1)
+
+
+def _to_uint8(images: torch.Tensor):
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    """One IMAGE [H, W, C] (or a video's frames [T, H, W, C]) as a PIL image of at most
+    PREVIEW_PX a side."""
+    if image.ndim == 4:
+        image = image[:1]
+    else:
+        image = image.unsqueeze(0)
+    return Image.fromarray(_to_uint8(_fit(image, PREVIEW_PX))[0])

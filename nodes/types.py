@@ -1,0 +1,5 @@
+"""Custom socket types of the pack."""
+
+from comfy_api.latest import io
+
+VerifierType = io.Custom("VERIFIER")

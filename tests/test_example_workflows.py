@@ -1,0 +1,156 @@
+"""The example workflows: listed by the template browser, saved with widget values in the order
+the editor expects, up to date with their builder, and every one runs on the live server
+with tiny models substituted (tests/harness/workflow_convert.py says what is substituted)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import urllib.parse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.harness import workflow_convert as wc
+from tests.harness.host import PACK_NAME, REPO
+
+EXAMPLES = [p.stem for p in wc.example_paths()]
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+# File names the examples use that the test server does not have (official model files).
+OFFICIAL_FILES = set(wc.MODEL_SUBSTITUTES) | {"clip_l.safetensors", "t5xxl_fp16.safetensors"}
+SEARCH_TYPES = {"RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
+                "PathSearch", "PathSearchAdvanced"}
+
+
+@pytest.fixture(scope="module")
+def info(server):
+    wc.place_test_verifiers(server.dirs["models"])
+    return server.object_info()
+
+
+def test_the_five_examples_exist():
+    assert EXAMPLES == sorted(["sd15_random_search_imagereward", "sdxl_zero_order_ensemble",
+                               "flux_path_search_clipscore", "verifier_score_best_of_batch",
+                               "replay_winner_stock_nodes"])
+
+
+def test_template_browser_lists_and_serves_them(live):
+    listed = live.get("/api/workflow_templates")
+    assert sorted(listed.get(PACK_NAME, [])) == EXAMPLES, listed
+    for name in EXAMPLES:
+        base = f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}"
+        assert live.get(base + ".json") == wc.load_example(name)
+        # The browser shows <name>.jpg as the template's picture (a render of the graph).
+        status, body = live.request("GET", base + ".jpg")
+        assert status == 200 and Image.open(io.BytesIO(body)).format == "JPEG"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_widget_values_follow_object_info(info, name):
+    """Each saved value sits where the editor reads it: right count, right type, valid choice."""
+    for node in wc.load_example(name)["nodes"]:
+        node_def = info.get(node["type"])
+        if node_def is None:
+            assert node["type"] == "Note", f"node {node['id']}: unknown type {node['type']}"
+            continue
+        values = node.get("widgets_values", [])
+        slots = wc.widget_slots(node_def)
+        expected_len = sum(1 + wc.extra_widget_values(n, s) for n, s in wc.input_specs(node_def) if wc.is_widget(s))
+        where = f"{name}: node {node['id']} ({node['type']})"
+        assert len(values) == expected_len, f"{where}: {len(values)} widget values, expected {expected_len}"
+        specs = dict(wc.input_specs(node_def))
+        for input_name, index in slots:
+            spec, value = specs[input_name], values[index]
+            check_value(f"{where}.{input_name}", spec, value)
+            for extra in values[index + 1:index + 1 + wc.extra_widget_values(input_name, spec)]:
+                assert extra in CONTROL_VALUES, f"{where}.{input_name}: control value {extra!r}"
+        for inp in node.get("inputs", []):
+            if inp.get("widget"):  # a widget converted to an input socket keeps its name
+                assert inp["widget"]["name"] in dict(slots), f"{where}: socket for unknown widget {inp}"
+
+
+def check_value(where, spec, value):
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    options = kind if isinstance(kind, list) else opts.get("options")
+    if kind == "INT":
+        assert isinstance(value, int) and not isinstance(value, bool), f"{where}: {value!r} is not an INT"
+    elif kind == "FLOAT":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {value!r}"
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), f"{where}: {value!r} is not a BOOLEAN"
+    elif kind == "STRING":
+        assert isinstance(value, str), f"{where}: {value!r} is not a STRING"
+    if kind in ("INT", "FLOAT"):
+        assert opts.get("min", -np.inf) <= value <= opts.get("max", np.inf), f"{where}: {value} out of range"
+    if options is not None:
+        assert value in options or value in OFFICIAL_FILES, f"{where}: {value!r} is not a choice"
+
+
+def test_examples_match_their_builder(info):
+    """The committed files are what examples/build_example_workflows.py makes from /object_info."""
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import build_example_workflows as build
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    built = build.build_all(info)
+    assert sorted(built) == EXAMPLES
+    for name, workflow in built.items():
+        assert workflow == wc.load_example(name), (
+            f"example_workflows/{name}.json is stale: rebuild it with "
+            "python examples/build_example_workflows.py --server URL")
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_converts_validates_and_runs(live, info, name):
+    workflow = wc.load_example(name)
+    prompt = wc.tiny_prompt(workflow, info)
+    assert set(prompt) == {str(n["id"]) for n in workflow["nodes"] if n["type"] != "Note"}
+    result = live.run(prompt, timeout=600, extra_data={"extra_pnginfo": {"workflow": workflow}})
+    assert result["status"] == "success", json.dumps(result.get("data") or result.get("body"), indent=1)[:4000]
+    outputs = result["history"]["outputs"]
+
+    searches = [nid for nid, n in prompt.items() if n["class_type"] in SEARCH_TYPES]
+    for nid in searches:
+        (state,) = outputs[nid]["noise_search"]
+        assert state["finished"] and state["candidates"] and state["curve"]
+        thumbs = [c.get("thumb", "") for c in state["candidates"]]
+        assert any(thumbs) and all(t.startswith("data:image/jpeg;base64,") for t in thumbs if t)
+        assert np.isfinite(state["best_score"])
+        if state["algorithm"] == "random":  # other searches score intermediate states too
+            assert all(thumbs)
+            assert state["best_score"] == max(c["score"] for c in state["candidates"])
+    saves = [nid for nid, n in prompt.items() if n["class_type"] == "SaveImage"]
+    assert saves and all(outputs[nid]["images"] for nid in saves)
+    if searches:
+        # The report travels inside the saved PNG (SaveImage writes extra_pnginfo).
+        png = open_image(live, outputs[saves[0]]["images"][0])
+        report = json.loads(png.info["noise_search_report"])
+        assert report["best"]["score"] == pytest.approx(outputs[searches[0]]["noise_search"][0]["best_score"])
+    if name == "replay_winner_stock_nodes":
+        check_replays_match(live, prompt, outputs)
+
+
+def open_image(live, image: dict) -> Image.Image:
+    query = urllib.parse.urlencode({"filename": image["filename"], "subfolder": image.get("subfolder", ""),
+                                    "type": image.get("type", "output")})
+    status, body = live.request("GET", f"/view?{query}")
+    assert status == 200
+    img = Image.open(io.BytesIO(body))
+    img.load()
+    return img
+
+
+def check_replays_match(live, prompt, outputs):
+    """The search's best, the KSampler replay and the replay-noise run are the same picture."""
+    by_prefix = {prompt[nid]["inputs"]["filename_prefix"].rsplit("/", 1)[-1]: nid
+                 for nid, n in prompt.items() if n["class_type"] == "SaveImage"}
+    pixels = {key: np.asarray(open_image(live, outputs[nid]["images"][0]).convert("RGB"), dtype=np.int16)
+              for key, nid in by_prefix.items()}
+    best = pixels["replay_search_best"]
+    for key in ("replay_ksampler", "replay_custom"):
+        diff = np.abs(pixels[key] - best)
+        # Batched and single model calls may round differently; a different noise would not.
+        assert diff.max() <= 3, f"{key} differs from the search's best by up to {diff.max()} levels"

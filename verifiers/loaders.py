@@ -1,0 +1,171 @@
+"""Loading verifiers from ComfyUI's `verifiers` model folder: what the loader nodes call.
+
+File layout inside a `verifiers` folder (official names; downloads land there):
+
+    clip/ViT-L-14-openai.safetensors              open_clip CLIP (OpenAI ViT-L/14)
+    aesthetic/sac+logos+ava1-l14-linearMSE.pth    LAION aesthetic predictor v2 head
+    ImageReward/ImageReward.pt                    ImageReward v1.0
+    ImageReward/med_config.json
+    ImageReward/bert-base-uncased/vocab.txt       BERT tokenizer vocabulary
+    dinov2-small/config.json                      a transformers DINOv2 folder
+    dinov2-small/model.safetensors
+    classifiers/<name>.safetensors (+ <name>.json) image classifiers (see verifiers/classifier.py)
+
+Other CLIP files can sit in ``clip/``; their open_clip architecture is read from the file
+name (``ViT-B-32-laion2b_s34b_b79k.safetensors`` -> ViT-B-32) or chosen on the node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import comfy_runtime as rt
+from .aesthetic import AestheticVerifier, load_aesthetic_mlp
+from .base import VerifierError
+from .classifier import ClassifierVerifier, load_classifier
+from .clip import (
+    DEFAULT_TEMPLATES,
+    CLIPScoreVerifier,
+    CLIPZeroShotVerifier,
+    OpenCLIPModel,
+    build_open_clip,
+    infer_arch,
+)
+from .dinov2 import DEFAULT_EARLY_LEVEL, DINOv2SelfSupervisedVerifier, load_dinov2
+from .ensemble import EnsembleVerifier
+
+WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
+
+DEFAULT_CLIP = "clip/ViT-L-14-openai.safetensors"
+DEFAULT_AESTHETIC = "aesthetic/sac+logos+ava1-l14-linearMSE.pth"
+DEFAULT_IMAGEREWARD = "ImageReward/ImageReward.pt"
+DEFAULT_MED_CONFIG = "ImageReward/med_config.json"
+DEFAULT_BERT_DIR = "ImageReward/bert-base-uncased"
+DEFAULT_DINOV2 = "dinov2-small"
+DEFAULT_CLASSIFIER = "classifiers/classifier.safetensors"
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+
+# Architectures of the official files whose names alone would be ambiguous.
+KNOWN_CLIP_ARCH = {DEFAULT_CLIP: "ViT-L-14-quickgelu"}
+
+
+# ---- pickers ---------------------------------------------------------------------------
+
+def clip_choices() -> list[str]:
+    return rt.combo_options(rt.list_files("clip/", WEIGHT_SUFFIXES), [DEFAULT_CLIP])
+
+
+def aesthetic_choices() -> list[str]:
+    return rt.combo_options(rt.list_files("aesthetic/", WEIGHT_SUFFIXES), [DEFAULT_AESTHETIC])
+
+
+def imagereward_choices() -> tuple[list[str], list[str], list[str]]:
+    models = rt.combo_options(rt.list_files("ImageReward/", (".pt", ".pth", ".safetensors")), [DEFAULT_IMAGEREWARD])
+    configs = rt.combo_options(rt.list_files("ImageReward/", (".json",)), [DEFAULT_MED_CONFIG])
+    tokenizers = rt.combo_options(rt.list_dirs_with("vocab.txt"), [DEFAULT_BERT_DIR])
+    return models, configs, tokenizers
+
+
+def dinov2_choices() -> list[str]:
+    found = [d for d in rt.list_dirs_with("config.json") if "dino" in d.lower()]
+    return rt.combo_options(found, [DEFAULT_DINOV2])
+
+
+def classifier_choices() -> list[str]:
+    found = rt.list_files("classifiers/", (".safetensors", ".sft"))
+    return found or [DEFAULT_CLASSIFIER]
+
+
+def clip_architectures() -> list[str]:
+    import open_clip
+
+    return ["auto", *sorted(open_clip.list_models(), key=str.lower)]
+
+
+# ---- loaders ---------------------------------------------------------------------------
+
+def load_open_clip(clip_file: str, architecture: str = "auto", precision: str = "auto",
+                   allow_download: bool = True, node_id: str | None = None) -> OpenCLIPModel:
+    """The cached CLIP model for ``clip_file``, shared by every CLIP-based verifier."""
+    arch = infer_arch(clip_file, KNOWN_CLIP_ARCH) if architecture == "auto" else architecture
+    path = rt.resolve(clip_file, allow_download, node_id)
+    dtype = rt.pick_dtype(precision)
+    slot = ("open_clip", str(Path(path).resolve()), arch, str(dtype), str(rt.load_device()))
+    return rt.cached(slot, rt.file_stamp(path), lambda: build_open_clip(arch, path, dtype=dtype))
+
+
+def load_clipscore(clip_file: str = DEFAULT_CLIP, architecture: str = "auto", precision: str = "auto",
+                   allow_download: bool = True, node_id: str | None = None) -> CLIPScoreVerifier:
+    clip = load_open_clip(clip_file, architecture, precision, allow_download, node_id)
+    return rt.attach(CLIPScoreVerifier(clip))
+
+
+def load_aesthetic(aesthetic_file: str = DEFAULT_AESTHETIC, clip_file: str = DEFAULT_CLIP,
+                   architecture: str = "auto", precision: str = "auto", allow_download: bool = True,
+                   node_id: str | None = None) -> AestheticVerifier:
+    mlp_path = rt.resolve(aesthetic_file, allow_download, node_id)
+    mlp = rt.cached(("aesthetic_mlp", str(Path(mlp_path).resolve())), rt.file_stamp(mlp_path),
+                    lambda: load_aesthetic_mlp(mlp_path))
+    clip = load_open_clip(clip_file, architecture, precision, allow_download, node_id)
+    return rt.attach(AestheticVerifier(clip, mlp))
+
+
+def load_zero_shot(class_names: str | list[str], templates: str | list[str] = DEFAULT_TEMPLATES,
+                   clip_file: str = DEFAULT_CLIP, architecture: str = "auto", precision: str = "auto",
+                   allow_download: bool = True, node_id: str | None = None) -> CLIPZeroShotVerifier:
+    clip = load_open_clip(clip_file, architecture, precision, allow_download, node_id)
+    return rt.attach(CLIPZeroShotVerifier(clip, split_lines(class_names), split_lines(templates)))
+
+
+def load_dinov2_verifier(folder: str = DEFAULT_DINOV2, early_level: float = DEFAULT_EARLY_LEVEL,
+                         precision: str = "auto", allow_download: bool = True,
+                         node_id: str | None = None) -> DINOv2SelfSupervisedVerifier:
+    config = rt.resolve(f"{folder}/config.json", allow_download, node_id)
+    base = config.parent
+    if not any((base / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+        rt.resolve(f"{folder}/model.safetensors", allow_download, node_id)
+    dtype = rt.pick_dtype(precision)
+    slot = ("dinov2", str(base.resolve()), str(dtype), str(rt.load_device()))
+    model = rt.cached(slot, rt.file_stamp(base), lambda: load_dinov2(base, dtype=dtype))
+    return rt.attach(DINOv2SelfSupervisedVerifier(model, early_level=early_level))
+
+
+def load_classifier_verifier(classifier_file: str, node_id: str | None = None) -> ClassifierVerifier:
+    # Classifiers are the user's own files: nothing to download.
+    path = rt.resolve(classifier_file, allow_download=False, node_id=node_id)
+    paths = [path] + ([path.with_suffix(".json")] if path.with_suffix(".json").is_file() else [])
+    module, config = rt.cached(("classifier", str(path.resolve())), rt.file_stamp(*paths),
+                               lambda: load_classifier(path))
+    return rt.attach(ClassifierVerifier(module, config))
+
+
+def load_imagereward(model_file: str = DEFAULT_IMAGEREWARD, med_config_file: str = DEFAULT_MED_CONFIG,
+                     tokenizer_dir: str = DEFAULT_BERT_DIR, precision: str = "auto",
+                     allow_download: bool = True, node_id: str | None = None):
+    try:
+        # Imported here so the pack loads even where this optional module is absent.
+        from .imagereward import ImageRewardVerifier
+    except ImportError as e:
+        raise VerifierError(f"ImageReward support is not available in this install: {e}") from None
+    model_path = rt.resolve(model_file, allow_download, node_id)
+    med_path = rt.resolve(med_config_file, allow_download, node_id)
+    vocab = rt.resolve(f"{tokenizer_dir}/vocab.txt", allow_download, node_id)
+    device = rt.load_device()
+    dtype = rt.pick_dtype(precision, device)
+    slot = ("imagereward", str(model_path.resolve()), str(med_path.resolve()), str(vocab.parent.resolve()),
+            str(dtype), str(device))
+    verifier = rt.cached(slot, rt.file_stamp(model_path, med_path, vocab),
+                         lambda: ImageRewardVerifier.from_files(model_path, med_path, vocab.parent,
+                                                                device=device, dtype=dtype))
+    return rt.attach(verifier)
+
+
+def make_ensemble(verifiers, weights: list[float] | None = None) -> EnsembleVerifier:
+    return EnsembleVerifier(verifiers, weights)
+
+
+def split_lines(value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Multiline node text -> non-empty stripped lines (lists pass through)."""
+    lines = value.splitlines() if isinstance(value, str) else list(value)
+    return [line.strip() for line in lines if line.strip()]
+

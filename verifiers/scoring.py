@@ -1,0 +1,40 @@
+"""Scoring a batch of any size with any verifier, and turning scores into a choice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .base import Condition, Verifier, VerifierError
+
+
+def score_in_chunks(verifier: Verifier, images: torch.Tensor, condition: Condition | str | None = None,
+                    early: torch.Tensor | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Scores [B] of ``images``, in chunks of at most ``verifier.max_batch``.
+
+    Verifiers whose scores are relative to the batch (``relative_scores``, the rank
+    ensemble) are never chunked: they see the whole batch at once. ``on_chunk(done, total)``
+    runs after each chunk (progress, interruption checks).
+    """
+    total = images.shape[0]
+    if early is not None and early.shape[0] != total:
+        raise VerifierError(f"{early.shape[0]} early images for {total} images")
+    step = total if getattr(verifier, "relative_scores", False) else max(1, int(verifier.max_batch))
+    parts = []
+    for start in range(0, total, step):
+        sl = slice(start, start + step)
+        parts.append(verifier.score(images[sl], condition, None if early is None else early[sl]))
+        if on_chunk is not None:
+            on_chunk(min(start + step, total), total)
+    scores = torch.cat(parts)
+    if not torch.isfinite(scores).all():
+        raise VerifierError(f"the {verifier.name} verifier returned non-finite scores {scores.tolist()}")
+    return scores
+
+
+def ranking(scores: torch.Tensor) -> list[int]:
+    """Indices from best to worst; equal scores keep their batch order (the first wins)."""
+    order = torch.argsort(-scores.double(), stable=True)
+    return [int(i) for i in order]

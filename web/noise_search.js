@@ -1,0 +1,305 @@
+// Live view of a noise search inside the search node: one thumbnail per scored candidate
+// (score below it, the current best outlined) and the best score versus NFEs.
+//
+// The server sends the whole search state after every scored round
+// ("noise-search.progress", see nodes/progress.py) and returns the final state as the
+// node's UI output {"noise_search": [state]}; both have the same shape, so one render
+// function draws the live view, the final view and a view restored from history.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const EVENT = "noise-search.progress";
+const SEARCH_NODES = new Set([
+  "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
+  "PathSearch", "PathSearchAdvanced",
+]);
+const WIDGET_NAME = "noise_search_view";
+// The last state is kept in the node's properties so it survives saving and reopening the
+// workflow. Properties travel inside every PNG saved from this workflow, so only the best
+// candidates keep their thumbnails there; the others keep id and score.
+const PROPERTY = "noise_search_state";
+const KEEP_THUMBS = 16;
+const ALGORITHMS = { random: "Random search", zero_order: "Zero-order search", paths: "Path search" };
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const CSS = `
+.noise-search-view { display: flex; flex-direction: column; gap: 4px; box-sizing: border-box;
+  height: 100%; padding: 4px; overflow: hidden; border-radius: 6px;
+  font: 11px/1.3 sans-serif; color: var(--input-text, #ddd); background: var(--comfy-input-bg, #222); }
+.noise-search-header { flex: 0 0 auto; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.noise-search-view[data-status="running"] .noise-search-header::before { content: "\\25CF  "; color: #4caf50; }
+.noise-search-view[data-status="stopped"] .noise-search-header::before { content: "\\25A0  "; color: #e57373; }
+.noise-search-chart { flex: 0 0 auto; width: 100%; height: 64px; display: block; }
+.noise-search-chart .axis { stroke: #777; stroke-width: 1; fill: none; }
+.noise-search-chart .curve { stroke: #f5c518; stroke-width: 1.5; fill: none; }
+.noise-search-chart .point { fill: #f5c518; }
+.noise-search-chart .candidate { fill: #999; opacity: 0.7; }
+.noise-search-chart text { fill: #aaa; font-size: 9px; }
+.noise-search-grid { flex: 1 1 auto; min-height: 0; overflow-y: auto; display: grid; gap: 4px;
+  grid-template-columns: repeat(auto-fill, minmax(56px, 1fr)); align-content: start; }
+.noise-search-thumb { position: relative; margin: 0; border: 2px solid transparent; border-radius: 4px;
+  overflow: hidden; background: #111; aspect-ratio: 1; }
+.noise-search-thumb img { width: 100%; height: 100%; object-fit: cover; display: block; }
+.noise-search-thumb .noise-search-score { position: absolute; left: 0; right: 0; bottom: 0; text-align: center;
+  font-size: 10px; background: rgba(0, 0, 0, 0.65); color: #fff; }
+.noise-search-thumb.noise-search-best { border-color: #f5c518; }
+.noise-search-thumb.noise-search-best::after { content: "\\2605"; position: absolute; top: 0; right: 2px;
+  color: #f5c518; text-shadow: 0 0 2px #000; }
+.noise-search-empty { grid-column: 1 / -1; opacity: 0.6; padding: 8px 2px; }
+`;
+
+function injectStyle() {
+  if (document.getElementById("noise-search-style")) return;
+  const style = document.createElement("style");
+  style.id = "noise-search-style";
+  style.textContent = CSS;
+  document.head.appendChild(style);
+}
+
+function formatScore(x) {
+  if (typeof x !== "number" || !Number.isFinite(x)) return "–";
+  const a = Math.abs(x);
+  return x.toFixed(a >= 100 ? 1 : a >= 1 ? 3 : 4);
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Index of the candidate that is the current best (first match of best_id). */
+function bestIndex(state) {
+  const cands = state.candidates || [];
+  let i = cands.findIndex((c) => c.id === state.best_id);
+  if (i < 0 && cands.length) {
+    // best_id missing (e.g. an old saved state): fall back to the highest score.
+    i = cands.reduce((b, c, j) => (c.score > cands[b].score ? j : b), 0);
+  }
+  return i;
+}
+
+/** The state without most thumbnails, for the node's properties (see PROPERTY). */
+function compact(state) {
+  const cands = state.candidates || [];
+  const keep = new Set(
+    [...cands.keys()].sort((a, b) => (cands[b].score ?? -Infinity) - (cands[a].score ?? -Infinity))
+      .slice(0, KEEP_THUMBS));
+  return {
+    ...state,
+    candidates: cands.map((c, i) => (keep.has(i) ? c : { id: c.id, score: c.score, round: c.round })),
+  };
+}
+
+class SearchView {
+  constructor(node) {
+    this.node = node;
+    this.root = el("div", "noise-search-view");
+    this.root.dataset.status = "idle";
+    this.header = el("div", "noise-search-header");
+    this.chart = svg("svg", { class: "noise-search-chart", preserveAspectRatio: "none" });
+    this.grid = el("div", "noise-search-grid");
+    this.root.append(this.header, this.chart, this.grid);
+    this.tiles = [];
+    this.state = null;
+    this.clear("Queue the workflow to see the candidates here.");
+  }
+
+  clear(message, status = "idle") {
+    this.state = null;
+    this.tiles = [];
+    this.grid.replaceChildren(el("div", "noise-search-empty", message));
+    this.chart.replaceChildren();
+    this.header.textContent = status === "running" ? "Searching…" : "No search yet";
+    this.root.dataset.status = status;
+    this.root.dataset.candidates = "0";
+  }
+
+  update(state, { persist = true } = {}) {
+    if (!state || !Array.isArray(state.candidates)) return;
+    const cands = state.candidates;
+    // A new run starts over with fewer candidates: rebuild instead of appending.
+    if (this.tiles.length > cands.length || !this.state) {
+      this.tiles = [];
+      this.grid.replaceChildren();
+    }
+    for (let i = this.tiles.length; i < cands.length; i++) {
+      this.tiles.push(this.addTile(cands[i]));
+    }
+    cands.forEach((c, i) => this.fillTile(this.tiles[i], c));
+    const best = bestIndex(state);
+    this.tiles.forEach((tile, i) => tile.classList.toggle("noise-search-best", i === best));
+    this.state = state;
+    this.drawHeader(state);
+    this.drawChart(state);
+    this.root.dataset.status = state.finished ? "finished" : "running";
+    this.root.dataset.candidates = String(cands.length);
+    this.root.dataset.bestId = String(state.best_id ?? "");
+    if (persist) this.node.properties[PROPERTY] = compact(state);
+    this.node.setDirtyCanvas?.(true, false);
+  }
+
+  addTile(candidate) {
+    const tile = el("figure", "noise-search-thumb");
+    tile.append(el("img"), el("figcaption", "noise-search-score"));
+    this.grid.append(tile);
+    return tile;
+  }
+
+  fillTile(tile, c) {
+    const img = tile.firstChild;
+    if (c.thumb && img.getAttribute("src") !== c.thumb) img.src = c.thumb;
+    img.alt = `candidate ${c.id}`;
+    img.style.visibility = c.thumb ? "visible" : "hidden";
+    const text = formatScore(c.score);
+    tile.lastChild.textContent = text;
+    tile.dataset.id = String(c.id);
+    tile.dataset.score = String(c.score);
+    tile.dataset.round = String(c.round ?? "");
+    tile.title = `candidate ${c.id}, round ${c.round ?? "?"}: score ${text}`;
+  }
+
+  drawHeader(s) {
+    const parts = [ALGORITHMS[s.algorithm] || s.algorithm || "Search", `${s.candidates.length} scored`];
+    if (s.best_score !== null && s.best_score !== undefined) {
+      parts.push(`best ${formatScore(s.best_score)} (#${s.best_id})`);
+    }
+    parts.push(`${s.nfe ?? 0} NFE`);
+    if (s.finished) parts.push("done");
+    this.header.textContent = parts.join(" · ");
+  }
+
+  drawChart(state) {
+    // Every candidate's score (grey dots, at the NFEs spent when its round ended) and the
+    // best score so far as a step line: it only changes when a round finds a better one.
+    const W = 300, H = 64, left = 34, right = 4, top = 4, bottom = 12;
+    const curve = (state.curve || []).filter((p) => Array.isArray(p) && Number.isFinite(p[0])
+      && Number.isFinite(p[1]));
+    this.chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    this.chart.dataset.points = String(curve.length);
+    const parts = [svg("path", { class: "axis", d: `M${left},${top} V${H - bottom} H${W - right}` })];
+    if (curve.length) {
+      // Rounds in order of arrival; curve[i] closes the i-th round seen among the candidates.
+      const rounds = [...new Set(state.candidates.map((c) => c.round))];
+      const dots = state.candidates
+        .map((c) => [curve[Math.min(rounds.indexOf(c.round), curve.length - 1)][0], c.score])
+        .filter((p) => Number.isFinite(p[1]));
+      const ys = [...curve, ...dots].map((p) => p[1]);
+      const xMax = Math.max(...curve.map((p) => p[0]), 1);
+      let yMin = Math.min(...ys);
+      let yMax = Math.max(...ys);
+      if (yMax - yMin < 1e-9) { yMin -= 0.5; yMax += 0.5; }
+      const x = (v) => left + (v / xMax) * (W - left - right);
+      const y = (v) => top + (1 - (v - yMin) / (yMax - yMin)) * (H - top - bottom);
+      for (const p of dots) parts.push(svg("circle", { class: "candidate", cx: x(p[0]), cy: y(p[1]), r: 1.5 }));
+      let d = `M${x(0)},${y(curve[0][1])} H${x(curve[0][0])}`;
+      for (let i = 1; i < curve.length; i++) d += ` H${x(curve[i][0])} V${y(curve[i][1])}`;
+      parts.push(svg("path", { class: "curve", d }));
+      for (const p of curve) parts.push(svg("circle", { class: "point", cx: x(p[0]), cy: y(p[1]), r: 2 }));
+      parts.push(svg("text", { x: 2, y: top + 8 }, formatScore(yMax)));
+      parts.push(svg("text", { x: 2, y: H - bottom }, formatScore(yMin)));
+      parts.push(svg("text", { x: W - right, y: H - 2, "text-anchor": "end" }, `${xMax} NFE`));
+    }
+    this.chart.replaceChildren(...parts);
+  }
+}
+
+/** The node for an execution id ("12", or "5:12" inside a subgraph). */
+function nodeForExecutionId(id) {
+  let graph = app.rootGraph ?? app.graph;
+  let node = null;
+  for (const part of String(id).split(":")) {
+    node = graph?.getNodeById(Number(part)) ?? graph?.getNodeById(part);
+    if (!node) return null;
+    graph = node.subgraph;
+  }
+  return node;
+}
+
+function viewOf(node) {
+  return node?.noiseSearchView ?? null;
+}
+
+function attachView(node) {
+  if (node.noiseSearchView) return node.noiseSearchView;
+  const view = new SearchView(node);
+  const widget = node.addDOMWidget(WIDGET_NAME, "noise_search", view.root, {
+    serialize: false, // the view is not an input of the node
+    hideOnZoom: false,
+    getMinHeight: () => 170,
+  });
+  widget.serialize = false; // keeps widgets_values free of it when the workflow is saved
+  node.noiseSearchView = view;
+  return view;
+}
+
+app.registerExtension({
+  name: "noise_search.view",
+
+  setup() {
+    injectStyle();
+    api.addEventListener(EVENT, ({ detail }) => {
+      if (detail?.node === undefined || detail?.node === null) return;
+      viewOf(nodeForExecutionId(detail.node))?.update(detail);
+    });
+    api.addEventListener("executing", ({ detail }) => {
+      const view = detail === null || detail === undefined ? null : viewOf(nodeForExecutionId(detail));
+      if (view) view.clear("Searching… the first candidates appear after the first scored round.", "running");
+    });
+    const stop = () => {
+      for (const node of (app.rootGraph ?? app.graph)?.nodes ?? []) {
+        const view = viewOf(node);
+        if (view?.root.dataset.status === "running") {
+          view.root.dataset.status = "stopped";
+          view.header.textContent = `${view.header.textContent} · stopped`;
+        }
+      }
+    };
+    api.addEventListener("execution_error", stop);
+    api.addEventListener("execution_interrupted", stop);
+  },
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!SEARCH_NODES.has(nodeData.name)) return;
+
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = onNodeCreated?.apply(this, arguments);
+      attachView(this);
+      this.setSize([Math.max(this.size[0], 340), this.computeSize()[1]]);
+      return r;
+    };
+
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function (info) {
+      const r = onConfigure?.apply(this, arguments);
+      const saved = this.properties?.[PROPERTY];
+      if (saved) attachView(this).update(saved, { persist: false });
+      return r;
+    };
+
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const r = onExecuted?.apply(this, arguments);
+      const state = output?.noise_search?.[0];
+      if (state) attachView(this).update(state);
+      return r;
+    };
+  },
+
+  // Opening a finished prompt from the queue/history panel restores its outputs here.
+  onNodeOutputsUpdated(nodeOutputs) {
+    for (const [id, output] of Object.entries(nodeOutputs || {})) {
+      const state = output?.noise_search?.[0];
+      if (state) viewOf(nodeForExecutionId(id))?.update(state);
+    }
+  },
+});
