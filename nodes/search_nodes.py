@@ -121,7 +121,8 @@ def _check(name, value, lo, hi):
 def validate_ksampler_budget(budget, steps, search_steps, sampler_name, cfg=None, denoise=None,
                              scheduler=None) -> bool | str:
     # ComfyUI skips its own min/max checks for every input named in validate_inputs, so
-    # each range is checked again here.
+    # each range is checked again here. An input linked from another node is absent (None)
+    # at validation; execute re-checks it (check_values) once its value exists.
     for msg in (_check("budget", budget, 0, 10**9), _check("steps", steps, 1, 10000),
                 _check("search_steps", search_steps, 0, 10000), _check("cfg", cfg, 0.0, 100.0),
                 _check("denoise", denoise, 0.01, 1.0)):
@@ -267,7 +268,8 @@ class RandomSearch(io.ComfyNode):
             outputs=search_outputs(True, True), hidden=HIDDEN)
 
     @classmethod
-    def validate_inputs(cls, budget, steps, search_steps, sampler_name, cfg, denoise, scheduler):
+    def validate_inputs(cls, budget=None, steps=None, search_steps=None, sampler_name=None, cfg=None, denoise=None,
+                        scheduler=None):
         return validate_ksampler_budget(budget, steps, search_steps, sampler_name, cfg, denoise, scheduler)
 
     @classmethod
@@ -339,7 +341,8 @@ class ZeroOrderSearch(io.ComfyNode):
             outputs=search_outputs(True), hidden=HIDDEN)
 
     @classmethod
-    def validate_inputs(cls, budget, steps, search_steps, sampler_name, cfg, denoise, scheduler, angle):
+    def validate_inputs(cls, budget=None, steps=None, search_steps=None, sampler_name=None, cfg=None, denoise=None,
+                        scheduler=None, angle=None):
         return _check("angle", angle, ANGLE_MIN, ANGLE_MAX) or \
             validate_ksampler_budget(budget, steps, search_steps, sampler_name, cfg, denoise, scheduler)
 
@@ -371,7 +374,7 @@ class ZeroOrderSearchAdvanced(io.ComfyNode):
             outputs=search_outputs(True), hidden=HIDDEN)
 
     @classmethod
-    def validate_inputs(cls, angle):
+    def validate_inputs(cls, angle=None):
         return _check("angle", angle, ANGLE_MIN, ANGLE_MAX) or True
 
     @classmethod
@@ -431,8 +434,8 @@ class PathSearch(io.ComfyNode):
             outputs=search_outputs(False), hidden=HIDDEN)
 
     @classmethod
-    def validate_inputs(cls, start, forward, backward, budget, steps, sampler_name, cfg, denoise, scheduler,
-                        paths, branches):
+    def validate_inputs(cls, start=None, forward=None, backward=None, budget=None, steps=None, sampler_name=None,
+                        cfg=None, denoise=None, scheduler=None, paths=None, branches=None):
         ok = validate_paths(start, forward, backward, paths, branches)
         return ok if ok is not True else validate_ksampler_budget(budget, steps, 0, sampler_name, cfg, denoise,
                                                                   scheduler)
@@ -486,7 +489,7 @@ class PathSearchAdvanced(io.ComfyNode):
             outputs=search_outputs(False), hidden=HIDDEN)
 
     @classmethod
-    def validate_inputs(cls, start, forward, backward, paths, branches):
+    def validate_inputs(cls, start=None, forward=None, backward=None, paths=None, branches=None):
         return validate_paths(start, forward, backward, paths, branches)
 
     @classmethod

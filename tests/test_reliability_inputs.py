@@ -153,6 +153,9 @@ CASES = [
          ("candidates must be between 1 and 4096",), "RandomSearch"),
     Case("linked_steps_huge", linked("RandomSearch", "steps", 10**9), E, (),
          ("steps must be between 1 and 10000",), "RandomSearch"),
+    # Valid linked values: validation runs without them (they are absent there) and succeeds.
+    Case("linked_budget_valid", linked("RandomSearch", "budget", 8), "success"),
+    Case("linked_start_valid", linked("PathSearch", "start", 0.4, "PrimitiveFloat"), "success"),
     Case("linked_paths_huge", linked("PathSearchAdvanced", "paths", 10**7), E, (),
          ("paths must be between 1 and 1024",), "PathSearchAdvanced"),
     # -- steps, angles, levels ----------------------------------------------------------------------
@@ -282,11 +285,6 @@ def test_bad_input_is_refused_clearly(live, hostile_files, case):
     assert live.proc.poll() is None, "the server died"
 
 
-# verifiers/scoring.py (not owned here) concatenates zero score chunks before any check runs;
-# the fix is one line at the top of score_in_chunks (see the reliability report). Until it
-# lands, only torch's RuntimeError is tolerated.
-@pytest.mark.xfail(raises=RuntimeError, strict=False,
-                   reason="score_in_chunks needs an empty-batch check (verifiers/scoring.py)")
 def test_empty_image_batch_into_verifier_score(comfy, tmp_path):
     """No stock node makes an empty IMAGE batch (every batch and crop node clamps to at least
     one image), so this case runs in-process: VerifierScore must say the batch is empty."""

@@ -131,7 +131,8 @@ def test_clip_verifiers_share_one_cached_model_under_the_memory_manager(verifier
     assert_batched_equals_single(aesthetic, imgs)
     assert_batched_equals_single(zero_shot, imgs, "dog")
     assert zero_shot.class_names == ["cat", "dog"]
-    loaded = [m.model.model.inner for m in comfy.model_management.current_loaded_models if m.model is not None]
+    loaded = [getattr(m.model.model, "inner", None) for m in comfy.model_management.current_loaded_models
+              if m.model is not None]
     assert clip_score.clip.model in loaded and aesthetic.mlp in loaded
 
 
