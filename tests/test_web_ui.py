@@ -52,6 +52,8 @@ class Editor:
         self.errors = []
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        # The "Nodes 2.0" banner would cover the top of the canvas in the screenshot.
+        self.page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
         self.url = url
         self.open()
 
@@ -149,18 +151,30 @@ def test_live_search_view(editor, live, info):
     page = editor.page
     assert editor.views() == [{"status": "idle", "candidates": 0, "best": None, "thumbs": [], "bestCount": 0,
                                "chartPoints": 0, "chartDots": 0, "curve": False}]
-    # Record what the view shows as messages arrive (status:candidate count).
+    # Record what the view shows as messages arrive: status, candidate count, thumbnails with
+    # an image and a score, points of the best-score curve.
     page.evaluate("""() => { window.__nsSeen = []; const v = document.querySelector('.noise-search-view');
-        new MutationObserver(() => window.__nsSeen.push(v.dataset.status + ':' + v.dataset.candidates))
+        new MutationObserver(() => window.__nsSeen.push([v.dataset.status, Number(v.dataset.candidates),
+            [...v.querySelectorAll('.noise-search-thumb')].filter(t =>
+                (t.querySelector('img').getAttribute('src') || '').startsWith('data:image/')
+                && /^-?\\d+\\.\\d+$/.test(t.querySelector('.noise-search-score').textContent)).length,
+            v.querySelectorAll('.noise-search-chart circle.point').length]))
             .observe(v, {attributes: true, attributeFilter: ['data-candidates', 'data-status']});
         window.__nsDone = null;
         window.comfyAPI.api.api.addEventListener('execution_success', e => { window.__nsDone = e.detail.prompt_id; }); }""")
     page.evaluate("() => app.queuePrompt(0, 1)")
     page.wait_for_selector(".noise-search-view[data-status=finished]", timeout=300_000)
     prompt_id = page.wait_for_function("() => window.__nsDone", timeout=120_000).json_value()
-    seen = page.evaluate("() => window.__nsSeen")
-    assert "running:0" in seen, seen  # cleared when the node started
-    assert any(s.startswith("running:") and 0 < int(s.split(":")[1]) < CANDIDATES for s in seen), seen
+    seen = [tuple(s) for s in page.evaluate("() => window.__nsSeen")]
+    assert ("running", 0, 0, 0) in seen, seen  # cleared when the node started
+    # While it ran: after a scored round, every candidate so far as a thumbnail with its score,
+    # and one curve point per round. (Chromium may hand over messages that arrive together in
+    # one task, e.g. the last round with the final state: not every round need be seen.)
+    during = [s[1:] for s in seen if s[0] == "running" and s[1] > 0]
+    rounds = [(n, n, n // ROUND_SIZE) for n in range(ROUND_SIZE, CANDIDATES + 1, ROUND_SIZE)]
+    assert during and all(d in rounds for d in during) and during == sorted(set(during)), seen
+    assert during[0][0] < CANDIDATES, seen  # seen before the search ended
+    assert seen[-1][0] == "finished", seen
 
     (view,) = editor.views()
     assert view["candidates"] == CANDIDATES and len(view["thumbs"]) == CANDIDATES
@@ -180,7 +194,8 @@ def test_live_search_view(editor, live, info):
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("""id => { const n = app.graph.getNodeById(id), ds = app.canvas.ds;
-        ds.scale = 1; ds.offset = [560 - n.pos[0], 80 - n.pos[1]]; app.canvas.setDirty(true, true); }""",
+        ds.scale = 0.9; ds.offset = [620 / 0.9 - n.pos[0], 130 / 0.9 - n.pos[1]];
+        app.canvas.setDirty(true, true); }""",
                   search["id"])
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "ui_search.png"))
@@ -194,11 +209,14 @@ def test_live_search_view(editor, live, info):
 
     # So does loading the run from the queue panel: the workflow queued then had no saved
     # state, so this view comes from the run's outputs (the onNodeOutputsUpdated hook).
+    queued = live.history(prompt_id)["prompt"][3]["extra_pnginfo"]["workflow"]
+    (queued_search,) = [n for n in queued["nodes"] if n["id"] == search["id"]]
+    assert "noise_search_state" not in queued_search.get("properties", {})
     page.evaluate("() => app.loadGraphData()")  # the default graph: no search view
     assert editor.views() == []
-    page.get_by_role("button", name="Queue").first.click()
+    page.locator(".queue-tab-button").click()  # the sidebar's queue/history tab
     page.locator(".task-item").first.click(button="right")
-    page.get_by_text("Load Workflow").first.click()
+    page.get_by_role("menuitem", name="Load Workflow").click()
     page.wait_for_selector(".noise-search-view[data-status=finished]", timeout=30_000)
     (restored,) = editor.views()
     assert restored["thumbs"] == view["thumbs"]
