@@ -3,11 +3,18 @@
 A small class-conditional diffusion model of sklearn's digits runs through the pack's search
 nodes and ComfyUI's sampler (in-process, exactly as a graph runs them). For a ladder of
 total-NFE budgets it compares the baseline of adding denoising steps with random search,
-zero-order search and path search, all guided by one classifier (the verifier) and judged by
-another, trained on disjoint data (the evaluator: Inception-Score-style IS, Frechet distance
-in its feature space against real digits, per-class diversity).
+zero-order search and path search, all guided by one classifier (the verifier, loaded by the
+pack's ClassifierVerifierLoader node) and judged by another, trained on disjoint data (the
+evaluator: Inception-Score-style IS, Frechet distance in its feature space against real
+digits neither it nor the denoiser saw, per-class diversity).
 
-Outputs in demo_output/: results.json, scaling.png, grid.png, samples.npz (and a table).
+Outputs in demo_output/: results.json, scaling.png, grid.png, samples.npz, table.txt.
+
+Conventions: the first budget of the ladder equals --search-steps, where every method is
+the same plain sample (one noise, one solve: no search yet); search methods appear from the
+second budget on. Sample j of class c always starts from seed 1000 c + j, so the methods
+are compared on the same noises (random search's candidate 0 and zero-order search's first
+pivot are exactly the plain sample's noise).
 """
 
 from __future__ import annotations
@@ -28,114 +35,209 @@ if str(ROOT) not in sys.path:
 from bench.comfy_host import load_host, pack_module, run_node  # noqa: E402
 
 METHODS = ("steps", "random", "zero_order", "paths")
+SEARCHES = METHODS[1:]
 LABELS = {"steps": "more denoising steps", "random": "random search", "zero_order": "zero-order search (ZO-2)",
           "paths": "search over paths"}
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+# Defaults of `make demo` (see bench/testbed/README.md for how they were chosen).
+BUDGETS = (4, 16, 32, 64, 128)
+PER_CLASS = 10
+SEARCH_STEPS = 4
+CFG = 2.0
+ZERO_ORDER = {"neighbours": 2, "angle": 30.0, "restart": True}
+PATHS = {"branches": 2, "start": 0.3, "forward": 0.2, "backward": 0.3, "interval_steps": 1}
+
+
+class SeedNoise:
+    """A ComfyUI NOISE whose row i is what a stock KSampler draws for a batch-1 latent with
+    seed ``seeds[i]`` (so a batch of plain samples matches per-seed KSampler runs)."""
+
+    def __init__(self, seeds: list[int]):
+        self.seeds, self.seed = list(seeds), int(seeds[0])
+
+    def generate_noise(self, input_latent):
+        import comfy.sample
+
+        one = input_latent["samples"][:1]
+        return torch.cat([comfy.sample.prepare_noise(one, s) for s in self.seeds])
 
 
 class Testbed:
     """The model, VAE and verifier as a user's graph would load them, plus the evaluator."""
 
-    def __init__(self, search_steps: int, cfg: float):
+    def __init__(self, search_steps: int = SEARCH_STEPS, cfg: float = CFG, weights: Path = WEIGHTS,
+                 zero_order: dict | None = None, paths: dict | None = None):
         load_host()
+        import comfy.utils
         import folder_paths
 
         from bench.testbed.comfy_model import class_conditioning, load_digits_model, pixel_vae
 
-        folder_paths.add_model_folder_path("verifiers", str(WEIGHTS))
-        self.model, self.vae = load_digits_model(WEIGHTS), pixel_vae()
+        comfy.utils.PROGRESS_BAR_ENABLED = False  # the demo draws its own bars, one per method x budget
+        folder_paths.add_model_folder_path("verifiers", str(weights))
+        self.model, self.vae = load_digits_model(weights), pixel_vae()
         self.verifier = run_node("ClassifierVerifierLoader", classifier_file="verifier_classifier.safetensors")[0]
         classifier = pack_module("verifiers.classifier")
-        module, config = classifier.load_classifier(WEIGHTS / "evaluator_classifier.safetensors")
+        module, config = classifier.load_classifier(Path(weights) / "evaluator_classifier.safetensors")
         self.evaluator = classifier.ClassifierVerifier(module, config)
         self.cond, self.null = class_conditioning, class_conditioning(None)
         self.search_steps, self.cfg = search_steps, cfg
+        self.zero_order = {**ZERO_ORDER, **(zero_order or {})}
+        self.paths = {**PATHS, **(paths or {})}
+        self._path_cost: int | None = None
 
     def common(self, label: int, seed: int) -> dict:
         return dict(model=self.model, seed=seed, cfg=self.cfg, sampler_name="euler", scheduler="normal",
                     positive=self.cond(label), negative=self.null, latent_image={"samples": torch.zeros(1, 1, 16, 16)},
                     denoise=1.0)
 
+    def _search_args(self, label: int, seed: int, budget: int) -> dict:
+        return dict(self.common(label, seed), steps=self.search_steps, search_steps=0, vae=self.vae,
+                    verifier=self.verifier, condition=str(label), budget=budget, top_k=1, batch_size=0)
+
+    def path_cost(self) -> int:
+        """NFEs of path search with one path (the cost grows linearly with the paths kept)."""
+        if self._path_cost is None:
+            out = run_node("PathSearch", **self._search_args(0, 0, 0), paths=1, **self.paths)
+            self._path_cost = int(json.loads(out[-1])["nfe"]["search_total"])
+        return self._path_cost
+
     def search(self, method: str, budget: int, label: int, seed: int) -> tuple[torch.Tensor, int]:
         """One sample of ``label`` at ``budget`` total NFEs; returns (latent [1,1,16,16], NFEs spent)."""
-        s = self.search_steps
-        args = dict(self.common(label, seed), steps=s, search_steps=0, vae=self.vae, verifier=self.verifier,
-                    condition=str(label), budget=budget, top_k=1, batch_size=0)
+        args = self._search_args(label, seed, budget)
         if method == "random":
-            out = run_node("RandomSearch", **args, candidates=max(1, budget // s))
+            out = run_node("RandomSearch", **args, candidates=max(1, budget // self.search_steps))
         elif method == "zero_order":
-            out = run_node("ZeroOrderSearch", **args, neighbours=2, iterations=10_000, angle=45.0, restart=True)
+            out = run_node("ZeroOrderSearch", **args, iterations=10_000, **self.zero_order)
+        elif method == "paths":
+            out = run_node("PathSearch", **args, paths=max(1, budget // self.path_cost()), **self.paths)
         else:
-            out = run_node("PathSearch", **args, paths=max(1, budget // 48), branches=2, start=0.35,
-                           forward=0.25, backward=0.35, interval_steps=2)
-        return out[0]["samples"], json.loads(out[-1])["nfe"]["search_total"]
+            raise ValueError(method)
+        return out[0]["samples"], int(json.loads(out[-1])["nfe"]["search_total"])
 
-    def steps_batch(self, steps: int, label: int, seeds: list[int]) -> torch.Tensor:
-        """Plain sampling with ``steps`` steps: candidate 0 of each seed (the same first noise
-        random search starts from)."""
-        outs = [run_node("KSampler", **self.common(label, seed), steps=steps)[0]["samples"] for seed in seeds]
-        return torch.cat(outs)
+    def plain(self, steps: int, label: int, seeds: list[int]) -> torch.Tensor:
+        """Plain sampling with ``steps`` Euler steps, one batch per class, with the stock
+        custom-sampling nodes (CFGGuider, KSamplerSelect, BasicScheduler, SamplerCustomAdvanced)."""
+        guider = run_node("CFGGuider", model=self.model, positive=self.cond(label), negative=self.null,
+                          cfg=self.cfg)[0]
+        sampler = run_node("KSamplerSelect", sampler_name="euler")[0]
+        sigmas = run_node("BasicScheduler", model=self.model, scheduler="normal", steps=steps, denoise=1.0)[0]
+        latent = {"samples": torch.zeros(len(seeds), 1, 16, 16)}
+        return run_node("SamplerCustomAdvanced", noise=SeedNoise(seeds), guider=guider, sampler=sampler,
+                        sigmas=sigmas, latent_image=latent)[0]["samples"]
 
     def images(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents)  # [N, 16, 16, C] in [0, 1]
+        return self.vae.decode(latents)  # IMAGE [N, 16, 16, 3] in [0, 1]
 
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, real_features: torch.Tensor) -> dict:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.evaluator.module.features(self.evaluator.preprocess(images))
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> dict:
         from bench.testbed.metrics import class_diversity, frechet_distance, inception_score
 
         with torch.no_grad():
-            logits = self.evaluator.logits(images)
-            feats = self.evaluator.module.features(self.evaluator.preprocess(images))
-        probs = logits.softmax(-1)
+            probs = self.evaluator.logits(images).softmax(-1)
+        feats = self.features(images)
         # The verifier scores one condition per call: one call per class.
-        verifier_logits = torch.cat([self.verifier.score(images[labels == c], str(int(c))) for c in labels.unique()])
-        return {"verifier_score": float(verifier_logits.mean()),
+        verifier = torch.cat([self.verifier.score(images[labels == c], str(int(c))) for c in labels.unique()])
+        return {"verifier_score": float(verifier.mean()),
                 "inception_score": inception_score(probs),
                 "accuracy": float((probs.argmax(-1) == labels).float().mean()),
-                "frechet_distance": frechet_distance(feats, real_features),
+                "frechet_distance": frechet_distance(feats, reference),
                 "diversity": class_diversity(feats, labels)}
 
 
-def real_features(bed: Testbed) -> torch.Tensor:
+def real_images(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real digits of one split as an IMAGE batch [N, 16, 16, 3] and their labels."""
     from bench.testbed.data import load_digits_16, splits
 
-    x, _ = load_digits_16()
-    real = x[splits()["evaluator_clf"]].unsqueeze(-1)  # IMAGE [N, 16, 16, 1]
-    with torch.no_grad():
-        return bed.evaluator.module.features(bed.evaluator.preprocess(real))
+    x, y = load_digits_16()
+    idx = splits()[split]
+    return x[idx].unsqueeze(-1).expand(-1, -1, -1, 3).contiguous(), y[idx]
 
 
-def run(budgets: list[int], per_class: int, out_dir: Path, search_steps: int = 8, cfg: float = 2.0,
-        methods=METHODS, log=print) -> dict:
-    torch.set_num_threads(2)
-    bed = Testbed(search_steps, cfg)
-    real = real_features(bed)
+def reference_rows(bed: Testbed, reference: torch.Tensor, per_class: int, draws: int = 5) -> dict:
+    """What real digits score at the demo's sample size: per_class digits of each class from
+    the denoiser's training split, against the reference set (which neither the denoiser nor
+    the evaluator saw), averaged over ``draws`` fixed random draws. The Frechet distance of
+    100 samples in 64 features is noisy and biased upwards: read the table against this row."""
+    from bench.testbed.metrics import class_diversity, frechet_distance, inception_score
+
+    x, y = real_images("denoiser")
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(draws):
+        pick = torch.cat([(idx := torch.nonzero(y == c).flatten())[torch.randperm(len(idx), generator=gen)[:per_class]]
+                          for c in range(10)])
+        with torch.no_grad():
+            probs = bed.evaluator.logits(x[pick]).softmax(-1)
+        feats = bed.features(x[pick])
+        out.append({"inception_score": inception_score(probs),
+                    "accuracy": float((probs.argmax(-1) == y[pick]).float().mean()),
+                    "frechet_distance": frechet_distance(feats, reference),
+                    "diversity": class_diversity(feats, y[pick])})
+    return {**{k: float(np.mean([o[k] for o in out])) for k in out[0]}, "n": 10 * per_class, "draws": draws}
+
+
+def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "demo_output",
+        search_steps: int = SEARCH_STEPS, cfg: float = CFG, methods=METHODS, zero_order: dict | None = None,
+        paths: dict | None = None, weights: Path = WEIGHTS, log=print, progress: bool = True) -> dict:
+    """Generate every method x budget, evaluate, and write results.json and samples.npz."""
+    from tqdm import tqdm
+
+    budgets = [int(b) for b in budgets]
+    if budgets[0] != search_steps or budgets != sorted(set(budgets)):
+        raise ValueError("budgets must ascend and start at search_steps (the common no-search point)")
+    t_start = time.perf_counter()
+    # One thread: the model is tiny and its batches small, so a second thread gains little,
+    # and on shared cores OpenMP's spin-waiting made runs 10-40x slower in our measurements.
+    torch.set_num_threads(1)
+    log(f"[demo] loading the testbed through ComfyUI ({len(budgets)} budgets x {len(methods)} methods, "
+        f"{per_class} samples per class)")
+    bed = Testbed(search_steps, cfg, weights, zero_order, paths)
+    ref_x, _ = real_images("verifier_clf")
+    reference = bed.features(ref_x)
     labels = torch.arange(10).repeat_interleave(per_class)
-    seeds = [1000 * int(c) + j for c in range(10) for j in range(per_class)]
-    results, samples = {"settings": {"budgets": budgets, "per_class": per_class, "search_steps": search_steps,
-                                     "cfg": cfg, "sampler": "euler", "scheduler": "normal"}, "rows": []}, []
+    seeds = [1000 * c + j for c in range(10) for j in range(per_class)]
+    settings = {"budgets": budgets, "per_class": per_class, "search_steps": search_steps, "cfg": cfg,
+                "sampler": "euler", "scheduler": "normal", "seeds": "1000 * class + j",
+                "random": {"candidates": "budget // search_steps"},
+                "zero_order": bed.zero_order, "paths": {**bed.paths, "paths": "budget // path_cost"}}
+    if "paths" in methods:
+        settings["paths"]["path_cost"] = bed.path_cost()
+    results = {"settings": settings, "real_digits": reference_rows(bed, reference, per_class), "rows": []}
+    samples = []
     for budget in budgets:
         for method in methods:
             if budget == budgets[0] and method != "steps":
                 continue  # the first budget is the common starting point: no search yet
             t0 = time.perf_counter()
+            desc = f"{method:>10} @ {budget:>3} NFEs"
             if method == "steps":
-                lat = torch.cat([bed.steps_batch(budget, c, seeds[c * per_class:(c + 1) * per_class])
-                                 for c in range(10)])
-                nfes = [budget] * len(seeds)
+                lat = []
+                for c in tqdm(range(10), desc=desc, unit="class", disable=not progress, leave=False):
+                    lat.append(bed.plain(budget, c, seeds[c * per_class:(c + 1) * per_class]))
+                lat, nfes = torch.cat(lat), [budget] * len(seeds)
             else:
-                outs = [bed.search(method, budget, int(lab), seed) for lab, seed in zip(labels, seeds)]
+                outs = [bed.search(method, budget, int(lab), seed)
+                        for lab, seed in tqdm(list(zip(labels, seeds)), desc=desc, unit="sample",
+                                              disable=not progress, leave=False)]
                 lat, nfes = torch.cat([o[0] for o in outs]), [o[1] for o in outs]
             images = bed.images(lat)
-            row = {"method": method, "budget": budget, "nfe_mean": float(np.mean(nfes)),
-                   **bed.evaluate(images, labels, real), "seconds": round(time.perf_counter() - t0, 2)}
+            row = {"method": method, "budget": budget, "nfe_mean": float(np.mean(nfes)), "nfe_max": int(max(nfes)),
+                   **bed.evaluate(images, labels, reference), "seconds": round(time.perf_counter() - t0, 2)}
             results["rows"].append(row)
             samples.append((images[..., 0].float().numpy(), labels.numpy(), method, np.array(nfes)))
-            log(f"[demo] {method:>10} @ {budget:>4} NFEs: IS {row['inception_score']:.3f}  acc {row['accuracy']:.3f}  "
-                f"verifier {row['verifier_score']:.2f}  FD {row['frechet_distance']:.2f}  "
-                f"diversity {row['diversity']:.3f}  ({row['seconds']} s)")
+            log(f"[demo] {desc}: verifier {row['verifier_score']:6.2f}  IS {row['inception_score']:.3f}  "
+                f"acc {row['accuracy']:.3f}  FD {row['frechet_distance']:6.2f}  diversity {row['diversity']:.3f}  "
+                f"spent {row['nfe_mean']:.1f}  ({row['seconds']:.1f} s)")
     results["findings"] = findings(results["rows"], budgets)
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     np.savez_compressed(out_dir / "samples.npz",
                         images=np.concatenate([s[0] for s in samples]).astype(np.float32),
                         labels=np.concatenate([s[1] for s in samples]).astype(np.int64),
@@ -144,37 +246,80 @@ def run(budgets: list[int], per_class: int, out_dir: Path, search_steps: int = 8
     return results
 
 
-def cell(rows, method, budget):
+def cell(rows: list[dict], method: str, budget: int) -> dict | None:
+    """The row of ``method`` at ``budget``; at the first budget every method is the plain sample."""
+    first = min(r["budget"] for r in rows)
     for r in rows:
-        if r["budget"] == budget and (r["method"] == method or (budget == rows[0]["budget"])):
+        if r["budget"] == budget and (r["method"] == method or (budget == first and r["method"] == "steps")):
             return r
     return None
 
 
 def findings(rows: list[dict], budgets: list[int]) -> dict:
-    """The claims the demo checks, computed from its own table."""
-    out = {"search_beats_steps_on_is": {}, "verifier_monotone": {}, "diversity_change_random_largest": None}
-    for method in ("random", "zero_order", "paths"):
+    """The claims the demo checks, computed from its own table (nothing here is asserted)."""
+    out = {"search_beats_steps_on_is": {}, "verifier_by_budget": {}, "verifier_monotone": {}}
+    for method in SEARCHES:
         if not any(r["method"] == method for r in rows):
             continue
-        beats = {b: cell(rows, method, b)["inception_score"] > cell(rows, "steps", b)["inception_score"]
-                 for b in budgets[1:]}
-        out["search_beats_steps_on_is"][method] = beats
+        out["search_beats_steps_on_is"][method] = {
+            str(b): cell(rows, method, b)["inception_score"] > cell(rows, "steps", b)["inception_score"]
+            for b in budgets[1:]}
         scores = [cell(rows, method, b)["verifier_score"] for b in budgets]
+        out["verifier_by_budget"][method] = scores
         out["verifier_monotone"][method] = all(b >= a for a, b in zip(scores, scores[1:]))
-    base, top = cell(rows, "steps", budgets[0]), cell(rows, "random", budgets[-1])
+    top, plain_top, start = (cell(rows, "random", budgets[-1]), cell(rows, "steps", budgets[-1]),
+                             cell(rows, "steps", budgets[0]))
     if top is not None:
-        out["diversity_change_random_largest"] = {"from": base["diversity"], "to": top["diversity"],
-                                                  "relative": top["diversity"] / base["diversity"] - 1}
+        for key in ("diversity", "frechet_distance"):
+            out[f"{key}_random_largest"] = {
+                "budget": budgets[-1], "random": top[key], "steps_same_budget": plain_top[key],
+                "no_search_start": start[key],
+                "relative_vs_steps_same_budget": _relative(top[key], plain_top[key]),
+                "relative_vs_no_search_start": _relative(top[key], start[key])}
+    out["all_claims_hold"] = bool(all(all(v.values()) for v in out["search_beats_steps_on_is"].values())
+                                  and all(out["verifier_monotone"].values()))
     return out
 
 
+def _relative(a: float, b: float) -> float:
+    return a / b - 1 if b else float("nan")
+
+
+def describe(results: dict) -> list[str]:
+    """The findings as sentences for the console and the README."""
+    f, budgets = results["findings"], results["settings"]["budgets"]
+    lines = []
+    for method, beats in f["search_beats_steps_on_is"].items():
+        won = [b for b, ok in beats.items() if ok]
+        lost = [b for b, ok in beats.items() if not ok]
+        lines.append(f"{LABELS[method]} beats more steps on evaluator IS at "
+                     f"{'every budget from ' + str(budgets[1]) if not lost else 'budgets ' + ', '.join(won) or 'no budget'}"
+                     + (f"; NOT at {', '.join(lost)}" if lost else ""))
+    for method, ok in f["verifier_monotone"].items():
+        scores = ", ".join(f"{s:.2f}" for s in f["verifier_by_budget"][method])
+        lines.append(f"{LABELS[method]}: verifier score {'rises monotonically' if ok else 'does NOT rise monotonically'}"
+                     f" with budget ({scores})")
+    for key, name in (("diversity", "diversity"), ("frechet_distance", "Frechet distance")):
+        d = f.get(f"{key}_random_largest")
+        if d:
+            lines.append(f"random search at {d['budget']} NFEs: {name} {d['random']:.3f} vs {d['steps_same_budget']:.3f} "
+                         f"for more steps ({100 * d['relative_vs_steps_same_budget']:+.1f}%) and "
+                         f"{d['no_search_start']:.3f} without search ({100 * d['relative_vs_no_search_start']:+.1f}%)")
+    lines.append("all checked claims hold" if f["all_claims_hold"] else "SOME CHECKED CLAIMS DO NOT HOLD")
+    return lines
+
+
 def table(results: dict) -> str:
-    head = f"{'method':<28}{'NFEs':>6}{'spent':>8}{'verifier':>10}{'IS':>8}{'acc':>7}{'FD':>8}{'divers.':>9}"
+    head = (f"{'method':<26}{'budget':>7}{'spent':>7}{'verifier':>10}{'IS':>7}{'acc':>7}{'FD':>8}"
+            f"{'divers.':>9}{'sec':>7}")
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
-        lines.append(f"{LABELS[r['method']]:<28}{r['budget']:>6}{r['nfe_mean']:>8.1f}{r['verifier_score']:>10.2f}"
-                     f"{r['inception_score']:>8.3f}{r['accuracy']:>7.3f}{r['frechet_distance']:>8.2f}{r['diversity']:>9.3f}")
+        lines.append(f"{LABELS[r['method']]:<26}{r['budget']:>7}{r['nfe_mean']:>7.1f}{r['verifier_score']:>10.2f}"
+                     f"{r['inception_score']:>7.3f}{r['accuracy']:>7.3f}{r['frechet_distance']:>8.2f}"
+                     f"{r['diversity']:>9.3f}{r['seconds']:>7.1f}")
+    real = results["real_digits"]
+    lines.append(f"{'real digits (reference)':<26}{'':>7}{'':>7}{'':>10}{real['inception_score']:>7.3f}"
+                 f"{real['accuracy']:>7.3f}{real['frechet_distance']:>8.2f}{real['diversity']:>9.3f}")
     return "\n".join(lines)
 
 
@@ -184,69 +329,94 @@ def plot(results: dict, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, budgets = results["rows"], results["settings"]["budgets"]
-    panels = [("verifier_score", "verifier score (logit of the class)"), ("inception_score", "evaluator IS"),
+    rows, budgets, real = results["rows"], results["settings"]["budgets"], results["real_digits"]
+    panels = [("verifier_score", "verifier score (class logit)"), ("inception_score", "evaluator IS (higher is better)"),
               ("frechet_distance", "Frechet distance (lower is better)"), ("diversity", "per-class diversity")]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (key, title) in zip(axes, panels):
         for method in METHODS:
-            pts = [(b, cell(rows, method, b)[key]) for b in budgets if cell(rows, method, b)]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=LABELS[method])
+            pts = [(cell(rows, method, b)["nfe_mean"], cell(rows, method, b)[key]) for b in budgets
+                   if cell(rows, method, b)]
+            ax.plot(*zip(*pts), marker="o", ms=4, label=LABELS[method])
+        if key in real:
+            ax.axhline(real[key], color="gray", ls="--", lw=1, label="real digits")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.set_xlabel("total NFEs per sample")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Inference-time scaling on digits: search vs. more denoising steps (CPU, through ComfyUI)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Search vs. more denoising steps on a small digits model (CPU, through ComfyUI's sampler)",
+                 fontsize=11)
     fig.tight_layout()
-    fig.savefig(out_dir / "scaling.png", dpi=110)
+    fig.savefig(out_dir / "scaling.png", dpi=80)
     plt.close(fig)
 
 
-def grid(out_dir: Path, budgets: list[int], per_class: int) -> None:
+def grid(out_dir: Path, budgets: list[int], per_class: int, k: int = 4) -> None:
+    """One row per class: k plain samples (more steps) beside each search method's samples of
+    the same seeds, all at the largest budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = np.load(out_dir / "samples.npz")
-    images, method = data["images"], data["method"]
-    k = min(6, per_class)
-    plain = images[(method == "steps")][: 10 * per_class]
-    searched = images[method == "random"][-10 * per_class:] if (method == "random").any() else plain
-    fig, axes = plt.subplots(10, 2 * k + 1, figsize=(2 * k + 1, 10))
-    for c in range(10):
-        for j in range(k):
-            axes[c, j].imshow(plain[c * per_class + j], cmap="gray", vmin=0, vmax=1)
-            axes[c, k + 1 + j].imshow(searched[c * per_class + j], cmap="gray", vmin=0, vmax=1)
-    for ax in axes.flat:
-        ax.axis("off")
-    axes[0, k // 2].set_title(f"plain ({budgets[0]} steps)", fontsize=9)
-    axes[0, k + 1 + k // 2].set_title(f"random search ({budgets[-1]} NFEs)", fontsize=9)
+    images, method, nfe = data["images"], data["method"], data["nfe"]
+    k = min(k, per_class)
+    groups = []
+    for m in METHODS:
+        sel = method == m
+        if m == "steps":
+            sel = sel & (nfe == budgets[-1])
+            title = f"plain, {budgets[-1]} steps"
+        else:
+            title = f"{LABELS[m].split(' (')[0]}, {budgets[-1]} NFEs"
+        if sel.any():
+            groups.append((title, images[sel][-10 * per_class:]))  # the last block: the largest budget
+    cell_px = 17
+    canvas = np.full((10 * cell_px, len(groups) * (k * cell_px + 6)), 0.5, dtype=np.float32)
+    for g, (_, imgs) in enumerate(groups):
+        for c in range(10):
+            for j in range(k):
+                y, x = c * cell_px, g * (k * cell_px + 6) + j * cell_px
+                canvas[y:y + 16, x:x + 16] = imgs[c * per_class + j]
+    fig, ax = plt.subplots(figsize=(len(groups) * 2.3, 5.2))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for g, (title, _) in enumerate(groups):
+        ax.text(g * (k * cell_px + 6) + k * cell_px / 2, -4, title, ha="center", fontsize=8)
+    ax.set_yticks([c * cell_px + 8 for c in range(10)], [str(c) for c in range(10)])
+    ax.set_xticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
     fig.tight_layout()
-    fig.savefig(out_dir / "grid.png", dpi=90)
+    fig.savefig(out_dir / "grid.png", dpi=80)
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budgets", default="8,16,32,64,128", help="ladder of total NFEs per sample")
-    ap.add_argument("--per-class", type=int, default=10, help="samples per class and budget")
-    ap.add_argument("--search-steps", type=int, default=8, help="NFEs per search iteration (Euler steps)")
-    ap.add_argument("--cfg", type=float, default=2.0)
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
+                    help="ladder of total NFEs per sample; the first equals --search-steps")
+    ap.add_argument("--per-class", type=int, default=PER_CLASS, help="samples per class and budget")
+    ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS,
+                    help="Euler steps of every search candidate (the paper's NFEs/iter)")
+    ap.add_argument("--cfg", type=float, default=CFG)
     ap.add_argument("--out", default=str(ROOT / "demo_output"))
+    ap.add_argument("--no-progress", action="store_true", help="log lines only, no progress bars")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    budgets = [int(b) for b in args.budgets.split(",")]
     out = Path(args.out)
-    results = run(budgets, args.per_class, out, args.search_steps, args.cfg)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    results = run(budgets, args.per_class, out, args.search_steps, args.cfg, progress=not args.no_progress)
     plot(results, out)
     grid(out, budgets, args.per_class)
     text = table(results)
     (out / "table.txt").write_text(text + "\n")
     print(text)
-    print(json.dumps(results["findings"], indent=1))
+    print("\nfindings:")
+    for line in describe(results):
+        print(f"  - {line}")
     print(f"[demo] wrote {out}/results.json, scaling.png, grid.png, samples.npz in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import linalg
 
 
 def inception_score(probs: torch.Tensor) -> float:
@@ -15,13 +14,19 @@ def inception_score(probs: torch.Tensor) -> float:
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [N, F]."""
-    a, b = a.double().numpy(), b.double().numpy()
+    """Frechet distance between Gaussians fitted to two feature sets [N, F].
+
+    tr sqrt(C_a C_b) is computed as the sum of sqrt(eig(R C_b R)) with R = sqrt(C_a): every
+    matrix involved is symmetric positive semi-definite, so this stays stable when a
+    covariance is singular (fewer samples than features), where scipy's sqrtm warns.
+    """
+    a, b = a.double(), b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    w, v = torch.linalg.eigh(cov_a)
+    root_a = v @ torch.diag(w.clamp_min(0).sqrt()) @ v.T
+    tr_cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_cross)
 
 
 def class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-"""Models of the offline testbed: an epsilon-prediction denoiser and two small classifiers.
+"""Models of the offline testbed: an epsilon-prediction denoiser (here) and two small classifiers.
 
 Conventions (kept identical to ComfyUI's discrete EPS models so the denoiser can later be
 wrapped by ComfyUI's ModelSamplingDiscrete without any conversion):
@@ -17,13 +17,17 @@ wrapped by ComfyUI's ModelSamplingDiscrete without any conversion):
   wrapper that is handed timesteps converts them with `timestep_to_sigma` first.
 * Class labels are 0..9; label NULL_CLASS = 10 is the unconditional ("dropped") label used
   for classifier-free guidance.
-* The classifiers work in PIXEL space: input [B,1,16,16] (or [B,16,16]) in [0,1].
+* The classifiers are the pack's convnet (verifiers/classifier.py, saved with its
+  `save_classifier`), in PIXEL space: input [B,1,16,16] in [0,1]; `features()` is the
+  penultimate layer (used for the Frechet distance).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -171,39 +175,9 @@ class DigitsDenoiser(nn.Module):
         return x - sigma[:, None, None, None] * eps
 
 
-# ---------------------------------------------------------------- classifiers
-
-
-class DigitsClassifier(nn.Module):
-    """Small CNN on pixel-space digits in [0,1]; features() is the penultimate layer (for FD)."""
-
-    def __init__(self, ch: int = 32, feat_dim: int = 64, dropout: float = 0.3):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, ch, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),  # 8x8
-            nn.Conv2d(ch, 2 * ch, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),  # 4x4
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(2 * ch * 16, feat_dim), nn.ReLU(),
-        )  # fmt: skip
-        self.head = nn.Linear(feat_dim, NUM_CLASSES)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
 # ---------------------------------------------------------------- configs and loading
 
-_CLASSES = {"DigitsDenoiser": DigitsDenoiser, "DigitsClassifier": DigitsClassifier}
+_CLASSES = {"DigitsDenoiser": DigitsDenoiser}
 
 
 def config_from_json(path: str | Path) -> dict:
@@ -217,9 +191,9 @@ def build_from_config(cfg: dict) -> nn.Module:
 
 
 def load_model(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> nn.Module:
-    """Load `<name>.json` + `<name>.safetensors` strictly, in eval mode.
+    """Load the denoiser's `<name>.json` + `<name>.safetensors` strictly, in eval mode.
 
-    name: 'denoiser', 'verifier_classifier' or 'evaluator_classifier'.
+    The classifiers are in the pack's own format instead: see `load_classifier`.
     """
     from safetensors.torch import load_file
 
@@ -227,3 +201,19 @@ def load_model(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> nn.Module:
     model = build_from_config(config_from_json(weights_dir / f"{name}.json"))
     model.load_state_dict(load_file(str(weights_dir / f"{name}.safetensors")), strict=True)
     return model.eval().requires_grad_(False)
+
+
+def classifier_api():
+    """The pack's `verifiers.classifier` module (build_classifier, save_classifier, load_classifier).
+
+    Imported as a top-level package from the repository root; it needs no ComfyUI."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("verifiers.classifier")
+
+
+def load_classifier(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> nn.Module:
+    """'verifier_classifier' or 'evaluator_classifier' through the pack's loader, in eval mode."""
+    module, _ = classifier_api().load_classifier(Path(weights_dir) / f"{name}.safetensors")
+    return module

@@ -23,6 +23,7 @@ from .models import (
     SIGMA_MAX,
     SIGMA_MIN,
     WEIGHTS_DIR,
+    load_classifier,
     load_model,
     sigma_to_timestep,
     timestep_to_sigma,
@@ -95,7 +96,7 @@ def real_reference_features(clf) -> torch.Tensor:
     """Evaluator features of real digits held out from both the denoiser and the evaluator."""
     x, _ = load_digits_16()
     with torch.no_grad():
-        return clf.features(x[splits()["verifier_clf"]])
+        return clf.features(x[splits()["verifier_clf"]].unsqueeze(1))
 
 
 def save_grid(x0: torch.Tensor, per_row: int, path: str | Path, zoom: int = 3) -> None:
@@ -125,15 +126,15 @@ def main(argv=None) -> None:
     torch.set_num_threads(2)
 
     model = load_model("denoiser", args.weights)
-    evaluator = load_model("evaluator_classifier", args.weights)
-    verifier = load_model("verifier_classifier", args.weights)
+    evaluator = load_classifier("evaluator_classifier", args.weights)
+    verifier = load_classifier("verifier_classifier", args.weights)
     ref = real_reference_features(evaluator)
     labels = torch.arange(NUM_CLASSES).repeat_interleave(args.per_class)
     # FD is biased upwards at small N: print the floor, real training digits at the same N.
     x_real, _ = load_digits_16()
     pick = splits()["denoiser"][torch.randperm(len(splits()["denoiser"]), generator=torch.Generator().manual_seed(0))]
     with torch.no_grad():
-        floor = frechet(evaluator.features(x_real[pick[: len(labels)]]), ref)
+        floor = frechet(evaluator.features(x_real[pick[: len(labels)]].unsqueeze(1)), ref)
     print(f"FD floor (real digits, same N={len(labels)}): {floor:.2f}")
     noise = torch.randn(len(labels), 1, 16, 16, generator=torch.Generator().manual_seed(args.seed))
     for cfg in args.cfg:

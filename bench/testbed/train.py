@@ -18,11 +18,16 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .data import load_digits_16, splits
-from .models import NULL_CLASS, SIGMAS, WEIGHTS_DIR, DigitsClassifier, DigitsDenoiser
+from .models import NULL_CLASS, NUM_CLASSES, SIGMAS, WEIGHTS_DIR, DigitsDenoiser, classifier_api
 
 DENOISER = {"ch": 32, "ch_mult": 2, "emb_dim": 128, "dropout": 0.0}
 DENOISER_TRAIN = {"steps": 1600, "batch": 128, "lr": 2e-3, "warmup": 100, "ema": 0.999, "label_drop": 0.1, "seed": 0}
-CLASSIFIER = {"ch": 32, "feat_dim": 64, "dropout": 0.3}
+# The pack's own convnet classifier format (verifiers/classifier.py), so the verifier loads
+# through the ClassifierVerifierLoader node exactly as a user's classifier would. Input: one
+# channel, 16x16, pixels in [0, 1] (mean 0, std 1: no normalisation).
+CLASSIFIER = {"architecture": "convnet", "num_classes": NUM_CLASSES,
+              "class_names": [str(i) for i in range(NUM_CLASSES)], "in_channels": 1, "image_size": 16,
+              "channels": [32, 64], "hidden": 64, "dropout": 0.3}
 # Different seeds and disjoint data: the verifier (searched against) and the evaluator
 # (reported) must be independent judges, or search would just overfit the metric.
 CLASSIFIER_TRAIN = {
@@ -95,7 +100,7 @@ def train_denoiser(hp: dict = DENOISER_TRAIN, arch: dict = DENOISER, log_every: 
 
 
 @torch.no_grad()
-def accuracy(model: DigitsClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     return (model(x.unsqueeze(1)).argmax(1) == y).float().mean().item()
 
@@ -106,7 +111,7 @@ def train_classifier(split: str, seed: int, epochs: int, batch: int, lr: float, 
     x_all, y_all = load_digits_16()
     idx = splits()[split]
     x, y = x_all[idx].unsqueeze(1), y_all[idx]
-    model = DigitsClassifier(**arch)
+    model = classifier_api().build_classifier(arch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total = epochs * ((len(idx) + batch - 1) // batch)
     step = 0
@@ -124,6 +129,7 @@ def train_classifier(split: str, seed: int, epochs: int, batch: int, lr: float, 
 
 
 def save(model: torch.nn.Module, name: str, arch: dict, out: Path, extra: dict) -> None:
+    """The denoiser's format: `<name>.safetensors` + `<name>.json` {"class", "kwargs", ...}."""
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, str(out / f"{name}.safetensors"))
@@ -137,6 +143,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=DENOISER_TRAIN["steps"], help="denoiser steps")
     ap.add_argument("--threads", type=int, default=2, help="1 is far faster on a busy machine (no OpenMP spin)")
     ap.add_argument("--skip-denoiser", action="store_true")
+    ap.add_argument("--skip-classifiers", action="store_true")
     ap.add_argument("--snapshots", action="store_true", help="also save denoiser_step<N> every 400 steps")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,11 +151,12 @@ def main(argv=None) -> None:
     x_all, y_all = load_digits_16()
     sp = splits()
     t0 = time.time()
-    for name, hp in CLASSIFIER_TRAIN.items():
+    for name, hp in ({} if args.skip_classifiers else CLASSIFIER_TRAIN).items():
         model, last = train_classifier(**hp)
         accs = {s: round(accuracy(model, x_all[i], y_all[i]), 4) for s, i in sp.items()}
         print(f"{name}: final loss {last:.4f}  accuracy per split {accs}", flush=True)
-        save(model, name, CLASSIFIER, args.out, {"train": hp, "threads": args.threads, "accuracy": accs})
+        classifier_api().save_classifier(model, {**CLASSIFIER, "train": hp, "threads": args.threads,
+                                                 "accuracy": accs}, args.out / f"{name}.safetensors")
     print(f"classifiers trained in {time.time() - t0:.1f}s", flush=True)
 
     if not args.skip_denoiser:
