@@ -19,17 +19,21 @@ PER_CLASS = 5
 
 @pytest.fixture(scope="module")
 def demo_run(comfy, tmp_path_factory):
+    import comfy.utils
     import folder_paths
 
     paths = folder_paths.folder_names_and_paths["verifiers"][0]
-    before = list(paths)
+    before, bars = list(paths), comfy.utils.PROGRESS_BAR_ENABLED
     out = tmp_path_factory.mktemp("demo_output")
     try:
         results = demo.run(BUDGETS, PER_CLASS, out, log=print, progress=False)
         demo.plot(results, out)
         demo.grid(out, BUDGETS, PER_CLASS)
     finally:
-        paths[:] = before  # the demo adds the testbed's weights folder to the verifier folders
+        # The demo adds the testbed's weights folder to the verifier folders and turns
+        # ComfyUI's sampler progress bars off (it draws its own): leave the session as it was.
+        paths[:] = before
+        comfy.utils.PROGRESS_BAR_ENABLED = bars
     return results, out
 
 
