@@ -4,15 +4,19 @@ PY := $(VENV)/bin/python
 COMFYUI_PATH ?= $(CURDIR)/.comfyui/ComfyUI
 export COMFYUI_PATH
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup setup-test test demo bench lint clean
 
 setup:
 	@bash scripts/setup.sh
 
+# The tests also drive the editor in Debian's chromium (installed with apt-get if missing).
+setup-test:
+	@bash scripts/setup.sh --browser
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup
+test: setup-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -69,7 +69,10 @@ if [ ! -e "$LINK" ]; then
 fi
 echo "[setup] ready: venv $VENV, ComfyUI $HOST"
 
-# --- browser for the UI test (issue 7) ---
+# --- browser for the UI test (`make test` passes --browser; `make demo` does not need it) ---
+if [ "${1:-}" != "--browser" ]; then
+  exit 0
+fi
 # tests/test_web_ui.py drives Debian's chromium through the Playwright Python package
 # (never `playwright install`: that downloads a browser build from outside the registries).
 if [ ! -x /usr/bin/chromium ]; then
