@@ -12,15 +12,22 @@ the CPU), the tiny SD1.5-shaped test checkpoint and a tiny verifier, then times:
   (c) the limit: one stock KSampler call on a latent batch of N, one batched VAEDecode,
       one batched verifier pass.
 
-Repeats of a, b and c are interleaved (the order rotates every repeat) so that load from
+Everything runs under torch.inference_mode(), as in ComfyUI's executor. Repeats of a, b and c are
+interleaved (the order rotates every repeat) so that load from
 other processes hits all three alike, and medians are reported. A progress hook that does
 what the server does with preview images (fit into 512 px, JPEG-encode) is installed, so
 per-step UI costs are paid as in a real server (``--no-server-hook`` turns it off).
 
-Peak memory per configuration: on CUDA ``torch.cuda.max_memory_allocated`` growth; on the
-CPU, the kernel's peak-RSS mark (VmHWM, reset through /proc/self/clear_refs) minus the RSS
-before the run, measured in one helper process started with a fixed glibc mmap threshold
-so that freed activations go back to the system and each configuration starts clean.
+Ratios are reported two ways: the ratio of the medians, and the median of the ratios taken
+within each repeat (a, b and c of one repeat run back to back, so they share the load of
+the moment; on a shared machine that is the steadier figure and the one the targets use).
+
+Peak memory per configuration (one extra, untimed run after all timings): on CUDA
+``torch.cuda.max_memory_allocated`` growth; on the CPU, the kernel's peak-RSS mark (VmHWM,
+reset through /proc/self/clear_refs) minus the RSS before the run. Before the memory runs
+glibc is told (mallopt) to serve every block of 64 KiB or more with its own mmap and to
+trim freed memory at once, so freed activations go back to the system and each
+configuration starts clean (the timed runs keep the default allocator).
 
 The last line printed is one JSON object (see ``summary`` below for its keys).
 """
@@ -39,7 +46,6 @@ import os
 import pstats
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,9 +57,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # (px, N, repeats): the ladder of the issue; sized for < 10 minutes on 2 CPU cores.
-LADDER = [(64, 4, 5), (64, 16, 5), (64, 64, 3), (128, 4, 5), (128, 16, 3)]
+LADDER = [(64, 4, 3), (64, 16, 3), (64, 64, 2), (128, 4, 3), (128, 16, 2)]
 QUICK_LADDER = [(32, 2, 1), (32, 4, 1)]
-STEPS, QUICK_STEPS = 8, 2
+STEPS, QUICK_STEPS = 4, 2
+# The untimed memory runs sample fewer steps: every step has the same shapes, so the peak
+# does not depend on the step count (it depends on N, the size and the batch size).
+MEM_STEPS = 2
 CFG = 5.0
 SEED = 1000
 PROMPT = "a photo of a cat"
@@ -67,8 +76,15 @@ RANDOM_N = 16
 TARGETS = {"overhead": 1.10, "speedup": 1.5, "mem_ratio": 1.2}
 
 
+_T0 = time.perf_counter()
+
+
 def log(*parts) -> None:
     print(*parts, flush=True)
+
+
+def section(name: str) -> None:
+    log(f"\n[{time.perf_counter() - _T0:6.1f} s] {name}")
 
 
 # -- host ---------------------------------------------------------------------------------
@@ -210,6 +226,30 @@ class _RssSampler(threading.Thread):
             time.sleep(0.001)
 
 
+def release_freed_memory_to_os() -> bool:
+    """glibc: serve blocks >= 64 KiB by mmap (unmapped on free) and trim the heap on every
+    free, so the RSS before a run holds no memory left over from the previous one."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 65536) == 1 and libc.mallopt(m_trim_threshold, 0) == 1
+        libc.malloc_trim(0)
+        return ok
+    except (OSError, AttributeError):
+        return False
+
+
+def _trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_growth_mib(fn, device: str) -> float:
     """Peak memory growth while ``fn`` runs, in MiB (see the module docstring)."""
     import torch
@@ -222,6 +262,7 @@ def peak_growth_mib(fn, device: str) -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
+    _trim()
     base = _proc_status_kib("VmRSS")
     if _reset_peak_rss():
         fn()
@@ -409,8 +450,10 @@ def warm_up(bench: Bench, pxs) -> None:
 
 def ladder(bench: Bench, configs) -> list[dict]:
     rows = []
-    log(f"\n{'px':>4} {'N':>3} {'rep':>3} | {'a seq [s]':>9} {'b search [s]':>12} {'c limit [s]':>11} | "
-        f"{'a/b':>5} {'b/c':>5} | scores b==c")
+    log("\nWall time, median over repeats [s]; ratios as the median of per-repeat ratios "
+        "(ratio of the medians in brackets)")
+    log(f"{'px':>4} {'N':>3} {'rep':>3} | {'a seq':>8} {'b search':>8} {'c limit':>8} | "
+        f"{'a/b':>12} {'b/c':>12} | scores b==c")
     for px, n, repeats in configs:
         med, all_times, outs = bench.interleaved({
             "a": lambda n=n, px=px: bench.sequential(n, px),
@@ -419,15 +462,24 @@ def ladder(bench: Bench, configs) -> list[dict]:
         }, repeats)
         b_scores = [c["score"] for c in sorted(outs["b"]["candidates"], key=lambda c: c["id"])]
         diff = float((bench.torch.tensor(b_scores) - outs["c"]).abs().max())
+        a_s, b_s, c_s = all_times["a"], all_times["b"], all_times["c"]
         row = {"px": px, "n": n, "repeats": repeats, "a_s": med["a"], "b_s": med["b"], "c_s": med["c"],
-               "a_over_b": med["a"] / med["b"], "b_over_c": med["b"] / med["c"],
+               "a_over_b": statistics.median(x / y for x, y in zip(a_s, b_s)),
+               "b_over_c": statistics.median(x / y for x, y in zip(b_s, c_s)),
+               "a_over_b_of_medians": med["a"] / med["b"], "b_over_c_of_medians": med["b"] / med["c"],
                "times": {k: [round(t, 4) for t in v] for k, v in all_times.items()},
-               "b_report_timings": outs["b"]["timings"], "b_batch_size": outs["b"]["settings"]["batch_size"],
+               "b_report_timings": outs["b"]["timings"],
+               "b_batch_size": min(n, outs["b"]["settings"]["batch_size"]),
                "scores_max_abs_diff_b_c": diff}
         rows.append(row)
-        log(f"{px:>4} {n:>3} {repeats:>3} | {med['a']:>9.3f} {med['b']:>12.3f} {med['c']:>11.3f} | "
-            f"{row['a_over_b']:>5.2f} {row['b_over_c']:>5.2f} | {'yes' if diff < 1e-3 else 'NO'} "
-            f"(max diff {diff:.1e})")
+        log(f"{px:>4} {n:>3} {repeats:>3} | {med['a']:>8.3f} {med['b']:>8.3f} {med['c']:>8.3f} | "
+            f"{row['a_over_b']:>5.2f} ({row['a_over_b_of_medians']:>4.2f}) "
+            f"{row['b_over_c']:>5.2f} ({row['b_over_c_of_medians']:>4.2f}) | "
+            f"{'yes' if diff < 1e-3 else 'NO'} (max diff {diff:.1e})")
+    log("every repeat [s] (in the order run; a shared machine shows here):")
+    for r in rows:
+        log(f"  {r['px']:>4} px N={r['n']:<3} " + "  ".join(
+            f"{k}: {' '.join(f'{t:.2f}' for t in v)}" for k, v in r["times"].items()))
     return rows
 
 
@@ -452,18 +504,24 @@ def algorithms(bench: Bench, px: int, repeats: int, random_n: int, zo: dict, pat
 
 
 def memory_configs(configs, mem_batch: int, mem_pair: tuple[int, int], mem_px: int) -> list[dict]:
-    out = []
+    """b and c at every rung; a (one candidate at a time, so its peak does not grow with N)
+    at the smallest N of each size; RandomSearch at batch_size=mem_batch for mem_pair."""
+    out, smallest = [], {}
     for px, n, _ in configs:
-        for mode in ("a", "b", "c"):
-            out.append({"mode": mode, "px": px, "n": n, "batch_size": 0})
+        smallest[px] = min(n, smallest.get(px, n))
+    for px, n, _ in configs:
+        modes = ("a", "b", "c") if n == smallest[px] else ("b", "c")
+        out += [{"mode": mode, "px": px, "n": n, "batch_size": 0} for mode in modes]
     for n in mem_pair:
         out.append({"mode": "b", "px": mem_px, "n": n, "batch_size": mem_batch})
     return out
 
 
 def run_memory(bench: Bench, configs: list[dict]) -> list[dict]:
-    """Peak growth of each configuration, measured in this process."""
-    warm_up(bench, [c["px"] for c in configs])
+    """Peak growth of each configuration, measured in this process after the timings."""
+    if bench.device == "cpu" and not release_freed_memory_to_os():
+        log("(could not set glibc's mmap threshold: CPU peak memory figures are approximate)")
+    steps, bench.steps = bench.steps, min(bench.steps, MEM_STEPS)
     results = []
     for c in configs:
         if c["mode"] == "a":
@@ -472,45 +530,36 @@ def run_memory(bench: Bench, configs: list[dict]) -> list[dict]:
             fn = lambda c=c: bench.random_search(c["n"], c["px"], batch_size=c["batch_size"])  # noqa: E731
         else:
             fn = lambda c=c: bench.limit(c["n"], c["px"])  # noqa: E731
-        results.append({**c, "peak_mib": peak_growth_mib(fn, bench.device)})
+        peak = peak_growth_mib(fn, bench.device)
+        results.append({**c, "peak_mib": peak})
+    bench.steps = steps
     return results
 
 
-def memory_in_subprocess(args, configs: list[dict]) -> list[dict]:
-    env = dict(os.environ)
-    # Fixed mmap threshold: large blocks are mmapped and unmapped on free, so the RSS before
-    # each configuration does not include memory the allocator kept from the previous one.
-    env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--mem-worker", json.dumps(configs),
-           "--steps", str(args.steps), "--device", "cpu"] + (["--threads", str(args.threads)] if args.threads else [])
-    if not args.server_hook:
-        cmd.append("--no-server-hook")
-    proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEM ")]
-    if proc.returncode != 0 or not lines:
-        log(proc.stdout[-3000:], proc.stderr[-3000:])
-        raise RuntimeError(f"memory helper failed with exit code {proc.returncode}")
-    return json.loads(lines[-1][4:])
-
-
-def print_memory(rows: list[dict], mem: list[dict], mem_batch: int, mem_pair) -> float:
+def print_memory(rows: list[dict], mem: list[dict], mem_batch: int, mem_pair, mem_px: int) -> dict:
     def find(mode, px, n, bs=0):
         for m in mem:
             if (m["mode"], m["px"], m["n"], m["batch_size"]) == (mode, px, n, bs):
                 return m["peak_mib"]
-        return float("nan")
+        return None
 
-    log("\nPeak memory growth per configuration [MiB] "
-        "(CPU: peak RSS over the RSS before the run; CUDA: max_memory_allocated growth):")
-    log(f"{'px':>4} {'N':>3} | {'a seq':>8} {'b search':>9} {'c limit':>8}")
+    def fmt(v):
+        return f"{v:>8.1f}" if v is not None else f"{'-':>8}"
+
+    log(f"\nPeak memory growth per configuration [MiB] (CPU: peak RSS over the RSS before the run; "
+        f"CUDA: max_memory_allocated growth; one untimed run each, {MEM_STEPS} steps; a runs one "
+        f"candidate at a time, measured at the smallest N):")
+    log(f"{'px':>4} {'N':>3} | {'a seq':>8} {'b search':>8} {'c limit':>8} | {'b/c':>5}")
     for r in rows:
         r["mem_mib"] = {k: find(k, r["px"], r["n"]) for k in "abc"}
-        log(f"{r['px']:>4} {r['n']:>3} | {r['mem_mib']['a']:>8.1f} {r['mem_mib']['b']:>9.1f} {r['mem_mib']['c']:>8.1f}")
-    lo, hi = find("b", mem[-1]["px"], mem_pair[0], mem_batch), find("b", mem[-1]["px"], mem_pair[1], mem_batch)
-    ratio = hi / lo if lo > 0 else float("nan")
-    log(f"RandomSearch at batch_size={mem_batch}, {mem[-1]['px']} px: N={mem_pair[1]} {hi:.1f} MiB, "
+        b, c = r["mem_mib"]["b"], r["mem_mib"]["c"]
+        ratio = f"{b / c:>5.2f}" if b and c else f"{'-':>5}"
+        log(f"{r['px']:>4} {r['n']:>3} | {fmt(r['mem_mib']['a'])} {fmt(b)} {fmt(c)} | {ratio}")
+    lo, hi = find("b", mem_px, mem_pair[0], mem_batch), find("b", mem_px, mem_pair[1], mem_batch)
+    ratio = hi / lo if lo and hi is not None else float("nan")
+    log(f"RandomSearch at batch_size={mem_batch}, {mem_px} px: N={mem_pair[1]} {hi:.1f} MiB, "
         f"N={mem_pair[0]} {lo:.1f} MiB -> ratio {ratio:.2f}")
-    return ratio
+    return {"ratio": ratio, "low_mib": lo, "high_mib": hi}
 
 
 def profile_section(bench: Bench, px: int, n: int, top: int = 30) -> dict:
@@ -530,6 +579,15 @@ def profile_section(bench: Bench, px: int, n: int, top: int = 30) -> dict:
 
 # -- main ---------------------------------------------------------------------------------
 def main(argv=None) -> int:
+    import torch
+
+    # ComfyUI's executor runs every node under torch.inference_mode(); so does this process
+    # (outside it, verifier activations would build autograd graphs a server never builds).
+    with torch.inference_mode():
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny configuration (32 px, N=2/4, 2 steps, 1 repeat)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -540,7 +598,6 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
     p.add_argument("--profile", metavar="PX,N", help="only profile b and c at one configuration, e.g. 64,16")
-    p.add_argument("--mem-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     import torch
@@ -551,12 +608,6 @@ def main(argv=None) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     args.steps = args.steps or (QUICK_STEPS if args.quick else STEPS)
-
-    if args.mem_worker:
-        bench = Bench(device, args.steps, args.server_hook)
-        bench.load_models()
-        print("MEM " + json.dumps(run_memory(bench, json.loads(args.mem_worker))), flush=True)
-        return 0
 
     t_start = time.perf_counter()
     configs = QUICK_LADDER if args.quick else LADDER
@@ -572,6 +623,7 @@ def main(argv=None) -> int:
     if device == "cuda":
         log(f"GPU: {torch.cuda.get_device_name()}")
 
+    section("loaders, and the same workflow run twice")
     check = second_run_check(bench, small_px, 4 if not args.quick else 2)
     log(f"verifier: {bench.verifier_name}")
     log(f"model: tiny SD1.5-shaped checkpoint (UNet 320 channels, 1 level; TAESD VAE; random CLIP-L), "
@@ -589,27 +641,31 @@ def main(argv=None) -> int:
         print(json.dumps({"device": device, "profile": prof}))
         return 0
 
+    section("warm-up")
     warm_up(bench, [c[0] for c in configs])
+    section("ladder: a, b and c interleaved")
     rows = ladder(bench, configs)
+    section("NFE throughput of the algorithms")
     algo = algorithms(bench, small_px, 1 if args.quick else 3, 4 if args.quick else RANDOM_N,
                       {**ZO, "iterations": 1} if args.quick else ZO,
                       {**PATHS, "paths": 2, "branches": 2} if args.quick else PATHS)
 
-    mem_ratio = float("nan")
+    mem_ratio, mem_pair_mib = float("nan"), {}
     if not args.skip_memory:
-        mcfg = memory_configs(configs, mem_batch, mem_pair, small_px)
-        if device == "cuda" or args.quick:
-            mem = run_memory(bench, mcfg)
-        else:
-            mem = memory_in_subprocess(args, mcfg)
-        mem_ratio = print_memory(rows, mem, mem_batch, mem_pair)
+        section("peak memory (untimed runs)")
+        mem = run_memory(bench, memory_configs(configs, mem_batch, mem_pair, small_px))
+        mem_pair_mib = print_memory(rows, mem, mem_batch, mem_pair, small_px)
+        mem_ratio = mem_pair_mib["ratio"]
 
     overhead_max = max(r["b_over_c"] for r in rows)
-    speedup = next((r["a_over_b"] for r in rows if (r["px"], r["n"]) == (64, 16)), rows[0]["a_over_b"])
-    log("\nTargets (reported, not asserted):")
+    # --quick has no 64 px, N=16 rung: its largest rung stands in (named in the summary).
+    speed_row = next((r for r in rows if (r["px"], r["n"]) == (64, 16)), rows[-1])
+    speedup = speed_row["a_over_b"]
+    section("targets (reported, not asserted)")
     log(f"  b/c <= {TARGETS['overhead']:.2f} at every N and resolution: max {overhead_max:.3f} -> "
         f"{'met' if overhead_max <= TARGETS['overhead'] else 'NOT met'}")
-    log(f"  a/b >= {TARGETS['speedup']:.1f} at 64 px, N=16: {speedup:.2f} -> "
+    log(f"  a/b >= {TARGETS['speedup']:.1f} at 64 px, N=16 (here {speed_row['px']} px, N={speed_row['n']}): "
+        f"{speedup:.2f} -> "
         f"{'met' if speedup >= TARGETS['speedup'] else 'NOT met'}")
     log(f"  peak memory N={mem_pair[1]} within {TARGETS['mem_ratio']:.1f}x of N={mem_pair[0]} at batch_size="
         f"{mem_batch}: {mem_ratio:.2f} -> {'met' if mem_ratio <= TARGETS['mem_ratio'] else 'NOT met'}")
@@ -632,6 +688,9 @@ def main(argv=None) -> int:
     summary = {
         "device": device, "quick": args.quick, "steps": args.steps, "cfg": CFG, "verifier": bench.verifier_name,
         "overhead_max": overhead_max, "speedup_64px_n16": speedup, "mem_ratio_n64_n16": mem_ratio,
+        "overhead_max_of_medians": max(r["b_over_c_of_medians"] for r in rows),
+        "speedup_config": [speed_row["px"], speed_row["n"]], "mem_pair": list(mem_pair),
+        "mem_pair_mib": [mem_pair_mib.get("low_mib"), mem_pair_mib.get("high_mib")],
         "mem_batch_size": mem_batch, "no_loads_on_second_run": check["no_loads_on_second_run"],
         "second_run_speedup": check["first_run"]["random_search_s"] / max(check["second_run"]["random_search_s"], 1e-9),
         "zero_order_nfe_rel": algo["zero_order"]["relative_to_random"],

@@ -207,7 +207,11 @@ class ComfyBackend:
         self.timings["decode"] += time.perf_counter() - t0
         return images
 
+    @torch.no_grad()
     def score(self, latents, early=None):
+        # No autograd graph even outside ComfyUI's inference mode (scripts, tests): the pool
+        # keeps scores across rounds, and a graph behind them would keep every round's
+        # decoder and verifier activations alive.
         chunk = max(1, min(self.chunk, getattr(self.verifier, "max_batch", 64)))
 
         def score_chunk(lat, ear):

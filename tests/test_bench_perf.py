@@ -1,0 +1,106 @@
+"""bench/perf.py --quick end to end, as `make bench` runs it (a subprocess).
+
+Checks the shape and sanity of what the benchmark reports, never its timings: test machines
+are shared and noisy, so speed targets are read from the benchmark's output, not asserted.
+What is asserted is deterministic: the keys of the last JSON line, finite positive figures,
+the device, that b (RandomSearch) and c (the limit) scored the very same candidates, and
+that a second run of the workflow loaded no weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "perf.py"
+
+REQUIRED = ("overhead_max", "speedup_64px_n16", "mem_ratio_n64_n16", "device")
+POSITIVE = ("overhead_max", "speedup_64px_n16", "mem_ratio_n64_n16", "zero_order_nfe_rel", "paths_nfe_rel",
+            "total_s")
+ROW_POSITIVE = ("a_s", "b_s", "c_s", "a_over_b", "b_over_c")
+
+
+def _positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def summary_problems(lines: list[str], device: str) -> list[str]:
+    """Everything wrong with the benchmark's output (an empty list when it is sane)."""
+    if not lines:
+        return ["no output"]
+    try:
+        summary = json.loads(lines[-1])
+    except json.JSONDecodeError as err:
+        return [f"last line is not JSON ({err}): {lines[-1][:200]!r}"]
+    if not isinstance(summary, dict):
+        return [f"last line is not a JSON object: {lines[-1][:200]!r}"]
+    problems = [f"missing key {k}" for k in REQUIRED if k not in summary]
+    problems += [f"{k} is not a finite positive number: {summary.get(k)!r}"
+                 for k in POSITIVE if not _positive_finite(summary.get(k))]
+    if summary.get("device") != device:
+        problems.append(f"device is {summary.get('device')!r}, expected {device!r}")
+    if summary.get("no_loads_on_second_run") is not True:
+        problems.append("the second run of the workflow loaded weights")
+    ladder = summary.get("ladder")
+    if not isinstance(ladder, list) or not ladder:
+        return problems + ["no ladder rows"]
+    for row in ladder:
+        where = f"ladder {row.get('px')} px, N={row.get('n')}"
+        problems += [f"{where}: {k} is not a finite positive number: {row.get(k)!r}"
+                     for k in ROW_POSITIVE if not _positive_finite(row.get(k))]
+        diff = row.get("scores_max_abs_diff_b_c")
+        if not isinstance(diff, (int, float)) or not diff < 1e-3:
+            problems.append(f"{where}: RandomSearch and the limit scored different candidates (max diff {diff!r})")
+    if summary.get("overhead_max") != max((r.get("b_over_c") or 0) for r in ladder):
+        problems.append("overhead_max is not the largest b/c of the ladder")
+    return problems
+
+
+def test_summary_problems_rejects_bad_output():
+    good = {"device": "cpu", "overhead_max": 1.05, "speedup_64px_n16": 1.8, "mem_ratio_n64_n16": 1.01,
+            "zero_order_nfe_rel": 0.5, "paths_nfe_rel": 0.9, "total_s": 30.0, "no_loads_on_second_run": True,
+            "ladder": [{"px": 32, "n": 2, "a_s": 1.0, "b_s": 0.6, "c_s": 0.57, "a_over_b": 1.7,
+                        "b_over_c": 1.05, "scores_max_abs_diff_b_c": 0.0}]}
+    assert summary_problems(["table", json.dumps(good)], "cpu") == []
+    for key, value in (("mem_ratio_n64_n16", None), ("overhead_max", float("nan")), ("speedup_64px_n16", -1),
+                       ("device", "cuda"), ("no_loads_on_second_run", False)):
+        bad = {**good, key: value}
+        assert summary_problems([json.dumps(bad)], "cpu"), key
+    missing = {k: v for k, v in good.items() if k != "overhead_max"}
+    assert summary_problems([json.dumps(missing)], "cpu")
+    wrong_scores = {**good, "ladder": [{**good["ladder"][0], "scores_max_abs_diff_b_c": 0.5}]}
+    assert summary_problems([json.dumps(wrong_scores)], "cpu")
+    assert summary_problems(["not json"], "cpu")
+    assert summary_problems([], "cpu")
+
+
+@pytest.fixture(scope="module")
+def quick_run():
+    import torch
+
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=600, check=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return proc, device
+
+
+def test_quick_benchmark_reports_sane_summary(quick_run):
+    proc, device = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    problems = summary_problems(lines, device)
+    assert not problems, "\n".join(problems) + "\n" + proc.stdout[-3000:]
+
+
+def test_quick_benchmark_prints_its_tables(quick_run):
+    proc, _ = quick_run
+    out = proc.stdout
+    for heading in ("Wall time, median over repeats", "NFE throughput", "Peak memory growth",
+                    "targets (reported, not asserted)", "no weights loaded on the second run"):
+        assert heading in out, f"{heading!r} missing from the benchmark output:\n{out[-3000:]}"
