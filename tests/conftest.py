@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.harness import tiny_models
 from tests.harness.host import load_host
@@ -28,6 +29,20 @@ def tiny_vae_path(comfy):
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path(comfy):
     return tiny_models.tiny_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def parts(comfy, tiny_unet_path, tiny_vae_path):
+    """A tiny SD1.5-shaped UNet and TAESD as ComfyUI objects, with random conditioning."""
+    import comfy.sd
+    import comfy.utils
+
+    model = comfy.sd.load_diffusion_model(str(tiny_unet_path))
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tiny_vae_path)))
+    g = torch.Generator().manual_seed(1)
+    pos = [[torch.randn(1, 77, 768, generator=g), {}]]
+    neg = [[torch.randn(1, 77, 768, generator=g) * 0.1, {}]]
+    return {"model": model, "vae": vae, "positive": pos, "negative": neg}
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

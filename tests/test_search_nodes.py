@@ -13,18 +13,6 @@ from tests.toy_verifier import ProbeVerifier
 LATENT = {"samples": torch.zeros(1, 4, 4, 4)}  # 32 px: keeps the CPU tests quick
 
 
-@pytest.fixture(scope="module")
-def parts(comfy, tiny_unet_path, tiny_vae_path):
-    import comfy.sd
-    import comfy.utils
-
-    model = comfy.sd.load_diffusion_model(str(tiny_unet_path))
-    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tiny_vae_path)))
-    g = torch.Generator().manual_seed(1)
-    pos = [[torch.randn(1, 77, 768, generator=g), {}]]
-    neg = [[torch.randn(1, 77, 768, generator=g) * 0.1, {}]]
-    return {"model": model, "vae": vae, "positive": pos, "negative": neg}
-
 
 def counted(model):
     """A clone of ``model`` whose diffusion-model calls are counted (rows and calls)."""
