@@ -228,28 +228,32 @@ class _RssSampler(threading.Thread):
             time.sleep(0.001)
 
 
+def _glibc():
+    """glibc through ctypes, or None elsewhere (musl, macOS): memory figures stay approximate."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def release_freed_memory_to_os() -> bool:
     """glibc: serve blocks >= 64 KiB by mmap (unmapped on free) and trim the heap on every
     free, so the RSS before a run holds no memory left over from the previous one."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 65536) == 1 and libc.mallopt(m_trim_threshold, 0) == 1
-        libc.malloc_trim(0)
-        return ok
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 65536) == 1 and libc.mallopt(m_trim_threshold, 0) == 1
+    libc.malloc_trim(0)
+    return ok
 
 
 def _trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def peak_growth_mib(fn, device: str) -> float:

@@ -320,12 +320,6 @@ class VerifierScore(io.ComfyNode):
     def execute(cls, images, verifier, condition, early_images=None) -> io.NodeOutput:
         if not hasattr(verifier, "score"):
             raise VerifierError("verifier: connect a VERIFIER from a verifier loader node")
-        if images.ndim != 4 or images.shape[0] == 0:
-            raise ValueError(f"images: expected a non-empty IMAGE batch [B, H, W, C], got an empty batch or shape "
-                             f"{tuple(images.shape)}")
-        if early_images is not None and early_images.shape[0] != images.shape[0]:
-            raise ValueError(f"early_images: needs one image per image in images ({images.shape[0]}), "
-                             f"got {early_images.shape[0]}")
         bar = comfy.utils.ProgressBar(images.shape[0], cls.hidden.unique_id)
 
         def on_chunk(done: int, total: int) -> None:

@@ -19,8 +19,10 @@ def score_in_chunks(verifier: Verifier, images: torch.Tensor, condition: Conditi
     runs after each chunk (progress, interruption checks).
     """
     total = images.shape[0]
+    if total == 0:
+        raise VerifierError("images: got an empty batch; connect an IMAGE batch with at least one image")
     if early is not None and early.shape[0] != total:
-        raise VerifierError(f"{early.shape[0]} early images for {total} images")
+        raise VerifierError(f"early_images: {early.shape[0]} early images for {total} images; give one per image")
     step = total if getattr(verifier, "relative_scores", False) else max(1, int(verifier.max_batch))
     parts = []
     for start in range(0, total, step):

@@ -20,6 +20,7 @@ pivot are exactly the plain sample's noise).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -85,7 +86,6 @@ class Testbed:
         self.search_steps, self.cfg = search_steps, cfg
         self.zero_order = {**ZERO_ORDER, **(zero_order or {})}
         self.paths = {**PATHS, **(paths or {})}
-        self._path_cost: int | None = None
 
     def common(self, label: int, seed: int) -> dict:
         return dict(model=self.model, seed=seed, cfg=self.cfg, sampler_name="euler", scheduler="normal",
@@ -96,12 +96,11 @@ class Testbed:
         return dict(self.common(label, seed), steps=self.search_steps, search_steps=0, vae=self.vae,
                     verifier=self.verifier, condition=str(label), budget=budget, top_k=1, batch_size=0)
 
+    @functools.cached_property
     def path_cost(self) -> int:
         """NFEs of path search with one path (the cost grows linearly with the paths kept)."""
-        if self._path_cost is None:
-            out = run_node("PathSearch", **self._search_args(0, 0, 0), paths=1, **self.paths)
-            self._path_cost = int(json.loads(out[-1])["nfe"]["search_total"])
-        return self._path_cost
+        out = run_node("PathSearch", **self._search_args(0, 0, 0), paths=1, **self.paths)
+        return int(json.loads(out[-1])["nfe"]["search_total"])
 
     def search(self, method: str, budget: int, label: int, seed: int) -> tuple[torch.Tensor, int]:
         """One sample of ``label`` at ``budget`` total NFEs; returns (latent [1,1,16,16], NFEs spent)."""
@@ -111,7 +110,7 @@ class Testbed:
         elif method == "zero_order":
             out = run_node("ZeroOrderSearch", **args, iterations=10_000, **self.zero_order)
         elif method == "paths":
-            out = run_node("PathSearch", **args, paths=max(1, budget // self.path_cost()), **self.paths)
+            out = run_node("PathSearch", **args, paths=max(1, budget // self.path_cost), **self.paths)
         else:
             raise ValueError(method)
         return out[0]["samples"], int(json.loads(out[-1])["nfe"]["search_total"])
@@ -206,7 +205,7 @@ def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "dem
                 "random": {"candidates": "budget // search_steps"},
                 "zero_order": bed.zero_order, "paths": {**bed.paths, "paths": "budget // path_cost"}}
     if "paths" in methods:
-        settings["paths"]["path_cost"] = bed.path_cost()
+        settings["paths"]["path_cost"] = bed.path_cost
     results = {"settings": settings, "real_digits": reference_rows(bed, reference, per_class), "rows": []}
     samples = []
     for budget in budgets:
