@@ -81,8 +81,9 @@ class CLIPScoreVerifierLoader(io.ComfyNode):
             node_id="CLIPScoreVerifierLoader",
             display_name="Load CLIPScore Verifier",
             category=CATEGORY,
-            description="CLIPScore: cosine similarity in [-1, 1] between the image and the prompt "
-                        "(open_clip; prompts past 77 tokens are truncated).",
+            description="CLIPScore as CLIP-S = 2.5 x max(cosine(image, prompt), 0), in [0, 2.5]: the scale "
+                        "of the paper's tables (about 0.7-0.8 for good FLUX images; a raw cosine is about "
+                        "0.25-0.35). open_clip; prompts past 77 tokens are truncated.",
             inputs=[clip_file_input(), architecture_input(), precision_input(), allow_download_input()],
             outputs=[verifier_output()],
             hidden=[io.Hidden.unique_id],

@@ -164,15 +164,41 @@ def test_infer_arch_from_file_names(root):
         infer_arch("clip/mystery.safetensors")
 
 
-def test_clipscore_is_cosine_batched_and_deterministic(clip):
+def test_clipscore_is_clip_s_batched_and_deterministic(clip):
     v = CLIPScoreVerifier(clip)
     imgs = vf.images(5)
     scores = check_batched_matches_single(v, imgs, "a red cat on a mat")
-    assert (scores.abs() <= 1.0).all()
+    assert ((scores >= 0.0) & (scores <= 2.5)).all()
     img = clip.image_embeddings(imgs)
     txt = clip.text_embeddings(["a red cat on a mat"])[0]
-    torch.testing.assert_close(scores, img @ txt, atol=1e-6, rtol=0)
+    torch.testing.assert_close(v.cosine(imgs, "a red cat on a mat"), img @ txt, atol=1e-6, rtol=0)
+    torch.testing.assert_close(scores, 2.5 * (img @ txt).clamp(min=0), atol=1e-6, rtol=0)
     assert not torch.allclose(scores, v.score(imgs, "a blue dog"))
+
+
+class _FixedEmbeddingCLIP:
+    """Stands in for OpenCLIPModel: image i embeds to a unit vector at a chosen cosine with the prompt."""
+
+    def __init__(self, cosines):
+        self.cos = torch.tensor(cosines, dtype=torch.float32)
+        self.model = torch.nn.Linear(1, 1)
+
+    def image_embeddings(self, images):
+        c = self.cos[: images.shape[0]]
+        return torch.stack([c, (1 - c * c).clamp(min=0).sqrt()], dim=1)
+
+    def text_embeddings(self, texts):
+        return torch.tensor([[1.0, 0.0]] * len(texts))
+
+
+def test_clipscore_follows_hessel_clip_s_convention():
+    """CLIP-S = 2.5 * max(cos, 0): the paper's 0.71-0.82 scale, not the raw cosine (0.25-0.35)."""
+    cosines = [0.30, -0.20, 0.0, 1.0, 0.284]
+    v = CLIPScoreVerifier(_FixedEmbeddingCLIP(cosines))
+    scores = v.score(vf.images(len(cosines)), "a photo of a cat")
+    torch.testing.assert_close(scores, torch.tensor([0.75, 0.0, 0.0, 2.5, 0.71]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(v.cosine(vf.images(len(cosines)), "a photo of a cat"), torch.tensor(cosines),
+                               atol=1e-6, rtol=0)
 
 
 def test_clipscore_prompt_rules(clip, caplog):

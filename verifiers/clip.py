@@ -2,9 +2,13 @@
 
 Score conventions
 -----------------
-- ``CLIPScoreVerifier``: the raw cosine similarity in [-1, 1] between the L2-normalised
-  image and prompt embeddings. This is the scale of the paper's tables (0.7-0.8 values),
-  not Hessel et al.'s ``100 * max(cos, 0)`` (multiply by 100 and clip at 0 to get that).
+- ``CLIPScoreVerifier``: Hessel et al.'s CLIP-S, ``2.5 * max(cos, 0)``, where ``cos`` is the
+  cosine similarity of the L2-normalised image and prompt embeddings. This is the scale of
+  the paper's tables (0.71-0.82 for FLUX.1-dev on DrawBench): a raw cosine for a matching
+  pair is only about 0.25-0.35 with CLIP ViT-L/14, and 2.5 stretches it to about 0.6-0.9.
+  Scores lie in [0, 2.5]; images whose embedding points away from the prompt's all score 0
+  (ties, which the search resolves by batch order). ``CLIPScoreVerifier.cosine`` gives
+  the raw cosine.
 - ``CLIPZeroShotVerifier``: ``100 * cos(image, class embedding)``, the logit of the
   requested class, where a class embedding is the normalised mean of its normalised
   template embeddings (the CLIP zero-shot recipe).
@@ -136,10 +140,12 @@ def infer_arch(file_name: str, known: dict[str, str] | None = None) -> str:
 
 
 class CLIPScoreVerifier(TorchVerifier):
-    """Cosine similarity between an image and the prompt (see the module docstring)."""
+    """CLIP-S = 2.5 * max(cos(image, prompt), 0), Hessel et al.'s scale (see the module docstring)."""
 
     name = "CLIPScore"
     max_batch = 32
+    # Hessel et al. (2021), CLIPScore: CLIP-S(c, v) = w * max(cos(c, v), 0) with w = 2.5.
+    weight = 2.5
 
     def __init__(self, clip: OpenCLIPModel, text_cache_size: int = 64):
         super().__init__()
@@ -165,9 +171,12 @@ class CLIPScoreVerifier(TorchVerifier):
             self._text_cache.move_to_end(key)
         return emb
 
+    def cosine(self, images: torch.Tensor, prompt: str) -> torch.Tensor:
+        """The raw cosine similarity [B] of each image with the prompt, in [-1, 1]."""
+        return self.clip.image_embeddings(images) @ self.prompt_embedding(prompt)
+
     def _score(self, images, condition: Condition, early):
-        text = self.prompt_embedding(condition.text)
-        return self.clip.image_embeddings(images) @ text
+        return self.weight * self.cosine(images, condition.text).clamp(min=0.0)
 
 
 class CLIPZeroShotVerifier(TorchVerifier):
