@@ -2,18 +2,20 @@
 
 Every algorithm has the signature of a k-diffusion sampler turned search::
 
-    result = search_fn(model, noise, sigmas, *, generator, budget, callback, **options)
+    result = search_fn(model, noise, sigmas, *, generator, budget, top_k, callback, **options)
 
-``model`` implements :class:`search.backend.SearchBackend` (denoise, predict x0, re-noise,
-score); nothing here imports ComfyUI. See search/algorithms.py.
+``model`` implements :class:`search.backend.SearchBackend` (solve, predict x0, re-noise,
+score, compare); nothing here imports ComfyUI. See search/algorithms.py; a
+:class:`search.strategy.Strategy` bundles one algorithm with its options.
 """
 
-from .algorithms import SEARCHES, path_search, random_search, zero_order_search
-from .backend import BudgetError, SearchBackend, SearchResult
+from .algorithms import SEARCHES, compare, path_search, random_search, zero_order_search
+from .backend import BudgetError, Scores, SearchBackend, SearchResult
 from .chunking import map_chunked
 from .noise import sphere_neighbours
+from .strategy import Strategy
 
 __all__ = [
-    "SEARCHES", "BudgetError", "SearchBackend", "SearchResult", "map_chunked", "path_search",
-    "random_search", "sphere_neighbours", "zero_order_search",
+    "SEARCHES", "BudgetError", "Scores", "SearchBackend", "SearchResult", "Strategy", "compare",
+    "map_chunked", "path_search", "random_search", "sphere_neighbours", "zero_order_search",
 ]

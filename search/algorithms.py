@@ -6,11 +6,15 @@ Shared signature (like k-diffusion's samplers)::
 
 - ``model``: a :class:`search.backend.SearchBackend`;
 - ``noise``: initial noises, [N, ...] candidates (random), [1, ...] the first pivot
-  (zero-order), [N, ...] the initial paths (paths);
+  (zero-order), [N, ...] the initial paths (paths); row i is candidate id i;
 - ``sigmas``: the full schedule; a cheaper search schedule comes from ``model.schedule(True)``;
 - ``generator``: the only source of randomness after ``noise``, so a seed reproduces a run;
 - ``budget``: total NFEs (search + final denoising); a round that would exceed it is not
-  started; ``callback(info)`` is called after every scored round.
+  started; ``callback(info)`` is called after every scored round with the round's ids,
+  values, images and the plan.
+
+Each returns a :class:`search.backend.SearchResult` built once, at the end, from its pool of
+scored candidates: the reported winner is always the returned latent.
 """
 
 from __future__ import annotations
@@ -20,68 +24,120 @@ from collections.abc import Callable
 
 import torch
 
-from .backend import BudgetError, Ledger, SearchBackend, SearchResult
+from .backend import Ledger, SearchBackend, SearchResult
 from .noise import gaussian, sphere_neighbours
 
 Callback = Callable[[dict], None] | None
 
 
-class _Pool:
-    """The best k candidates seen so far: scores, clean latents, and the noises behind them."""
+def compare(model: SearchBackend, values: torch.Tensor) -> torch.Tensor:
+    """Orderable values of exactly these candidates; a candidate with a non-finite component
+    (a diverged sample) gets -inf and never takes part in the others' comparison."""
+    values = values.reshape(values.shape[0], -1).float()
+    finite = torch.isfinite(values).all(dim=1)
+    out = torch.full((values.shape[0],), -math.inf)
+    if finite.any():
+        out[finite] = model.compare(values[finite]).float()
+    return out
 
-    def __init__(self, k: int):
-        self.k = k
-        self.scores = torch.empty(0)
-        self.latents: torch.Tensor | None = None
-        self.noises: torch.Tensor | None = None
+
+def best_first(values: torch.Tensor) -> torch.Tensor:
+    # Stable: on equal values the earlier candidate wins.
+    return torch.sort(values, descending=True, stable=True).indices
+
+
+class _Pool:
+    """Scored clean candidates (component scores, latents, noises, ids).
+
+    With an absolute verifier only the best k are kept. A relative one (a rank ensemble)
+    keeps every candidate: adding one can reorder the others."""
+
+    def __init__(self, model: SearchBackend, k: int):
+        self.model, self.k = model, k
+        self.prune = not getattr(model, "relative", False)
+        self.values = self.latents = self.noises = None
         self.ids: list[int] = []
 
-    def add(self, scores, latents, noises, ids) -> None:
+    def add(self, values, latents, noises, ids) -> None:
         noises = noises if noises is not None else torch.zeros(len(ids))
-        # A NaN score (a diverged sample) must never win.
-        scores = torch.nan_to_num(scores.float(), nan=-math.inf)
-        all_scores = torch.cat([self.scores, scores])
-        all_latents, all_noises = _cat(self.latents, latents), _cat(self.noises, noises)
-        # Stable order: on equal scores the earlier candidate wins.
-        keep = torch.sort(all_scores, descending=True, stable=True).indices[: self.k]
-        self.scores, self.latents, self.noises = all_scores[keep], all_latents[keep], all_noises[keep]
-        self.ids = [(self.ids + list(ids))[i] for i in keep.tolist()]
+        self.values, self.latents = _cat(self.values, values), _cat(self.latents, latents)
+        self.noises, self.ids = _cat(self.noises, noises), self.ids + list(ids)
+        if self.prune:
+            self.take(self.order()[: self.k])
+
+    def order(self) -> torch.Tensor:
+        return best_first(compare(self.model, self.values))
+
+    def take(self, rows: torch.Tensor) -> None:
+        self.values, self.latents, self.noises = self.values[rows], self.latents[rows], self.noises[rows]
+        self.ids = [self.ids[i] for i in rows.tolist()]
+
+    def best(self) -> tuple[int, float]:
+        values = compare(self.model, self.values)
+        i = int(best_first(values)[0])
+        return self.ids[i], float(values[i])
 
 
 def _cat(a, b):
     return b if a is None else torch.cat([a, b])
 
 
-def _evaluate(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor):
-    latents, early = model.solve(None, noise, sigmas)
-    return latents, model.score(latents, early)
+class _Run:
+    """What every algorithm keeps while it runs: the ledger, the pool, the record of rounds and
+    candidates, and the schedules. The result is built from it once, by ``finish``."""
 
+    def __init__(self, model: SearchBackend, sigmas: torch.Tensor, budget, top_k: int, callback: Callback):
+        self.model, self.sigmas, self.callback, self.k = model, sigmas, callback, top_k
+        self.search_sigmas = model.schedule(True)
+        self.regenerate = not torch.equal(self.search_sigmas, sigmas)
+        self.per, self.final_per = model.nfe(self.search_sigmas), model.nfe(sigmas)
+        self.reserve = self.final_per * top_k if self.regenerate else 0
+        self.ledger, self.pool = Ledger(budget), _Pool(model, top_k)
+        self.rounds: list[dict] = []
+        self.candidates: list[dict] = []
+        self.planned, self.stopped = 0, False
 
-def _record(result: SearchResult, ids, scores, round_index: int, **extra) -> None:
-    for i, s in zip(ids, scores.tolist()):
-        result.candidates.append({"id": int(i), "round": round_index, "score": float(s), **extra})
+    def evaluate(self, noise: torch.Tensor, ids: list[int]):
+        """Solve fresh noises along the search schedule and score them (NFEs paid)."""
+        latents, early = self.model.solve(None, noise, self.search_sigmas, ids)
+        self.ledger.pay(self.per * len(ids))
+        return latents, self.model.score(latents, early)
 
+    def record(self, ids, values, round_index: int, **extra) -> list[dict]:
+        entries = [{"id": int(i), "round": round_index, "score": float(v), **extra}
+                   for i, v in zip(ids, values.tolist())]
+        self.candidates.extend(entries)
+        return entries
 
-def _finish(model, pool: _Pool, ledger: Ledger, result: SearchResult, regenerate: bool,
-            final: torch.Tensor, has_noise: bool = True) -> SearchResult:
-    """Regenerate the kept candidates at the full schedule when the search used a cheaper one."""
-    top = pool.latents
-    if regenerate:
-        ledger.pay(model.nfe(final) * len(pool.ids))
-        top, _ = model.solve(None, pool.noises, final)
-    result.top, result.best = top, top[:1]
-    result.top_scores = pool.scores.tolist()
-    result.best_score = result.top_scores[0]
-    result.best_noise = pool.noises[:1] if has_noise else None
-    result.nfe = ledger.spent
-    return result
+    def round_done(self, round_index: int, ids, values, scored, **extra) -> None:
+        best_id, best_score = self.pool.best() if self.pool.ids else (None, None)
+        info = {"round": round_index, "nfe": self.ledger.spent, "planned": self.planned,
+                "best_id": best_id, "best_score": best_score, **extra}
+        self.rounds.append(dict(info))
+        if self.callback:
+            self.callback({**info, "ids": list(ids), "scores": values.tolist(), "images": scored.images})
 
-
-def _round_info(result, ledger, pool, round_index, scores, ids, **extra):
-    info = {"round": round_index, "nfe": ledger.spent, "scores": scores.tolist(), "ids": list(ids),
-            "best_score": float(pool.scores[0]), "best_id": pool.ids[0], **extra}
-    result.rounds.append({k: v for k, v in info.items() if k not in ("scores", "ids", "latents")})
-    return info
+    def finish(self) -> SearchResult:
+        """Take the pool's best k; regenerate them on the full schedule when the search used a
+        cheaper one, and score the returned latents again (their scores are what is reported)."""
+        pool = self.pool
+        rows = pool.order()[: self.k]
+        values = compare(self.model, pool.values)[rows]
+        ids, latents, noises = [pool.ids[i] for i in rows.tolist()], pool.latents[rows], pool.noises[rows]
+        search_scores = None
+        if self.regenerate:
+            self.ledger.pay(self.final_per * len(ids))
+            latents, early = self.model.solve(None, noises, self.sigmas, ids)
+            final = compare(self.model, self.model.score(latents, early).values)
+            again = best_first(final)
+            search_scores = values[again].tolist()
+            values, latents, noises = final[again], latents[again], noises[again]
+            ids = [ids[i] for i in again.tolist()]
+        return SearchResult(
+            best=latents[:1], best_id=ids[0], best_score=float(values[0]), top=latents, top_ids=ids,
+            top_scores=values.tolist(), best_noise=noises[:1] if noises.ndim > 1 else None,
+            search_scores=search_scores, rounds=self.rounds, candidates=self.candidates,
+            nfe=self.ledger.spent, planned_nfe=self.planned, stopped_by_budget=self.stopped)
 
 
 def random_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
@@ -89,30 +145,30 @@ def random_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tenso
                   top_k: int = 1, callback: Callback = None,
                   round_size: int | None = None) -> SearchResult:
     """Best-of-N: solve every candidate noise, score it, keep the argmax."""
-    search_sigmas = model.schedule(True)
-    regenerate = not torch.equal(search_sigmas, sigmas)
-    per, final_per = model.nfe(search_sigmas), model.nfe(sigmas)
-    ledger, result = Ledger(budget), SearchResult(None, 0.0, None, [])
-    n, k = noise.shape[0], min(top_k, noise.shape[0])
-    # The budget buys candidates after reserving the regeneration of the kept ones.
-    reserve = final_per * k if regenerate else 0
-    if ledger.budget is not None:
-        ledger.require(per + (final_per if regenerate else 0), "one candidate")
-        n_afford = (ledger.budget - reserve) // per
+    n = noise.shape[0]
+    run = _Run(model, sigmas, budget, min(top_k, n), callback)
+    run.planned = n * run.per + run.reserve
+    if run.ledger.budget is not None:
+        # The budget buys candidates after reserving the regeneration of the kept ones.
+        run.ledger.require(run.per + (run.final_per if run.regenerate else 0), "one candidate")
+        n_afford = (run.ledger.budget - run.reserve) // run.per
         if n_afford < n:
-            n, result.stopped_by_budget = max(1, n_afford), True
-            k = min(k, n)
-    pool, step = _Pool(k), round_size or n
+            n, run.stopped = max(1, n_afford), True
+            run.k = min(run.k, n)
+            run.reserve = run.final_per * run.k if run.regenerate else 0
+    step, seen = round_size or n, []
     for r, start in enumerate(range(0, n, step)):
         ids = list(range(start, min(n, start + step)))
-        latents, scores = _evaluate(model, noise[ids], search_sigmas)
-        ledger.pay(per * len(ids))
-        pool.add(scores, latents, noise[ids], ids)
-        _record(result, ids, scores, r)
-        if callback:
-            callback(_round_info(result, ledger, pool, r, scores, ids, latents=latents))
-    result.best_index = pool.ids[0]
-    return _finish(model, pool, ledger, result, regenerate, sigmas)
+        latents, scored = run.evaluate(noise[ids], ids)
+        run.pool.add(scored.values, latents, noise[ids], ids)
+        seen.append(scored.values)
+        run.round_done(r, ids, compare(model, torch.cat(seen))[start:], scored)
+    # Recorded at the end: a candidate's score is its value among all N (for a rank
+    # ensemble, its rank among every candidate, the ranking that picked the winner).
+    everyone = compare(model, torch.cat(seen))
+    for r, start in enumerate(range(0, n, step)):
+        run.record(range(start, min(n, start + step)), everyone[start : start + step], r)
+    return run.finish()
 
 
 def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
@@ -121,51 +177,47 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
                       iterations: int = 8, restart: bool = True) -> SearchResult:
     """Zero-order search: move a pivot to its best neighbour on the pivot's sphere.
 
-    The pivot's score is carried over from the round that found it, never paid for twice.
-    With ``restart``, a round where no neighbour beats the pivot re-draws the pivot.
+    Every round compares the pivot with its neighbours in one comparison (for a rank
+    ensemble: one ranking of the 1 + N of them); the pivot's scores are carried over from
+    the round that found it, never paid for twice. With ``restart``, a round where no
+    neighbour beats the pivot re-draws the pivot from a fresh noise.
     """
-    search_sigmas = model.schedule(True)
-    regenerate = not torch.equal(search_sigmas, sigmas)
-    per, final_per = model.nfe(search_sigmas), model.nfe(sigmas)
-    ledger, result = Ledger(budget), SearchResult(None, 0.0, None, [])
-    reserve = final_per * top_k if regenerate else 0
-    ledger.require(per + reserve, "scoring the first pivot")
-    pivot = noise[:1]
-    pool, next_id = _Pool(top_k), 1
-    latents, scores = _evaluate(model, pivot, search_sigmas)
-    ledger.pay(per)
-    pivot_score = float(scores[0])
-    pool.add(scores, latents, pivot, [0])
-    _record(result, [0], scores, 0, kind="pivot")
-    if callback:
-        callback(_round_info(result, ledger, pool, 0, scores, [0], latents=latents, moved=True))
+    run = _Run(model, sigmas, budget, top_k, callback)
+    run.planned = run.per * (1 + iterations * neighbours) + run.reserve
+    run.ledger.require(run.per + run.reserve, "scoring the first pivot")
+    pivot, pivot_id = noise[:1], 0
+    latents, scored = run.evaluate(pivot, [0])
+    pivot_values = scored.values
+    run.pool.add(pivot_values, latents, pivot, [0])
+    run.record([0], compare(model, pivot_values), 0, kind="pivot")
+    run.round_done(0, [0], compare(model, pivot_values), scored, pivot=0, moved=False)
+    next_id = 1
     for it in range(1, iterations + 1):
-        if not ledger.affords(per * neighbours + reserve):
-            result.stopped_by_budget = True
+        if not run.ledger.affords(run.per * neighbours + run.reserve):
+            run.stopped = True
             break
         cands = sphere_neighbours(pivot, neighbours, angle, generator)
         ids = list(range(next_id, next_id + neighbours))
         next_id += neighbours
-        latents, scores = _evaluate(model, cands, search_sigmas)
-        ledger.pay(per * neighbours)
-        pool.add(scores, latents, cands, ids)
-        _record(result, ids, scores, it, kind="neighbour")
-        best = int(torch.argmax(torch.nan_to_num(scores, nan=-math.inf)))
-        moved = float(scores[best]) > pivot_score
+        latents, scored = run.evaluate(cands, ids)
+        run.pool.add(scored.values, latents, cands, ids)
+        values = compare(model, torch.cat([pivot_values, scored.values]))
+        run.record(ids, values[1:], it, kind="neighbour", pivot=pivot_id)
+        best = int(best_first(values[1:])[0])
+        moved = bool(values[1 + best] > values[0])
         if moved:
-            pivot, pivot_score = cands[best : best + 1], float(scores[best])
-        elif restart and it < iterations and ledger.affords(per * (1 + neighbours) + reserve):
+            pivot, pivot_id, pivot_values = cands[best : best + 1], ids[best], scored.values[best : best + 1]
+        elif restart and it < iterations and run.ledger.affords(run.per * (1 + neighbours) + run.reserve):
             # A fixed point of the local search: start again from a fresh noise.
-            pivot = gaussian(tuple(pivot.shape), generator).to(pivot.dtype)
-            lat, sc = _evaluate(model, pivot, search_sigmas)
-            ledger.pay(per)
-            pivot_score = float(sc[0])
-            pool.add(sc, lat, pivot, [next_id])
-            _record(result, [next_id], sc, it, kind="restart")
+            pivot, pivot_id = gaussian(tuple(pivot.shape), generator).to(pivot.dtype), next_id
             next_id += 1
-        if callback:
-            callback(_round_info(result, ledger, pool, it, scores, ids, latents=latents, moved=moved))
-    return _finish(model, pool, ledger, result, regenerate, sigmas)
+            fresh, fresh_scored = run.evaluate(pivot, [pivot_id])
+            pivot_values = fresh_scored.values
+            run.pool.add(pivot_values, fresh, pivot, [pivot_id])
+            run.planned += run.per
+            run.record([pivot_id], compare(model, pivot_values), it, kind="restart")
+        run.round_done(it, ids, values[1:], scored, pivot=pivot_id, moved=moved)
+    return run.finish()
 
 
 def _level_down(t_up: float, backward: float) -> float:
@@ -179,11 +231,21 @@ def _segment(model: SearchBackend, t_hi: float, t_lo: float, steps: int) -> torc
     return torch.tensor([model.level_sigma(t) for t in ts])
 
 
-def _tail(sigmas: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(sigmas: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a descending schedule at ``sigma``: (sigmas down to it, sigmas from it)."""
     above, below = sigmas[sigmas > sigma], sigmas[sigmas < sigma]
     s = torch.tensor([sigma], dtype=sigmas.dtype)
     return torch.cat([above, s]), torch.cat([s, below])
+
+
+def _path_rounds(start: float, forward: float, backward: float):
+    """The (t, t_up, t_down) levels of every round, from ``start`` down to 0."""
+    t = start
+    while t > 0:
+        t_up = min(1.0, t + forward)
+        t_down = _level_down(t_up, backward)
+        yield t, t_up, t_down
+        t = t_down
 
 
 def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
@@ -192,85 +254,66 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
                 forward: float = 0.2, backward: float = 0.3, interval_steps: int = 4) -> SearchResult:
     """Search over paths: branch N paths into N*M by re-noising, denoise, keep the top N.
 
-    Levels are schedule fractions (1 = noise, 0 = clean). Each round re-noises from t up to
-    t + forward, solves down to t + forward - backward with ``interval_steps`` steps, and
-    scores the x0-prediction there (one extra NFE; none when the round reaches 0).
+    Each round re-noises from level t up to t + forward, solves down to t + forward -
+    backward with ``interval_steps`` steps, and scores the x0-prediction there (one extra
+    NFE; none when the round reaches 0). A round's children are compared among themselves;
+    the winner is the best of the N finished survivors.
     """
     if backward <= forward:
         raise ValueError(f"backward ({backward}) must be greater than forward ({forward})")
     n, m = noise.shape[0], branches
-    ledger, result = Ledger(budget), SearchResult(None, 0.0, None, [])
-    head, _ = _tail(sigmas, model.level_sigma(start))
-    ledger.require(n * model.nfe(head) + n * model.nfe(_tail(sigmas, model.level_sigma(start))[1]),
-                   f"{n} paths without any search round")
-    state, _ = model.solve(None, noise, head)
-    ledger.pay(n * model.nfe(head))
-    t, r, ids, next_id = start, 0, list(range(n)), n
-    scores = None
-    while t > 0:
-        t_up = min(1.0, t + forward)
-        t_down = _level_down(t_up, backward)
-        seg = _segment(model, t_up, t_down, interval_steps)
-        finish_after = n * model.nfe(_tail(sigmas, model.level_sigma(t_down))[1]) if t_down > 0 else 0
-        cost = n * m * (model.nfe(seg) + (1 if t_down > 0 else 0))
-        if not ledger.affords(cost + finish_after):
-            result.stopped_by_budget = True
+    run = _Run(model, sigmas, budget, min(top_k, n), callback)
+    # Noise is injected along the way: the paths are searched on the full schedule, and
+    # nothing can be regenerated from an initial noise.
+    run.regenerate, run.reserve = False, 0
+    head = _split(sigmas, model.level_sigma(start))[0]
+
+    def round_cost(t_up, t_down):
+        return n * m * (model.nfe(_segment(model, t_up, t_down, interval_steps)) + (1 if t_down > 0 else 0))
+
+    def finish_cost(t):
+        return n * model.nfe(_split(sigmas, model.level_sigma(t))[1]) if t > 0 else 0
+
+    run.planned = n * model.nfe(head) + sum(round_cost(u, d) for _, u, d in _path_rounds(start, forward, backward))
+    run.ledger.require(n * model.nfe(head) + finish_cost(start), f"{n} paths without any search round")
+    ids = list(range(n))
+    state, _ = model.solve(None, noise, head, ids)
+    run.ledger.pay(n * model.nfe(head))
+    values, t, next_id = None, start, n
+    for r, (t, t_up, t_down) in enumerate(_path_rounds(start, forward, backward), start=1):
+        if not run.ledger.affords(round_cost(t_up, t_down) + finish_cost(t_down)):
+            run.stopped = True
             break
-        r += 1
+        children = list(range(next_id, next_id + n * m))
+        parents = [ids[i // m] for i in range(n * m)]
+        next_id += n * m
         branched, fresh = model.renoise(state.repeat_interleave(m, 0), model.level_sigma(t),
                                         model.level_sigma(t_up), generator)
-        branched, _ = model.solve(branched, fresh, seg)
+        seg = _segment(model, t_up, t_down, interval_steps)
+        branched, _ = model.solve(branched, fresh, seg, children)
         x0 = model.predict_x0(branched, float(seg[-1])) if t_down > 0 else branched
-        ledger.pay(cost)
-        all_scores = model.score(x0)
-        child_ids = list(range(next_id, next_id + n * m))
-        next_id += n * m
-        _record(result, child_ids, all_scores, r, level=t_down)
-        for c, parent in zip(result.candidates[-n * m :], [ids[i // m] for i in range(n * m)]):
-            c["parent"] = parent
-        ranked = torch.nan_to_num(all_scores.float(), nan=-math.inf)
-        keep = torch.sort(ranked, descending=True, stable=True).indices[:n]
-        state, scores = branched[keep], all_scores[keep]
-        ids = [child_ids[i] for i in keep.tolist()]
+        run.ledger.pay(round_cost(t_up, t_down))
+        scored = model.score(x0)
+        round_values = compare(model, scored.values)
+        for entry, parent in zip(run.record(children, round_values, r, level=t_down), parents):
+            entry["parent"] = parent
+        keep = best_first(round_values)[:n]
+        state, values, ids = branched[keep], scored.values[keep], [children[i] for i in keep.tolist()]
+        run.pool = _Pool(model, run.k)
+        run.pool.add(values, x0[keep], None, ids)
+        run.round_done(r, children, round_values, scored, level=t_down)
         t = t_down
-        if callback:
-            pool = _Pool(1)
-            pool.add(scores[:1], x0[keep[:1]], None, ids[:1])
-            callback(_round_info(result, ledger, pool, r, all_scores, child_ids, latents=x0,
-                                 level=t_down))
     if t > 0:
         # Out of budget for another round: finish the survivors along the full schedule.
-        rest = _tail(sigmas, model.level_sigma(t))[1]
-        state, _ = model.solve(state, None, rest)
-        ledger.pay(n * model.nfe(rest))
-        scores = model.score(state)
-    elif scores is None:
-        scores = model.score(state)
-    pool = _Pool(min(top_k, n))
-    pool.add(scores, state, None, ids)
-    return _finish(model, pool, ledger, result, False, sigmas, has_noise=False)
+        rest = _split(sigmas, model.level_sigma(t))[1]
+        state, _ = model.solve(state, None, rest, ids)
+        run.ledger.pay(n * model.nfe(rest))
+        values = model.score(state).values
+    run.pool = _Pool(model, run.k)
+    run.pool.add(values, state, None, ids)
+    return run.finish()
 
 
 SEARCHES = {"random": random_search, "zero_order": zero_order_search, "paths": path_search}
 
-__all__ = ["SEARCHES", "BudgetError", "path_search", "planned_nfe", "random_search", "zero_order_search"]
-
-
-def planned_nfe(name: str, model: SearchBackend, n: int, top_k: int = 1, **options) -> int:
-    """NFEs a search will spend without a budget (restarts of zero-order search aside):
-    sizes the progress bar before the first round."""
-    search_sigmas, sigmas = model.schedule(True), model.schedule()
-    regen = 0 if torch.equal(search_sigmas, sigmas) else model.nfe(sigmas) * top_k
-    per = model.nfe(search_sigmas)
-    if name == "random":
-        return n * per + regen
-    if name == "zero_order":
-        return per * (1 + options.get("iterations", 8) * options.get("neighbours", 2)) + regen
-    start, fwd, bwd = options.get("start", 0.4), options.get("forward", 0.2), options.get("backward", 0.3)
-    m, steps = options.get("branches", 2), options.get("interval_steps", 4)
-    total, t = n * model.nfe(_tail(sigmas, model.level_sigma(start))[0]), start
-    while t > 0 and bwd > fwd:
-        t_down = _level_down(min(1.0, t + fwd), bwd)
-        total += n * m * (model.nfe(_segment(model, min(1.0, t + fwd), t_down, steps)) + (t_down > 0))
-        t = t_down
-    return total
+__all__ = ["SEARCHES", "compare", "path_search", "random_search", "zero_order_search"]

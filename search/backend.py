@@ -3,18 +3,25 @@
 Conventions shared by every backend:
 - A *state* is a latent at some noise level in the host's own representation (for ComfyUI,
   the "leftover" latent a sampler returns when stopped early). A fresh candidate is a
-  Gaussian noise tensor; ``solve(None, noise, sigmas)`` starts from it at ``sigmas[0]``.
-- Levels ``t`` are fractions of the model's noise schedule on its own time axis: 1 is pure
-  noise (sigma_max), 0 is clean. They map to sigmas through the model's sampling object, so
-  one setting means the same for noise-prediction and flow models.
+  Gaussian noise tensor; ``solve(None, noise, sigmas, ids)`` starts from it at ``sigmas[0]``.
+- Every candidate has an integer id, unique within one search. ``solve`` receives the ids
+  of its rows so a stochastic sampler can draw each row's per-step noise from that row's
+  own stream: results never depend on how rows are grouped into model calls.
+- Levels ``t`` in [0, 1] are noise-to-signal levels on the rectified-flow time axis: the
+  state at level t has the signal-to-noise ratio of ``(1 - t) x0 + t eps`` (noise-to-signal
+  ratio ``t / (1 - t)``), whatever the model family. 1 is pure noise, 0 is clean.
 - NFEs are counted as the paper counts them: denoiser evaluations per candidate, summed
   over candidates. Forward passes count model rows (CFG evaluates two per NFE).
+- Scores are ``[N, V]`` tensors: V component scores per candidate (V = 1 for a plain
+  verifier). Only ``compare`` turns them into values that can be ordered, and only among
+  the rows it is given: a rank ensemble's value of a candidate depends on who it is
+  ranked with, so an algorithm compares exactly the candidates it means to compare.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -23,18 +30,23 @@ class BudgetError(ValueError):
     """The NFE budget cannot pay for even the first round of a search."""
 
 
+class Scores(NamedTuple):
+    values: torch.Tensor      # [N, V] component scores, higher is better in each
+    images: Any = None        # whatever the backend decoded (for progress views); opaque here
+
+
 class SearchBackend(Protocol):
     def schedule(self, search: bool = False) -> torch.Tensor:
         """Sigmas of a full run (``search=True``: the cheaper schedule used while searching)."""
 
     def level_sigma(self, t: float) -> float:
-        """Sigma at schedule fraction ``t`` in [0, 1]."""
+        """Sigma at noise level ``t`` in [0, 1] (see the module docstring)."""
 
     def nfe(self, sigmas: torch.Tensor) -> int:
-        """Denoiser evaluations one candidate costs to solve along ``sigmas``."""
+        """Denoiser evaluations one candidate costs in ``solve`` along ``sigmas``."""
 
-    def solve(self, state: torch.Tensor | None, noise: torch.Tensor | None,
-              sigmas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def solve(self, state: torch.Tensor | None, noise: torch.Tensor | None, sigmas: torch.Tensor,
+              ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Solve a batch from sigmas[0] to sigmas[-1]; returns (state, early x0 or None).
 
         The early x0-prediction is captured on the way for verifiers that ask for it."""
@@ -48,26 +60,33 @@ class SearchBackend(Protocol):
 
         Returns (state, noise) ready for ``solve(state, noise, sigmas from sigma_to)``."""
 
-    def score(self, latents: torch.Tensor, early: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode and verify clean latents: one float per candidate, higher is better."""
+    def score(self, latents: torch.Tensor, early: torch.Tensor | None = None) -> Scores:
+        """Decode and verify clean latents."""
+
+    def compare(self, values: torch.Tensor) -> torch.Tensor:
+        """[M, V] component scores -> [M] values that order exactly these M candidates."""
 
 
 @dataclass
 class SearchResult:
     best: torch.Tensor                      # [1, ...] winning clean latent (full schedule)
+    best_id: int
     best_score: float
     top: torch.Tensor                       # [k, ...] best k clean latents, best first
-    top_scores: list[float]
-    best_noise: torch.Tensor | None = None  # initial noise that regenerates ``best``
-    best_index: int | None = None           # index in the seeded candidate batch, if any
+    top_ids: list[int]
+    top_scores: list[float]                 # the returned latents' scores
+    best_noise: torch.Tensor | None         # initial noise that regenerates ``best``
+    # Scores on the cheaper search schedule, when the kept candidates were regenerated.
+    search_scores: list[float] | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
-    nfe: int = 0                            # NFEs planned by the algorithm (closed form)
+    nfe: int = 0                            # NFEs spent, from the plan of every round run
+    planned_nfe: int = 0                    # what the whole search would cost without a budget
     stopped_by_budget: bool = False
 
 
 class Ledger:
-    """Closed-form NFE bookkeeping and the budget rule: never start an unaffordable round."""
+    """NFE bookkeeping and the budget rule: never start an unaffordable round."""
 
     def __init__(self, budget: int | None):
         self.budget = budget if budget and budget > 0 else None

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import torch
 
+from search.backend import Scores
+from verifiers.ensemble import mean_rank
+
 
 class GaussianMixtureBackend:
     def __init__(self, means: torch.Tensor, std: float = 0.3, sigma_max: float = 20.0,
-                 steps: int = 12, search_steps: int | None = None, target: int = 0):
+                 steps: int = 12, search_steps: int | None = None, target: int = 0,
+                 ensemble: bool = False):
         self.means, self.std, self.sigma_max = means.float(), std, sigma_max
         self.steps, self.search_steps, self.target = steps, search_steps or steps, target
         self.calls = 0          # denoiser calls (batches)
         self.rows = 0           # denoiser rows: the paper's NFEs summed over candidates
         self.scored = 0
+        self.solved_ids: list[int] = []
+        self.noise_of: dict[int, torch.Tensor] = {}   # initial noise of every fresh candidate
+        # A rank ensemble of three verifiers (closeness to the target mode in x, in y, and in
+        # both): compare() ranks exactly the rows it is given, as the pack's ensemble does.
+        self.relative = ensemble
 
     # -- the exact model ----------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -40,7 +49,10 @@ class GaussianMixtureBackend:
     def nfe(self, sigmas: torch.Tensor) -> int:
         return len(sigmas) - 1
 
-    def solve(self, state, noise, sigmas):
+    def solve(self, state, noise, sigmas, ids):
+        self.solved_ids += list(ids)
+        if state is None:
+            self.noise_of.update({i: n for i, n in zip(ids, noise)})
         x = torch.zeros_like(noise) if state is None else state.clone()
         if noise is not None:
             x = x + float(sigmas[0]) * noise
@@ -60,4 +72,10 @@ class GaussianMixtureBackend:
     def score(self, latents, early=None):
         self.scored += latents.shape[0]
         # Verifier: closeness to the target mode (higher is better).
-        return -((latents - self.means[self.target]) ** 2).sum(-1)
+        gap = (latents - self.means[self.target]) ** 2
+        total = -gap.sum(-1, keepdim=True)
+        values = torch.cat([-gap, total], dim=1) if self.relative else total
+        return Scores(values, images=latents)
+
+    def compare(self, values):
+        return mean_rank(values.T) if self.relative else values[:, 0]

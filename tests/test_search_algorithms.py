@@ -30,8 +30,8 @@ def test_random_search_nfe_closed_form_and_argmax():
     res = random_search(m, noise(8), m.schedule())
     assert res.nfe == 8 * 10 == m.rows
     scores = torch.tensor([c["score"] for c in res.candidates])
-    assert res.best_index == int(torch.argmax(scores))
-    x, _ = backend(steps=10).solve(None, noise(8)[res.best_index : res.best_index + 1], m.schedule())
+    assert res.best_id == int(torch.argmax(scores))
+    x, _ = backend(steps=10).solve(None, noise(8)[res.best_id : res.best_id + 1], m.schedule(), [0])
     assert torch.allclose(res.best, x)
 
 
@@ -40,7 +40,7 @@ def test_random_search_cheap_search_steps_regenerate_winner():
     res = random_search(m, noise(6), m.schedule(), top_k=2)
     # 6 candidates at 3 NFEs, then the top 2 regenerated at 12.
     assert res.nfe == 6 * 3 + 2 * 12 == m.rows
-    full, _ = backend(steps=12).solve(None, res.best_noise, m.schedule())
+    full, _ = backend(steps=12).solve(None, res.best_noise, m.schedule(), [0])
     assert torch.allclose(res.best, full)
     assert res.top.shape[0] == 2
 
@@ -56,7 +56,7 @@ def test_random_search_budget_stops_before_exceeding():
 def test_round_size_does_not_change_result():
     a = random_search(backend(), noise(9), backend().schedule(), top_k=3)
     b = random_search(backend(), noise(9), backend().schedule(), top_k=3, round_size=2)
-    assert a.best_index == b.best_index and torch.allclose(a.top, b.top)
+    assert a.best_id == b.best_id and torch.allclose(a.top, b.top)
     assert a.top_scores == pytest.approx(b.top_scores)
 
 
@@ -176,9 +176,131 @@ def test_nan_scores_never_win():
     class NaNFirst(GaussianMixtureBackend):
         def score(self, latents, early=None):
             s = super().score(latents)
-            s[0] = float("nan")
+            s.values[0] = float("nan")
             return s
 
     m = NaNFirst(MEANS)
     res = random_search(m, noise(5), m.schedule(), top_k=5)
-    assert res.best_index != 0 and math.isfinite(res.best_score)
+    assert res.best_id != 0 and math.isfinite(res.best_score)
+
+
+# -- search-core-v2: each reported result is what the algorithm did --------------------
+@pytest.mark.parametrize("ensemble", [False, True], ids=["absolute", "rank-ensemble"])
+@pytest.mark.parametrize("restart", [False, True])
+def test_zero_order_pivot_follows_the_best_neighbour(ensemble, restart):
+    """Every round's neighbours lie on the sphere around the pivot the previous round moved to,
+    the pivot moves exactly when a neighbour beats it in one comparison with it, and it does
+    move: a pivot that never moves (or is ranked alone) fails here."""
+    m = backend(steps=6, ensemble=ensemble)
+    angle = 25.0
+    res = zero_order_search(m, noise(1, seed=5), m.schedule(), generator=gen(2), neighbours=3,
+                            iterations=8, angle=angle, restart=restart)
+    by_round = {}
+    for c in res.candidates:
+        by_round.setdefault(c["round"], []).append(c)
+    moves = [r for r in res.rounds[1:] if r["moved"]]
+    assert moves, "the pivot never moved"
+    pivot = 0
+    for r in res.rounds[1:]:
+        nbrs = [c for c in by_round[r["round"]] if c["kind"] == "neighbour"]
+        assert {c["pivot"] for c in nbrs} == {pivot}
+        p = m.noise_of[pivot]
+        for c in nbrs:
+            gap = (m.noise_of[c["id"]] - p).norm()
+            assert float(gap) == pytest.approx(float(2 * p.norm() * math.sin(math.radians(angle) / 2)), rel=1e-4)
+        # The round's own comparison: pivot and neighbours ranked together.
+        rows = torch.cat([m.score(m.solve(None, m.noise_of[i][None], m.schedule(), [i])[0]).values
+                          for i in [pivot] + [c["id"] for c in nbrs]])
+        values = m.compare(rows)
+        beaten = bool(values[1:].max() > values[0])
+        assert r["moved"] == beaten
+        if beaten:
+            pivot = nbrs[int(torch.argmax(values[1:]))]["id"]
+        restarts = [c for c in by_round[r["round"]] if c["kind"] == "restart"]
+        if restarts:
+            pivot = restarts[0]["id"]
+        assert r["pivot"] == pivot
+    assert res.best_id != 0 or not restart
+
+
+@pytest.mark.parametrize("ensemble", [False, True], ids=["absolute", "rank-ensemble"])
+def test_reported_winner_is_the_returned_latent(ensemble):
+    """best_id names the returned latent; its score is the returned latent's score."""
+    for algo in ("random", "zero_order", "paths"):
+        m = backend(steps=8, ensemble=ensemble)
+        if algo == "random":
+            res = random_search(m, noise(7), m.schedule(), top_k=3, round_size=2)
+        elif algo == "zero_order":
+            res = zero_order_search(m, noise(1), m.schedule(), generator=gen(), neighbours=2, iterations=4,
+                                    top_k=3)
+        else:
+            res = path_search(m, noise(3, 4), m.schedule(), generator=gen(), branches=3, start=0.5,
+                              forward=0.2, backward=0.3, interval_steps=2, top_k=3)
+        assert res.best_id == res.top_ids[0] and torch.equal(res.best, res.top[:1])
+        assert res.top_scores == sorted(res.top_scores, reverse=True)
+        if algo != "paths":
+            again, _ = backend(steps=8).solve(None, res.best_noise, m.schedule(), [res.best_id])
+            assert torch.allclose(res.best, again)
+            assert torch.equal(res.best_noise[0], m.noise_of[res.best_id])
+        else:
+            last = max(c["round"] for c in res.candidates)
+            finals = {c["id"] for c in res.candidates if c["round"] == last}
+            assert set(res.top_ids) <= finals
+        # The scores are those of the returned latents, compared among the returned ones.
+        assert res.top_scores == pytest.approx(m.compare(m.score(res.top).values).tolist()) or ensemble
+        if not ensemble:
+            assert res.best_score == pytest.approx(float(m.score(res.best).values[0, 0]))
+        assert len(res.rounds) >= 2, "rounds are recorded without a callback"
+
+
+def test_rank_ensemble_random_search_ranks_all_candidates_at_once():
+    """Chunked rounds give the same ranking as one comparison of all N (the paper's best-of-N)."""
+    whole = random_search(backend(ensemble=True), noise(9), backend().schedule(), top_k=9)
+    chunked = random_search(backend(ensemble=True), noise(9), backend().schedule(), top_k=9, round_size=2)
+    assert whole.top_ids == chunked.top_ids and whole.top_scores == chunked.top_scores
+    m = backend(ensemble=True)
+    all_values = m.score(m.solve(None, noise(9), m.schedule(), list(range(9)))[0]).values
+    expected = m.compare(all_values)
+    assert [c["score"] for c in sorted(chunked.candidates, key=lambda c: c["id"])] == pytest.approx(expected.tolist())
+
+
+def test_regenerated_winners_are_scored_again():
+    """With cheaper search steps the returned (regenerated) latents carry their own scores,
+    re-sorted, and the search-schedule scores are reported beside them."""
+    m = backend(steps=12, search_steps=2)
+    res = random_search(m, noise(8, 1), m.schedule(), top_k=4)
+    own = m.score(res.top).values[:, 0]
+    assert res.top_scores == pytest.approx(own.tolist())
+    assert res.top_scores == sorted(res.top_scores, reverse=True)
+    assert res.search_scores is not None and len(res.search_scores) == 4
+    assert res.search_scores != pytest.approx(res.top_scores)
+
+
+def test_path_branches_get_fresh_noise():
+    """Children of one parent are re-noised with different noises: they differ."""
+    m = backend(steps=20)
+    res = path_search(m, noise(2, 3), m.schedule(), generator=gen(), branches=4, start=0.5,
+                      forward=0.3, backward=0.35, interval_steps=2)
+    first = [c for c in res.candidates if c["round"] == 1]
+    for parent in {c["parent"] for c in first}:
+        scores = [c["score"] for c in first if c["parent"] == parent]
+        assert len(set(scores)) == len(scores), f"children of {parent} are identical"
+
+
+def test_path_search_ranks_each_rounds_children_among_themselves():
+    m = backend(steps=20, ensemble=True)
+    n, b = 2, 3
+    res = path_search(m, noise(n, 5), m.schedule(), generator=gen(), branches=b, start=0.5,
+                      forward=0.2, backward=0.3, interval_steps=2)
+    for r in {c["round"] for c in res.candidates}:
+        scores = [c["score"] for c in res.candidates if c["round"] == r]
+        assert len(scores) == n * b
+        # Mean ranks among exactly these n*b children: they average (n*b + 1) / 2.
+        assert sum(scores) / len(scores) == pytest.approx((n * b + 1) / 2)
+
+
+def test_every_solve_names_its_rows():
+    """Each solved row carries its candidate id (per-candidate noise streams depend on it)."""
+    m = backend(steps=5)
+    zero_order_search(m, noise(1), m.schedule(), generator=gen(), neighbours=2, iterations=3, restart=False)
+    assert m.solved_ids == list(range(7))
