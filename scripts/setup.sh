@@ -69,6 +69,25 @@ if [ ! -e "$LINK" ]; then
 fi
 echo "[setup] ready: venv $VENV, ComfyUI $HOST"
 
+# --- registry tools (`--tools`: make setup-tools, for make test and make release-check) ---
+# comfy-cli (requirements-tools.txt) in its own virtualenv .venv-tools/, kept out of .venv
+# (see requirements-tools.txt). Stamped with the hash of that file, like the steps above.
+if [ "${1:-}" = "--tools" ]; then
+  TVENV=$ROOT/.venv-tools
+  TOOLS_HASH=$(hash_of requirements-tools.txt)
+  if [ ! -x "$TVENV/bin/comfy" ] || [ "$(cat "$TVENV/.stamps/tools" 2>/dev/null)" != "$TOOLS_HASH" ]; then
+    echo "[setup] installing comfy-cli into $TVENV"
+    [ -x "$TVENV/bin/python" ] || "$PY" -m venv "$TVENV"
+    "$TVENV/bin/python" -m pip install -q --upgrade pip
+    "$TVENV/bin/python" -m pip install -q -r requirements-tools.txt
+    mkdir -p "$TVENV/.stamps"
+    echo "$TOOLS_HASH" > "$TVENV/.stamps/tools"
+  fi
+  echo "[setup] ready: registry tools in $TVENV"
+  exit 0
+fi
+# --- end of registry tools block ---
+
 # --- browser for the UI test (`make test` passes --browser; `make demo` does not need it) ---
 if [ "${1:-}" != "--browser" ]; then
   exit 0
