@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 COMFYUI_PATH ?= $(CURDIR)/.comfyui/ComfyUI
 export COMFYUI_PATH
 
-.PHONY: setup setup-test test demo bench lint clean
+.PHONY: setup setup-test test demo bench lint clean setup-tools release-check
 
 setup:
 	@bash scripts/setup.sh
@@ -16,7 +16,7 @@ setup-test:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup-test
+test: setup-test setup-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -28,3 +28,27 @@ bench: setup
 
 clean:
 	rm -rf .cache demo_output bench_output test_artifacts
+
+# comfy-cli, the Comfy registry's tool, in its own .venv-tools/ (tests/test_registry.py and
+# release-check use it).
+setup-tools:
+	@bash scripts/setup.sh --tools
+
+# What a maintainer runs before `comfy node publish`, on a committed tree (publish packs the
+# git-tracked files as they are on disk; ALLOW_DIRTY=1 skips that check): ruff,
+# `comfy node validate` (its warnings count as failures), the archive publish would upload
+# (dist/<name>-<version>.zip, size printed), then the fast tests: the registry and
+# install-route tests plus the in-process suites that use neither the live-server fixture
+# nor the browser (the server, web UI, workflow, reliability, demo and bench tests are left
+# to `make test`).
+RELEASE_TESTS ?= tests/test_registry.py tests/test_search_algorithms.py tests/test_search_nodes.py \
+	tests/test_verifiers.py tests/test_imagereward.py
+release-check: setup-tools
+	@if [ -z "$(ALLOW_DIRTY)" ] && [ -n "$$(git status --porcelain --untracked-files=normal)" ]; then \
+	  git status --short; \
+	  echo "release-check: commit (or stash) the changes above first: publish packs the git-tracked files on disk" >&2; \
+	  exit 1; fi
+	$(VENV)/bin/ruff check .
+	$(PY) -m tests.harness.registry validate
+	$(PY) -m tests.harness.registry pack
+	$(PY) -m pytest $(RELEASE_TESTS) $(PYTEST_ARGS)
