@@ -49,9 +49,12 @@ def thumbnails(images: torch.Tensor) -> list[str]:
 
 
 class SearchProgress:
-    def __init__(self, node_id: str | None, algorithm: str, planned_nfe: int, backend):
-        self.node_id, self.backend = node_id, backend
-        self.total = max(1, planned_nfe)
+    """ComfyUI's progress bar (in NFEs, sized by the plan the algorithm reports each round)
+    and the live view's state, fed by the algorithm's round callbacks."""
+
+    def __init__(self, node_id: str | None, algorithm: str):
+        self.node_id = node_id
+        self.total = 1
         self.done = 0
         self.bar = comfy.utils.ProgressBar(self.total, node_id=node_id)
         self.state = {"node": node_id, "algorithm": algorithm, "candidates": [], "curve": [],
@@ -68,12 +71,17 @@ class SearchProgress:
         self._preview_pending = False
         return self.best_preview
 
+    def _update(self) -> None:
+        self.total = max(self.total, self.done)
+        self.bar.update_absolute(self.done, self.total, self._new_preview())
+
     def on_call(self, rows: int) -> None:
         self.done += rows
-        self.bar.update_absolute(min(self.done, self.total), self.total, self._new_preview())
+        self._update()
 
     def on_round(self, info: dict) -> None:
-        images = self.backend.last_images
+        images = info.get("images")
+        self.total = max(self.total, int(info.get("planned") or 0))
         count = len(info["ids"]) if images is None else min(len(info["ids"]), images.shape[0])
         n_thumbs = max(0, min(MAX_THUMBS - len(self.state["candidates"]), count))
         thumbs = thumbnails(images[:n_thumbs]) if images is not None and n_thumbs else []
@@ -87,13 +95,14 @@ class SearchProgress:
                 self._preview_pending = True
         self.state.update(best_id=info["best_id"], best_score=info["best_score"], nfe=info["nfe"])
         self.state["curve"].append([info["nfe"], info["best_score"]])
-        self.bar.update_absolute(min(self.done, self.total), self.total, self._new_preview())
+        self._update()
         self.send()
 
     def finish(self, report: dict) -> dict:
         self.state.update(finished=True, nfe=report["nfe"]["search_total"],
                           best_id=report["best"]["id"], best_score=report["best"]["score"])
-        self.bar.update_absolute(self.total, self.total, self._new_preview())
+        self.done = self.total = max(self.total, self.done)
+        self._update()
         self.send()
         return self.state
 

@@ -1,20 +1,29 @@
 """The one place that touches ComfyUI's sampling internals.
 
 ``ComfyBackend`` implements :class:`search.backend.SearchBackend` on a GUIDER (CFGGuider for
-KSampler-style graphs, BasicGuider for FLUX, ...), a SAMPLER, SIGMAS, the latent, a VAE and
-a verifier. Every model call goes through the host's ``guider.sample``, so model patches,
-ControlNets, hooks, masks and every model family behave as in a stock sampler node.
+KSampler-style graphs, BasicGuider for FLUX, ...), a SAMPLER, SIGMAS, the latent and a
+``Scorer`` (VAE + verifier). Every model call goes through the host's ``guider.sample``, so
+model patches, ControlNets, hooks, masks and every model family behave as in a stock
+sampler node. ``ksampler_parts`` builds what the stock KSampler builds from its widgets.
 
 States are ComfyUI's "leftover" latents (what a sampler returns when stopped at sigma > 0),
 so a segment's output feeds the next segment as ``latent_image`` with zero noise.
+
+Per-candidate randomness: candidate ``id`` of a search with seed ``S`` owns the seed
+``S + id``. Its per-step noise (ancestral and SDE samplers) is drawn from that seed alone,
+as the stock samplers draw it for a batch of one, so results do not depend on how
+candidates are chunked, and a winner replays with a stock sampler on a batch of one.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import re
 import time
 
+import comfy.k_diffusion.sampling as k_sampling
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -22,29 +31,29 @@ import comfy.sample
 import comfy.samplers
 import torch
 
+from ..search.backend import Scores
 from ..search.chunking import map_chunked
 from ..verifiers.base import VerifierError
 
 WRAPPER_KEY = "noise_search"
-
-# Denoiser evaluations per step for samplers that are not first order. The last step to
-# sigma 0 of these k-diffusion samplers is a plain Euler step (one evaluation).
-_SECOND_ORDER = {"heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral",
-                 "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "sa_solver_pece",
-                 "seeds_2"}
+SEED_MOD = 2**64
+# Keys newer hosts add to latents (EmptyLatentImage); stock samplers consume and drop them.
+DOWNSCALE_KEYS = ("downscale_ratio_spacial", "downscale_ratio_temporal")
 
 
-def sampler_name(sampler) -> str | None:
-    fn = getattr(sampler, "sampler_function", None)
-    name = getattr(fn, "__name__", "")
-    return name.removeprefix("sample_") if name.startswith("sample_") else None
+def step_seed(seed: int, candidate_id: int) -> int:
+    return (int(seed) + int(candidate_id)) % SEED_MOD
 
 
-def nfe_per_run(name: str | None, steps: int, ends_at_zero: bool = True) -> int:
-    """Closed-form denoiser evaluations per candidate for ``steps`` steps of sampler ``name``."""
-    if name in _SECOND_ORDER:
-        return 2 * steps - (1 if ends_at_zero else 0)
-    return steps
+# -- what the stock nodes build ---------------------------------------------------------
+def fixed_latent(model_patcher, latent: dict) -> torch.Tensor:
+    """The latent exactly as the stock samplers see it: an empty latent gets the model's
+    channel count (SD3/FLUX: 16) and, on hosts that pass them, its downscale ratios."""
+    fix = comfy.sample.fix_empty_latent_channels
+    samples = latent["samples"]
+    if any(k in inspect.signature(fix).parameters for k in DOWNSCALE_KEYS):
+        return fix(model_patcher, samples, *(latent.get(k) for k in DOWNSCALE_KEYS))
+    return fix(model_patcher, samples)
 
 
 def ksampler_sigmas(model, sampler: str, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
@@ -54,18 +63,130 @@ def ksampler_sigmas(model, sampler: str, scheduler: str, steps: int, denoise: fl
     return ks.sigmas.cpu().float()
 
 
+def ksampler_parts(model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive, negative,
+                   denoise):
+    """(noise, guider, sampler, sigmas, search_sigmas) as the stock KSampler builds them."""
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    sigmas = ksampler_sigmas(model, sampler_name, scheduler, steps, denoise)
+    search_sigmas = (ksampler_sigmas(model, sampler_name, scheduler, search_steps, denoise)
+                     if search_steps and search_steps != steps else None)
+    return CandidateNoise(seed), guider, comfy.samplers.sampler_object(sampler_name), sigmas, search_sigmas
+
+
+class CandidateNoise:
+    """A NOISE whose row i is the stock KSampler's noise for seed ``seed + i`` on a batch of one,
+    so candidate i replays with a stock KSampler at that seed. Given a latent batch of one it
+    yields ``count`` rows (SamplerCustomAdvanced then samples every candidate at once)."""
+
+    per_candidate_seed = True
+
+    def __init__(self, seed: int, count: int = 1):
+        self.seed, self.count = int(seed), int(count)
+
+    def generate_noise(self, input_latent):
+        samples = input_latent["samples"]
+        rows = self.count if samples.shape[0] == 1 else samples.shape[0]
+        return torch.cat([comfy.sample.prepare_noise(samples[:1], step_seed(self.seed, i)) for i in range(rows)])
+
+
+class ReplayNoise:
+    """A NOISE that regenerates one search candidate with SamplerCustomAdvanced: its initial
+    noise, and (``seed``) the seed of its per-step noise."""
+
+    def __init__(self, noise: torch.Tensor, seed: int):
+        self.noise, self.seed = noise.cpu(), int(seed)
+
+    def generate_noise(self, input_latent):
+        samples = input_latent["samples"]
+        if samples.shape[0] != 1:
+            raise ValueError("latent_image: this replay noise holds one search winner; use a latent with "
+                             f"batch size 1, got {samples.shape[0]}")
+        if samples[:1].numel() != self.noise.numel():
+            raise ValueError(f"latent_image: shape {tuple(samples.shape)} does not fit the winner's noise "
+                             f"{tuple(self.noise.shape)}; replay on the latent the search ran on")
+        return self.noise.reshape(samples.shape).to(samples.dtype)
+
+
+def candidate_noise(noise_source, latent: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` candidate noises from any NOISE object, as rows of one batch, for the latent
+    as the model will see it."""
+    out = noise_source.generate_noise({"samples": latent[:1].expand(count, *latent.shape[1:])})
+    if out.shape[0] < count or out.shape[1:] != latent.shape[1:]:
+        raise ValueError(f"noise: produced shape {tuple(out.shape)}, expected {count} noises of shape "
+                         f"{tuple(latent.shape[1:])}")
+    return out[:count].float()
+
+
+# -- cost measurement and per-candidate noise --------------------------------------------
+def sampler_name(sampler) -> str | None:
+    fn = getattr(sampler, "sampler_function", None)
+    name = getattr(fn, "__name__", "")
+    for prefix, suffix in (("sample_", ""), ("", "_function")):
+        if name.startswith(prefix) and name.endswith(suffix) and (prefix or suffix):
+            return name[len(prefix): len(name) - len(suffix)]
+    return name or type(sampler).__name__
+
+
+def step_noise_kind(fn, _seen=()) -> tuple[str, bool] | None:
+    """How a sampler function draws per-step noise when given none: ("gaussian", _) for
+    k-diffusion's default sampler, ("brownian", on_cpu) for a Brownian tree, None when it
+    takes no noise sampler (deterministic, or not a k-diffusion function)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if not any(p.name == "noise_sampler" or p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ("gaussian", True)
+    if "BrownianTreeNoiseSampler(" in source:
+        return ("brownian", "cpu=False" not in source)
+    # Wrappers (dpmpp_2m_sde_heun, ...) draw what the function they call draws.
+    for name in re.findall(r"\b(sample_\w+)\(", source):
+        inner = getattr(k_sampling, name, None)
+        if inner is not None and inner is not fn and name not in _seen:
+            kind = step_noise_kind(inner, (*_seen, name))
+            if kind and kind[0] == "brownian":
+                return kind
+    return ("gaussian", True)
+
+
+def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
+    """Per-step noise whose row j is what the stock sampler draws for seed ``seeds[j]`` on a
+    batch of one."""
+    if kind[0] == "brownian":
+        sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
+        return k_sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=list(seeds), cpu=kind[1])
+    gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
+    shape = (1, *x.shape[1:])
+
+    def draw(sigma, sigma_next):
+        return torch.cat([torch.randn(shape, dtype=x.dtype, layout=x.layout, device=x.device, generator=g)
+                          for g in gens])
+    return draw
+
+
 class Counter:
     """Counts denoiser evaluations (rows per guider call) and model forward rows, and checks
-    for interruption before every denoiser call."""
+    for interruption before every denoiser call. While ``stub`` is set, denoiser calls are
+    answered by it without running the model: a cost probe."""
 
     def __init__(self, on_call=None):
         self.nfe = 0
         self.forward = 0
         self.calls = 0
         self.on_call = on_call
+        self.stub = None
 
     def predict_noise(self, executor, x, *args, **kwargs):
         comfy.model_management.throw_exception_if_processing_interrupted()
+        if self.stub is not None:
+            self.calls += 1
+            return self.stub(x)
         self.calls += 1
         self.nfe += x.shape[0]
         if self.on_call:
@@ -77,20 +198,65 @@ class Counter:
         return executor(x, *args, **kwargs)
 
 
-class ComfyBackend:
-    def __init__(self, guider, sampler, sigmas: torch.Tensor, latent: dict, vae, verifier,
-                 condition: str = "", *, search_sigmas: torch.Tensor | None = None,
-                 seed: int = 0, chunk: int = 0, on_call=None):
+# -- scoring -----------------------------------------------------------------------------
+class Scorer:
+    """Decodes latents and verifies them in chunks: [N, V] component scores (V = 1 for a plain
+    verifier, one per member for a rank ensemble) and the decoded images."""
+
+    def __init__(self, vae, verifier, condition: str = ""):
         # Duck-typed: any object with score(images, condition_text, early) is a verifier.
         if not callable(getattr(verifier, "score", None)):
             raise VerifierError("verifier: connect a VERIFIER (e.g. from a verifier loader node)")
-        samples = latent["samples"]
-        if samples.is_nested or samples.shape[0] != 1:
-            raise ValueError(f"latent_image: search works on one latent at a time, got a batch of "
-                             f"{samples.shape[0] if not samples.is_nested else 'nested latents'}; "
-                             "use a latent with batch size 1 (candidates are made by the search)")
-        if not torch.isfinite(samples).all():
-            raise ValueError("latent_image contains NaN or infinite values")
+        self.vae, self.verifier, self.condition = vae, verifier, condition or ""
+        self.relative = bool(getattr(verifier, "relative_scores", False)) and \
+            callable(getattr(verifier, "component_scores", None))
+        self.early_level = getattr(verifier, "early_level", None)
+        self.timings = {"decode": 0.0, "score": 0.0}
+
+    @property
+    def max_batch(self) -> int:
+        return int(getattr(self.verifier, "max_batch", 64))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        images = self.vae.decode(latents)
+        self.timings["decode"] += time.perf_counter() - t0
+        return images
+
+    def verify(self, images: torch.Tensor, early: torch.Tensor | None) -> torch.Tensor:
+        """[B, V] scores of decoded images; a video candidate ([B, T, H, W, C]) scores the mean
+        over its frames."""
+        t0 = time.perf_counter()
+        frames = images.shape[1] if images.ndim == 5 else 1
+        flat = images.reshape(-1, *images.shape[-3:])
+        flat_early = early.reshape(-1, *early.shape[-3:]) if early is not None else None
+        if self.relative:
+            values = self.verifier.component_scores(flat, self.condition, flat_early).T
+        else:
+            values = self.verifier.score(flat, self.condition, flat_early).reshape(-1, 1)
+        self.timings["score"] += time.perf_counter() - t0
+        return values.float().reshape(images.shape[0], frames, -1).mean(1)
+
+    @torch.no_grad()
+    def __call__(self, latents: torch.Tensor, early: torch.Tensor | None, chunk: int) -> Scores:
+        # No autograd graph even outside ComfyUI's inference mode (scripts, tests): the pool
+        # keeps scores across rounds, and a graph behind them would keep every round's
+        # decoder and verifier activations alive.
+        def score_chunk(lat, ear):
+            images = self.decode(lat)
+            return self.verify(images, self.decode(ear) if ear is not None else None), images
+
+        values, images = map_chunked(score_chunk, [latents, early], max(1, min(chunk, self.max_batch)))
+        return Scores(values, images)
+
+    def compare(self, values: torch.Tensor) -> torch.Tensor:
+        return self.verifier.combine(values.T).float() if self.relative else values[:, 0]
+
+
+# -- the backend -------------------------------------------------------------------------
+class ComfyBackend:
+    def __init__(self, guider, sampler, sigmas: torch.Tensor, latent: dict, scorer: Scorer, *,
+                 search_sigmas: torch.Tensor | None = None, seed: int = 0, chunk: int = 0, on_call=None):
         if len(sigmas) < 2:
             raise ValueError("sigmas: need at least one step (two sigma values)")
         self.counter = Counter(on_call)
@@ -102,18 +268,20 @@ class ComfyBackend:
                                                          is_model_options=True)
         self.patcher = guider.model_patcher
         self.model_sampling = self.patcher.get_model_object("model_sampling")
-        self.sampler, self.seed, self.vae, self.verifier = sampler, seed, vae, verifier
-        self.condition = condition or ""
+        self.sampler, self.seed, self.scorer = sampler, int(seed), scorer
+        self.relative = scorer.relative
+        self.noise_kind = step_noise_kind(getattr(sampler, "sampler_function", None))
         self.sigmas = sigmas.cpu().float()
         self.search_sigmas = self.sigmas if search_sigmas is None else search_sigmas.cpu().float()
-        self.latent = comfy.sample.fix_empty_latent_channels(self.patcher, samples)
+        self.latent = fixed_latent(self.patcher, latent)
         self.mask = latent.get("noise_mask")
         self.chunk = chunk if chunk > 0 else self.auto_chunk()
         self.euler = comfy.samplers.sampler_object("euler")
         self.sigma_max = float(self.model_sampling.sigma_max)
-        self._measured: dict[tuple, int] = {}
-        self.last_images: torch.Tensor | None = None
-        self.timings = {"denoise": 0.0, "decode": 0.0, "score": 0.0}
+        self.sigma_min = float(self.model_sampling.sigma_min)
+        self._costs: dict[tuple, tuple[int, bool]] = {}
+        self._levels: dict[float, float] = {}
+        self.timings = {"denoise": 0.0}
 
     # -- sizes ------------------------------------------------------------------------------
     def auto_chunk(self, cap: int = 64) -> int:
@@ -129,139 +297,156 @@ class ComfyBackend:
             return 8
         return int(max(1, min(cap, free * 0.6 // need)))
 
-    # -- SearchBackend ----------------------------------------------------------------------
-    def schedule(self, search: bool = False) -> torch.Tensor:
-        return self.search_sigmas if search else self.sigmas
+    def keep_chunk(self, chunk: int) -> None:
+        """An out-of-memory halving sticks for the rest of the search."""
+        self.chunk = chunk
+
+    # -- levels ----------------------------------------------------------------------------
+    def _alpha_scale(self, sigma: float) -> tuple[float, float]:
+        s = torch.tensor([float(sigma)])
+        ms = self.model_sampling
+        return (float(ms.noise_scaling(s, torch.zeros(1), torch.ones(1))),
+                float(ms.noise_scaling(s, torch.ones(1), torch.zeros(1))))
 
     def level_sigma(self, t: float) -> float:
+        """Sigma whose noise-to-signal ratio is t / (1 - t) (see search/backend.py): sigma = t
+        on flow models, t / (1 - t) on noise-prediction models, clamped to the model's range."""
+        t = float(t)
+        if t not in self._levels:
+            self._levels[t] = self._level_sigma(t)
+        return self._levels[t]
+
+    def _level_sigma(self, t: float) -> float:
         if t <= 0:
             return 0.0
-        sigma = float(self.model_sampling.percent_to_sigma(1.0 - min(t, 1.0)))
-        # At sigma_max, EPS models switch to max-denoise noise scaling; stay just below.
-        return min(sigma, self.sigma_max * (1 - 1e-4))
+        alpha, scale = self._alpha_scale(self.sigma_max)
+        if not scale > 0 or not alpha > 0:
+            raise ValueError(f"model: its sampling ({type(self.model_sampling).__name__}) adds no noise at "
+                             "sigma_max; noise levels cannot be searched on it")
+        top = self.sigma_max * (1 - 1e-4)  # at sigma_max EPS models switch to max-denoise scaling
+        if t >= 1:
+            return top
+        target = t / (1 - t)
+        lo, hi = self.sigma_min, top
+        for _ in range(60):  # bisection: the ratio grows with sigma for every family
+            mid = 0.5 * (lo + hi)
+            a, s = self._alpha_scale(mid)
+            lo, hi = (mid, hi) if s / a < target else (lo, mid)
+        return min(max(0.5 * (lo + hi), self.sigma_min), top)
 
-    def nfe(self, sigmas: torch.Tensor) -> int:
-        steps = len(sigmas) - 1
-        key = (steps, float(sigmas[-1]) == 0.0)
-        if key in self._measured:
-            return self._measured[key]
-        return nfe_per_run(sampler_name(self.sampler), steps, key[1])
-
-    def solve(self, state, noise, sigmas):
-        rows = (noise if noise is not None else state).shape[0]
-        start = state if state is not None else self.latent.expand(rows, *self.latent.shape[1:])
-        noise = noise if noise is not None else torch.zeros_like(start)
-        early_sigma = self._early_sigma(sigmas)
-        before, t0 = self.counter.nfe, time.perf_counter()
-        out, early = map_chunked(lambda s, n: self._solve_chunk(s, n, sigmas, early_sigma),
-                                 [start, noise.to(start.dtype)], self.chunk)
-        self.timings["denoise"] += time.perf_counter() - t0
-        self._measured[(len(sigmas) - 1, float(sigmas[-1]) == 0.0)] = (self.counter.nfe - before) // rows
-        return out, early
-
-    def _early_sigma(self, sigmas):
-        level = getattr(self.verifier, "early_level", None)
+    def early_sigma(self, sigmas: torch.Tensor) -> float | None:
+        """Where the verifier's early x0 is captured on a run along ``sigmas``, if anywhere."""
+        level = self.scorer.early_level
         if level is None or float(sigmas[-1]) != 0.0:
             return None
         return self.level_sigma(level)
 
-    def _solve_chunk(self, start, noise, sigmas, early_sigma, sampler=None):
-        captured = {}
+    # -- SearchBackend ----------------------------------------------------------------------
+    def schedule(self, search: bool = False) -> torch.Tensor:
+        return self.search_sigmas if search else self.sigmas
+
+    def nfe(self, sigmas: torch.Tensor) -> int:
+        """Denoiser evaluations per candidate along ``sigmas``, measured by running the sampler
+        on one row with the denoiser answered by a stub (no model evaluation): exact for every
+        sampler whose step count does not depend on the model's output."""
+        cost, _ = self.cost(sigmas)
+        early = self.early_sigma(sigmas)
+        return cost + (1 if early is not None and early < float(sigmas[0]) else 0)
+
+    def cost(self, sigmas: torch.Tensor) -> tuple[int, bool]:
+        """(denoiser calls per row, whether that count is fixed by the schedule)."""
+        key = tuple(sigmas.tolist())
+        if key not in self._costs:
+            counts = [self._probe(sigmas, stub) for stub in (torch.zeros_like, lambda x: x * 0.5)]
+            self._costs[key] = (max(counts), counts[0] == counts[1])
+        return self._costs[key]
+
+    def _probe(self, sigmas: torch.Tensor, stub) -> int:
+        calls = self.counter.calls
+        self.counter.stub = stub
+        try:
+            one = self.latent[:1]
+            self.guider.sample(torch.zeros_like(one), one, self._sampler([0]), sigmas, denoise_mask=self.mask,
+                               disable_pbar=True, seed=self.seed)
+        finally:
+            self.counter.stub = None
+        return self.counter.calls - calls
+
+    def _sampler(self, ids):
+        """The sampler with each row's per-step noise drawn from its candidate's own seed."""
+        fn = getattr(self.sampler, "sampler_function", None)
+        if self.noise_kind is None:
+            return self.sampler
+        seeds, kind = [step_seed(self.seed, i) for i in ids], self.noise_kind
+
+        def sampler_function(model, x, sigmas, *args, **kwargs):
+            kwargs["noise_sampler"] = rows_noise_sampler(kind, x, sigmas, seeds)
+            return fn(model, x, sigmas, *args, **kwargs)
+
+        rows = copy.copy(self.sampler)
+        rows.sampler_function = sampler_function
+        return rows
+
+    def solve(self, state, noise, sigmas, ids):
+        rows = len(ids)
+        start = state if state is not None else self.latent.expand(rows, *self.latent.shape[1:])
+        noise = noise if noise is not None else torch.zeros_like(start)
+        early_sigma = self.early_sigma(sigmas)
+        t0 = time.perf_counter()
+        out, early = map_chunked(lambda s, n, i: self._solve_chunk(s, n, sigmas, i.tolist(), early_sigma),
+                                 [start, noise.to(start.dtype), torch.tensor(ids)], self.chunk,
+                                 on_shrink=self.keep_chunk)
+        self.timings["denoise"] += time.perf_counter() - t0
+        return out, early
+
+    def _solve_chunk(self, start, noise, sigmas, ids, early_sigma):
+        at = {}
 
         def callback(step, x0, x, total):
-            # The sampler reports the x0-prediction at sigmas[step]; keep the first one at or
-            # below the verifier's early level.
-            if early_sigma is not None and "x0" not in captured and float(sigmas[step]) <= early_sigma:
-                captured["x0"] = self.patcher.model.process_latent_out(x0.float()).cpu()
+            # Keep the last point of the trajectory above the early level (or the first one
+            # when the schedule starts below it).
+            if early_sigma is not None and (float(sigmas[step]) > early_sigma or step == 0):
+                at.update(step=step, x0=x0, x=x)
 
-        out = self.guider.sample(noise, start, sampler or self.sampler, sigmas, denoise_mask=self.mask,
+        out = self.guider.sample(noise, start, self._sampler(ids), sigmas, denoise_mask=self.mask,
                                  callback=callback, disable_pbar=True, seed=self.seed)
         out = out.to(comfy.model_management.intermediate_device()).float()
-        early = captured.get("x0")
-        if early_sigma is not None and early is None:
-            early = out
+        early = None if early_sigma is None else self._early_x0(at, sigmas, early_sigma)
         return out, early
+
+    def _early_x0(self, at: dict, sigmas, level: float) -> torch.Tensor:
+        """The x0-prediction at exactly sigma ``level``: an Euler step from the last trajectory
+        point above it to ``level`` (exact on the straight line through that point's x0), then
+        one denoiser call there. The trajectory itself is not changed."""
+        sigma = float(sigmas[at["step"]])
+        inner = self.patcher.model
+        if sigma <= level:  # the run starts below the level: its first prediction is the earliest
+            return inner.process_latent_out(at["x0"].float()).to(comfy.model_management.intermediate_device())
+        x0 = at["x0"].float()
+        x_level = x0 + (level / sigma) * (at["x"].float() - x0)
+        state = inner.process_latent_out(self.model_sampling.inverse_noise_scaling(torch.tensor(level), x_level))
+        return self.predict_x0(state.to(comfy.model_management.intermediate_device()), level)
 
     def predict_x0(self, state, sigma):
         sigmas = torch.tensor([sigma, 0.0])
-        out, _ = map_chunked(lambda s, n: self._solve_chunk(s, n, sigmas, None, self.euler),
-                             [state, torch.zeros_like(state)], self.chunk)
-        return out
+
+        def one_step(s, n):
+            out = self.guider.sample(n, s, self.euler, sigmas, denoise_mask=self.mask, disable_pbar=True,
+                                     seed=self.seed)
+            return out.to(comfy.model_management.intermediate_device()).float()
+
+        return map_chunked(one_step, [state, torch.zeros_like(state)], self.chunk, on_shrink=self.keep_chunk)[0]
 
     def renoise(self, state, sigma_from, sigma_to, generator):
-        def alpha_scale(s):
-            s = torch.tensor([s])
-            ms = self.model_sampling
-            return float(ms.noise_scaling(s, torch.zeros(1), torch.ones(1))), \
-                float(ms.noise_scaling(s, torch.ones(1), torch.zeros(1)))
-        a_j, s_j = alpha_scale(sigma_from)
-        a_k, s_k = alpha_scale(sigma_to)
+        a_j, s_j = self._alpha_scale(sigma_from)
+        a_k, s_k = self._alpha_scale(sigma_to)
         ratio = (a_k * s_j) / (a_j * s_k)
         c = math.sqrt(max(0.0, 1.0 - ratio * ratio))
         eps = torch.randn(state.shape, generator=generator, dtype=torch.float32)
         return state, (c * eps).to(state.dtype)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        images = self.vae.decode(latents)
-        self.timings["decode"] += time.perf_counter() - t0
-        return images
+    def score(self, latents, early=None) -> Scores:
+        return self.scorer(latents, early, self.chunk)
 
-    @torch.no_grad()
-    def score(self, latents, early=None):
-        # No autograd graph even outside ComfyUI's inference mode (scripts, tests): the pool
-        # keeps scores across rounds, and a graph behind them would keep every round's
-        # decoder and verifier activations alive.
-        chunk = max(1, min(self.chunk, getattr(self.verifier, "max_batch", 64)))
-
-        def score_chunk(lat, ear):
-            images = self.decode(lat)
-            early_images = self.decode(ear) if ear is not None else None
-            t0 = time.perf_counter()
-            scores = frame_scores(self.verifier, images, self.condition, early_images)
-            self.timings["score"] += time.perf_counter() - t0
-            return scores, images
-
-        if callable(getattr(self.verifier, "component_scores", None)) and \
-                getattr(self.verifier, "relative_scores", False):
-            return self._relative_score(latents, early, chunk)
-        scores, images = map_chunked(score_chunk, [latents, early], chunk)
-        self.last_images = images
-        return scores
-
-    def _relative_score(self, latents, early, chunk):
-        """Rank ensembles only compare candidates scored together. Their members' raw scores
-        are absolute, so keep every candidate's member scores for the whole search and rank
-        each new candidate against all seen so far, as a fraction of the pool (comparable
-        across rounds; exact for a single round, as in the paper's best-of-N)."""
-        def components(lat, ear):
-            images = self.decode(lat)
-            early_images = self.decode(ear) if ear is not None else None
-            flat, flat_early = images, early_images
-            if images.ndim == 5:  # video: member scores are frame means, as in frame_scores
-                b, t = images.shape[:2]
-                flat = images.reshape(b * t, *images.shape[2:])
-                flat_early = early_images.reshape(b * t, *early_images.shape[2:]) if early is not None else None
-            comp = self.verifier.component_scores(flat, self.condition, flat_early)
-            if images.ndim == 5:
-                comp = comp.reshape(comp.shape[0], b, t).mean(2)
-            return comp.T, images
-
-        comps, images = map_chunked(components, [latents, early], chunk)
-        self.last_images = images
-        seen = getattr(self, "_components", None)
-        self._components = comps if seen is None else torch.cat([seen, comps])
-        ranks = self.verifier.combine(self._components.T)
-        return (ranks[-comps.shape[0]:] / self._components.shape[0]).float()
-
-
-def frame_scores(verifier, images, condition, early=None) -> torch.Tensor:
-    """Score decoded images; a video candidate ([B, T, H, W, C]) scores the mean over its frames."""
-    if images.ndim == 5:
-        b, t = images.shape[:2]
-        flat_early = early.reshape(b * t, *early.shape[2:]) if early is not None else None
-        s = verifier.score(images.reshape(b * t, *images.shape[2:]), condition, flat_early)
-        out = s.reshape(b, t).mean(1)
-    else:
-        out = verifier.score(images, condition, early)
-    return out
+    def compare(self, values: torch.Tensor) -> torch.Tensor:
+        return self.scorer.compare(values)

@@ -1,49 +1,55 @@
-"""Search nodes. KSampler-style variants take (model, seed, steps, cfg, sampler, scheduler,
-positive, negative); the Advanced variants take (noise, guider, sampler, sigmas) like
-SamplerCustomAdvanced, so FLUX's BasicGuider works as well as CFG models."""
+"""Search nodes, composed as ComfyUI's custom-sampling nodes are.
+
+- ``SearchRandom`` / ``SearchZeroOrder`` / ``SearchPaths`` build a SEARCH (a strategy with
+  its options), as KSamplerSelect builds a SAMPLER;
+- ``NoiseSearch`` runs any SEARCH with (noise, guider, sampler, sigmas, latent), as
+  SamplerCustomAdvanced runs a SAMPLER;
+- ``RandomSearch`` / ``ZeroOrderSearch`` / ``PathSearch`` are KSampler-style drop-ins: they
+  build what the stock KSampler builds and run the same core; the ``...Advanced`` nodes are
+  kept so saved workflows load and run.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import comfy.samplers
-import torch
 from comfy_api.latest import io
 
-from ..search import BudgetError
-from .sampling_adapter import ComfyBackend, ksampler_sigmas, nfe_per_run
-from .search_runner import (
-    CandidateNoise,
-    ReplayNoise,
-    candidate_noise,
-    latent_outputs,
-    report_json,
-    run_search,
-)
-from .types import VerifierType
+from ..search import Strategy, path_search, random_search, zero_order_search
+from .sampling_adapter import CandidateNoise, ksampler_parts
+from .search_runner import build_backend, latent_outputs, report_json, run_search
+from .types import SearchType, VerifierType
 
 CATEGORY = "sampling/noise_search"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+# Most candidates (rows of one batch) a single round may hold: paths x branches of path
+# search, and RandomSearch's candidates, are bounded by it before anything is allocated.
+MAX_ROWS = 4096
+ANGLE_MIN, ANGLE_MAX = 0.01, 179.99
 
 
-# -- shared schema pieces ---------------------------------------------------------------
-def ksampler_inputs():
+# -- inputs ----------------------------------------------------------------------------
+def ksampler_inputs(search_steps_tooltip: str | None = None):
     return [
         io.Model.Input("model", tooltip="The diffusion model whose noises are searched."),
         io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                     tooltip="Seeds the candidate noises (candidate i = batch element i of a stock "
-                             "KSampler batch with this seed) and every later random draw."),
+                     tooltip="Candidate i is the stock KSampler's sample at seed + i (batch size 1), "
+                             "with any sampler; later random draws of the search derive from it too."),
         io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps of the final sample."),
         io.Int.Input("search_steps", default=0, min=0, max=10000,
-                     tooltip="Steps while searching (the paper's NFEs/iter); 0 = same as steps. "
-                             "Winners are regenerated with the full steps."),
+                     tooltip=search_steps_tooltip or
+                     "Steps while searching (the paper's NFEs/iter); 0 = same as steps. The kept "
+                     "candidates are regenerated with the full steps and scored again."),
         io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
                        tooltip="Classifier-free guidance scale."),
         io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES,
-                       tooltip="ODE solver; deterministic samplers make winners replayable."),
-        io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES,
-                       tooltip="Noise schedule."),
+                       tooltip="The host's sampler; ancestral and SDE samplers draw each candidate's "
+                               "per-step noise from its own seed."),
+        io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, tooltip="Noise schedule."),
         io.Conditioning.Input("positive", tooltip="What to generate."),
         io.Conditioning.Input("negative", tooltip="What to avoid."),
         io.Latent.Input("latent_image", tooltip="Latent of batch size 1 (empty, or an image for img2img; "
@@ -53,15 +59,21 @@ def ksampler_inputs():
     ]
 
 
-def advanced_inputs(with_noise: bool = True):
-    noise = [io.Noise.Input("noise", tooltip="Source of the candidate noises (RandomNoise or "
-                                            "NoiseCandidates); candidate i is its i-th noise.")]
-    return (noise if with_noise else []) + [
+def advanced_inputs():
+    return [
+        io.Noise.Input("noise", tooltip="Source of the candidate noises (NoiseCandidates: candidate i "
+                                        "replays at seed + i; RandomNoise: candidate i is batch element i)."),
         io.Guider.Input("guider", tooltip="Model and conditioning (CFGGuider, BasicGuider for FLUX, ...)."),
-        io.Sampler.Input("sampler", tooltip="ODE solver."),
+        io.Sampler.Input("sampler", tooltip="The host's sampler."),
         io.Sigmas.Input("sigmas", tooltip="Schedule of the final sample."),
         io.Latent.Input("latent_image", tooltip="Latent of batch size 1."),
     ]
+
+
+def search_sigmas_input():
+    return io.Sigmas.Input("search_sigmas", optional=True,
+                           tooltip="Cheaper schedule while searching; the kept candidates are regenerated "
+                                   "on sigmas and scored again.")
 
 
 def verifier_inputs():
@@ -72,43 +84,152 @@ def verifier_inputs():
                         tooltip="What the verifier judges against: the prompt text for CLIPScore / "
                                 "ImageReward, a class name or index for classifier verifiers."),
         io.Int.Input("budget", default=0, min=0, max=10**9,
-                     tooltip="Total NFEs (search + final denoising, per candidate summed); a round "
-                             "that would exceed it is not started. 0 = no limit."),
+                     tooltip="Total NFEs (search + final denoising, per candidate summed), measured "
+                             "for the sampler in use; a round that would exceed it is not started. "
+                             "0 = no limit."),
         io.Int.Input("top_k", default=1, min=1, max=4096, tooltip="How many best candidates to return."),
         io.Int.Input("batch_size", default=0, min=0, max=4096,
-                     tooltip="Candidates per model call; 0 = as many as free memory allows."),
+                     tooltip="Candidates per model call; 0 = as many as free memory allows. Halved "
+                             "for the rest of the search when memory runs out; results do not depend on it."),
     ]
 
 
-def search_outputs(replayable: bool, seed_replay: bool = False):
-    out = [
-        io.Latent.Output("best", display_name="best", tooltip="The winning latent, fully denoised."),
-        io.Latent.Output("top", display_name="top_k", tooltip="The best top_k latents, best first."),
-        io.String.Output("scores", display_name="scores", tooltip="JSON list of the top_k scores."),
-        io.Float.Output("best_score", display_name="best_score", tooltip="The winner's verifier score."),
+def random_inputs():
+    return [io.Int.Input("candidates", default=8, min=1, max=MAX_ROWS, tooltip="N: candidate noises to try.")]
+
+
+def zero_order_inputs():
+    return [
+        io.Int.Input("neighbours", default=2, min=1, max=1024,
+                     tooltip="N: neighbours drawn around the pivot per iteration."),
+        io.Int.Input("iterations", default=8, min=1, max=10000, tooltip="K: iterations."),
+        io.Float.Input("angle", default=30.0, min=ANGLE_MIN, max=ANGLE_MAX, step=0.01,
+                       tooltip="Step size as the angle in degrees between pivot and neighbour on the "
+                               "pivot's sphere (neighbours keep the pivot's norm). The paper's lambda "
+                               "corresponds to cos(angle); small angles stay local."),
+        io.Boolean.Input("restart", default=True,
+                         tooltip="When no neighbour beats the pivot, restart from a fresh noise."),
     ]
-    if replayable:
-        out.append(io.Noise.Output("replay_noise", display_name="replay_noise",
-                                   tooltip="A NOISE that regenerates the winner with SamplerCustomAdvanced."))
-    if seed_replay:
-        out += [io.Int.Output("replay_seed", display_name="seed",
-                              tooltip="Seed that regenerates the winner with a stock KSampler ..."),
-                io.Int.Output("replay_index", display_name="batch_index",
-                              tooltip="... at this index of a batch of the candidate count."),]
-    out.append(io.String.Output("report", display_name="report",
-                                tooltip="JSON search report: every candidate's score, NFEs, rounds, timings, "
-                                        "settings. Also embedded in images saved downstream."))
-    return out
 
 
+LEVEL_TOOLTIP = ("as a noise level: t has the signal-to-noise ratio of (1 - t) x0 + t noise, the same "
+                 "for every model family (1 = pure noise, 0 = clean)")
+
+
+def path_inputs():
+    return [
+        io.Int.Input("paths", default=2, min=1, max=1024, tooltip="N: paths kept after every round."),
+        io.Int.Input("branches", default=2, min=1, max=1024, tooltip="M: fresh noises per path per round."),
+        io.Float.Input("start", default=0.4, min=0.01, max=0.99, step=0.01,
+                       tooltip="Level where the search starts, " + LEVEL_TOOLTIP + "."),
+        io.Float.Input("forward", default=0.2, min=0.01, max=0.99, step=0.01,
+                       tooltip="delta_f: how far each round re-noises, in the same level units."),
+        io.Float.Input("backward", default=0.3, min=0.02, max=1.0, step=0.01,
+                       tooltip="delta_b: how far each round denoises; must exceed forward."),
+        io.Int.Input("interval_steps", default=4, min=1, max=1000,
+                     tooltip="L: solver steps per backward interval."),
+    ]
+
+
+# -- strategies ------------------------------------------------------------------------
+def random_strategy(candidates) -> Strategy:
+    return Strategy("random", random_search, candidates, "seed", rows=candidates)
+
+
+def zero_order_strategy(neighbours, iterations, angle, restart) -> Strategy:
+    return Strategy("zero_order", zero_order_search, 1, "noise",
+                    {"neighbours": neighbours, "iterations": iterations, "angle": angle, "restart": restart},
+                    rows=neighbours)
+
+
+def path_strategy(paths, branches, start, forward, backward, interval_steps) -> Strategy:
+    ok = validate_paths(start, forward, backward, paths, branches)
+    if ok is not True:
+        raise ValueError(ok)
+    return Strategy("paths", path_search, paths, "none",
+                    {"branches": branches, "start": start, "forward": forward, "backward": backward,
+                     "interval_steps": interval_steps},
+                    rows=paths * branches, uses_search_schedule=False,
+                    check=lambda backend: check_path_backend(backend, start, forward))
+
+
+class Options(NamedTuple):
+    inputs: Callable[[], list]
+    strategy: Callable[..., Strategy]
+
+    def build(self, values: dict) -> Strategy:
+        return self.strategy(**{i.id: values[i.id] for i in self.inputs()})
+
+
+RANDOM = Options(random_inputs, random_strategy)
+ZERO_ORDER = Options(zero_order_inputs, zero_order_strategy)
+PATHS = Options(path_inputs, path_strategy)
+
+
+def validate_paths(start, forward, backward, paths=None, branches=None) -> bool | str:
+    # ComfyUI skips its own range check for every input validate_inputs names: check them.
+    for msg in (_check("start", start, 0.01, 0.99), _check("forward", forward, 0.01, 0.99),
+                _check("backward", backward, 0.02, 1.0), _check("paths", paths, 1, 1024),
+                _check("branches", branches, 1, 1024)):
+        if msg:
+            return msg
+    if None not in (paths, branches) and paths * branches > MAX_ROWS:
+        return (f"paths x branches ({paths} x {branches} = {paths * branches}) candidates per round exceeds "
+                f"{MAX_ROWS}; lower paths or branches")
+    if None not in (forward, backward) and backward <= forward:
+        return f"backward ({backward}) must be greater than forward ({forward}) so every round moves toward clean"
+    if None not in (start, forward) and start + forward > 1.0:
+        return (f"start + forward ({start} + {forward}) exceeds 1, the noisiest level; lower start or forward")
+    return True
+
+
+def check_path_backend(backend, start: float, forward: float) -> None:
+    if backend.mask is not None:
+        raise ValueError("latent_image: path search does not support noise masks (inpainting); "
+                         "use RandomSearch or ZeroOrderSearch")
+    if backend.scorer.early_level is not None:
+        raise ValueError("verifier: this verifier compares against an early x0-prediction of a full "
+                         "trajectory; use it with RandomSearch or ZeroOrderSearch")
+    top = float(backend.sigmas[0])
+    if backend.level_sigma(start + forward) > top * (1 + 1e-4):
+        raise ValueError(f"start + forward ({start + forward:.2f}) re-noises above where this run starts "
+                         f"(sigma {top:.3g}, e.g. because denoise < 1); lower start or forward")
+
+
+# -- outputs ---------------------------------------------------------------------------
+OUTPUTS = {
+    "best": lambda: io.Latent.Output("best", display_name="best", tooltip="The winning latent, fully denoised."),
+    "top": lambda: io.Latent.Output("top", display_name="top_k", tooltip="The best top_k latents, best first."),
+    "scores": lambda: io.String.Output("scores", display_name="scores",
+                                       tooltip="JSON list of the returned latents' scores, best first."),
+    "best_score": lambda: io.Float.Output("best_score", display_name="best_score",
+                                          tooltip="The returned winner's verifier score."),
+    "replay_noise": lambda: io.Noise.Output(
+        "replay_noise", display_name="replay_noise",
+        tooltip="Regenerates the winner with SamplerCustomAdvanced (same guider, sampler, sigmas; batch "
+                "size 1), per-step noise of ancestral/SDE samplers included."),
+    "replay_seed": lambda: io.Int.Output(
+        "replay_seed", display_name="seed",
+        tooltip="Seed at which a stock KSampler (batch size 1, same settings) gives the winner: seed + "
+                "the winner's candidate id."),
+    "replay_index": lambda: io.Int.Output(
+        "replay_index", display_name="batch_index",
+        tooltip="Always 0: the winner is the first (only) element of a batch of one at `seed`. Kept so "
+                "saved replay graphs (LatentFromBatch) still work."),
+    "report": lambda: io.String.Output(
+        "report", display_name="report",
+        tooltip="JSON search report: every candidate's score, NFEs planned/measured, rounds, replay rule, "
+                "timings, settings. Also embedded in images saved downstream."),
+}
+EXECUTOR_OUTPUTS = ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report")
 HIDDEN = [io.Hidden.unique_id, io.Hidden.extra_pnginfo]
 
 
-# Most candidates (rows of one batch) a single round may hold: paths x branches of path
-# search, and RandomSearch's candidates, are bounded by it before anything is allocated.
-MAX_ROWS = 4096
+def outputs(*names):
+    return [OUTPUTS[n]() for n in names]
 
 
+# -- checks ----------------------------------------------------------------------------
 def _check(name, value, lo, hi):
     if value is None:
         return None
@@ -116,30 +237,6 @@ def _check(name, value, lo, hi):
     if not (lo <= value <= hi):
         return f"{name} must be between {lo} and {hi}, got {value}"
     return None
-
-
-def validate_ksampler_budget(budget, steps, search_steps, sampler_name, cfg=None, denoise=None,
-                             scheduler=None) -> bool | str:
-    # ComfyUI skips its own min/max checks for every input named in validate_inputs, so
-    # each range is checked again here. An input linked from another node is absent (None)
-    # at validation; execute re-checks it (check_values) once its value exists.
-    for msg in (_check("budget", budget, 0, 10**9), _check("steps", steps, 1, 10000),
-                _check("search_steps", search_steps, 0, 10000), _check("cfg", cfg, 0.0, 100.0),
-                _check("denoise", denoise, 0.01, 1.0)):
-        if msg:
-            return msg
-    if sampler_name is not None and sampler_name not in comfy.samplers.SAMPLER_NAMES:
-        return f"sampler_name '{sampler_name}' is not one of {comfy.samplers.SAMPLER_NAMES}"
-    # ComfyUI v0.3.75 does not check V3 combo values itself.
-    if scheduler is not None and scheduler not in comfy.samplers.SCHEDULER_NAMES:
-        return f"scheduler '{scheduler}' is not one of {comfy.samplers.SCHEDULER_NAMES}"
-    if budget and steps is not None:
-        per = nfe_per_run(sampler_name, search_steps or steps)
-        one = per + (nfe_per_run(sampler_name, steps) if search_steps and search_steps != steps else 0)
-        if budget < one:
-            return (f"budget {budget} NFEs is below one candidate ({one} NFEs with these steps); "
-                    f"set budget to at least {one}, or 0 for no limit")
-    return True
 
 
 def check_values(cls, values: dict) -> None:
@@ -166,13 +263,12 @@ def check_values(cls, values: dict) -> None:
             raise ValueError(f"{inp.id} '{value}' is not one of: {shown}")
 
 
-def check_rows(count: int, latent: dict, what: str) -> None:
-    """Refuse a candidate count whose noises alone would not fit in memory, before allocating."""
+def check_rows(count: int, latent: dict) -> None:
+    """Refuse a round whose noises alone would not fit in memory, before allocating."""
     samples = latent["samples"]
     if getattr(samples, "is_nested", False):
         return
-    per = samples[:1].numel() * 4  # float32 noise per candidate
-    need = count * per
+    need = count * samples[:1].numel() * 4  # float32 noise per candidate
     try:
         import psutil
 
@@ -180,332 +276,233 @@ def check_rows(count: int, latent: dict, what: str) -> None:
     except Exception:  # noqa: BLE001 (estimate only)
         return
     if need > available // 2:
-        raise ValueError(f"{what}: {count} candidates of this latent need {need / 2**30:.1f} GiB for their "
-                         f"noises alone, more than half the free memory ({available / 2**30:.1f} GiB); "
+        raise ValueError(f"search: {count} candidates per round of this latent need {need / 2**30:.1f} GiB for "
+                         f"their noises alone, more than half the free memory ({available / 2**30:.1f} GiB); "
                          f"use fewer candidates or a smaller image")
 
 
-def pivot_noise(noise_source, latent: dict) -> torch.Tensor:
-    """The first noise of any NOISE (NoiseCandidates gives several: its first is the pivot)."""
-    samples = latent["samples"]
-    out = noise_source.generate_noise({"samples": samples[:1]})
-    if out.ndim != samples.ndim or out.shape[0] < 1 or out.shape[1:] != samples.shape[1:]:
-        raise ValueError(f"noise: produced shape {tuple(out.shape)} for a latent of shape {tuple(samples[:1].shape)}")
-    return out[:1].float()
+# -- the core every search node runs -----------------------------------------------------
+def search(cls, strategy: Strategy, values: dict, noise, guider, sampler, sigmas, search_sigmas=None,
+           settings: dict | None = None) -> dict:
+    """Run ``strategy`` with the node's values; returns every output by name, and the UI state."""
+    check_rows(strategy.rows, values["latent_image"])
+    backend = build_backend(strategy, noise, guider, sampler, sigmas, values["latent_image"], values["vae"],
+                            values["verifier"], values["condition"], values["batch_size"], search_sigmas)
+    if strategy.check is not None:
+        strategy.check(backend)
+    result, report, state, replay = run_search(
+        strategy, backend, noise, budget=values["budget"], top_k=values["top_k"],
+        settings={"seed": backend.seed, "top_k": values["top_k"], **(settings or {})},
+        node_id=cls.hidden.unique_id, extra_pnginfo=cls.hidden.extra_pnginfo)
+    best, top = latent_outputs(values["latent_image"], result)
+    return {"best": best, "top": top, "scores": json.dumps(result.top_scores), "best_score": result.best_score,
+            "replay_noise": replay if replay is not None else NoReplayNoise(),
+            "replay_seed": report["replay"].get("seed", -1), "replay_index": 0, "report": report_json(report),
+            "ui": {"noise_search": [state]}}
 
 
-# -- backend construction ---------------------------------------------------------------
-def ksampler_backend(model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive,
-                     negative, latent_image, denoise, vae, verifier, condition, batch_size):
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(cfg)
-    sigmas = ksampler_sigmas(model, sampler_name, scheduler, steps, denoise)
-    search_sigmas = (ksampler_sigmas(model, sampler_name, scheduler, search_steps, denoise)
-                     if search_steps and search_steps != steps else None)
-    return ComfyBackend(guider, comfy.samplers.sampler_object(sampler_name), sigmas, latent_image, vae,
-                        verifier, condition, search_sigmas=search_sigmas, seed=seed, chunk=batch_size)
+def respond(cls, found: dict) -> io.NodeOutput:
+    names = [o.id for o in cls.define_schema().outputs]
+    return io.NodeOutput(*[found[n] for n in names], ui=found["ui"])
 
 
-def _settings(**kw):
-    return {k: v for k, v in kw.items() if isinstance(v, (int, float, str, bool))}
+def run_ksampler_style(cls, strategy: Strategy, values: dict) -> io.NodeOutput:
+    check_values(cls, values)
+    parts = ksampler_parts(*(values[k] for k in ("model", "seed", "steps", "search_steps", "cfg", "sampler_name",
+                                                 "scheduler", "positive", "negative", "denoise")))
+    settings = {k: values[k] for k in ("steps", "search_steps", "cfg", "sampler_name", "scheduler", "denoise")}
+    return respond(cls, search(cls, strategy, values, *parts, settings=settings))
 
 
-def _outputs(cls, latent, result, report, state, replay_noise=None, seed_replay=None):
-    best, top = latent_outputs(latent, result)
-    outs = [best, top, json.dumps(result.top_scores), float(result.best_score)]
-    if replay_noise is not None:
-        outs.append(replay_noise)
-    if seed_replay is not None:
-        outs += list(seed_replay)
-    outs.append(report_json(report))
-    return io.NodeOutput(*outs, ui={"noise_search": [state]})
+def run_custom(cls, strategy: Strategy, values: dict) -> io.NodeOutput:
+    check_values(cls, values)
+    return respond(cls, search(cls, strategy, values, values["noise"], values["guider"], values["sampler"],
+                               values["sigmas"], values.get("search_sigmas")))
 
 
-def _run(cls, algorithm, backend, noise, seed, budget, top_k, settings, options=None):
-    # Classifier-like verifiers know their classes: an unknown class fails here, before
-    # any denoising, rather than after the first round.
-    class_index = getattr(backend.verifier, "class_index", None)
-    if callable(class_index):
-        class_index(backend.condition)
-    try:
-        return run_search(algorithm, backend, noise, seed=seed, budget=budget, top_k=top_k,
-                          settings=settings, node_id=cls.hidden.unique_id,
-                          extra_pnginfo=cls.hidden.extra_pnginfo, options=options)
-    except BudgetError as err:
-        raise ValueError(f"budget: {err}") from err
+class NoReplayNoise:
+    """What NoiseSearch's replay_noise gives for a strategy whose winners cannot be replayed."""
+
+    seed = 0
+
+    def generate_noise(self, input_latent):
+        raise ValueError("replay_noise: this search's winner cannot be replayed from one noise (path search "
+                         "injects noise along the trajectory); use the search's best output instead")
 
 
-# -- nodes ------------------------------------------------------------------------------
+# -- nodes -----------------------------------------------------------------------------
+def schema(node_id, display_name, description, inputs, output_names, hidden=True):
+    return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
+                     inputs=inputs, outputs=outputs(*output_names), hidden=HIDDEN if hidden else [])
+
+
 class NoiseCandidates(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="NoiseCandidates", display_name="Noise Candidates", category=CATEGORY,
-            description="Seeded candidate noises: with a batch-1 latent, SamplerCustomAdvanced "
-                        "samples all `count` candidates at once; search nodes draw their candidates from it.",
+            description="Seeded candidate noises: noise i is the stock KSampler's noise at seed + i, so search "
+                        "winners replay with a KSampler at that seed. With a batch-1 latent, "
+                        "SamplerCustomAdvanced samples all `count` candidates at once.",
             inputs=[io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                                 tooltip="Candidate i is batch element i of a stock KSampler batch with this seed."),
-                    io.Int.Input("count", default=8, min=1, max=4096, tooltip="Number of candidate noises.")],
+                                 tooltip="Candidate i is the stock noise at seed + i (batch size 1)."),
+                    io.Int.Input("count", default=8, min=1, max=MAX_ROWS,
+                                 tooltip="Noises given to SamplerCustomAdvanced on a batch-1 latent. A search "
+                                         "node draws as many candidates as its SEARCH asks for.")],
             outputs=[io.Noise.Output(tooltip="The candidate noises.")],
         )
 
     @classmethod
     def execute(cls, seed, count) -> io.NodeOutput:
-        check_values(cls, locals())
+        check_values(cls, {"seed": seed, "count": count})
         return io.NodeOutput(CandidateNoise(seed, count))
 
 
-class RandomSearch(io.ComfyNode):
+class _SearchOptionsNode(io.ComfyNode):
+    """A node that builds a SEARCH from its widgets."""
+
+    OPTIONS: Options
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        check_values(cls, values)
+        return io.NodeOutput(cls.OPTIONS.build(values))
+
+
+class SearchRandom(_SearchOptionsNode):
+    OPTIONS = RANDOM
+
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="RandomSearch", display_name="Random Search (best-of-N)", category=CATEGORY,
-            description="Samples N candidate noises with the host's sampler, scores each decoded "
-                        "candidate with the verifier, and keeps the best (the paper's random search).",
-            inputs=ksampler_inputs() + [io.Int.Input("candidates", default=8, min=1, max=4096,
-                                                     tooltip="N: candidate noises to try.")] + verifier_inputs(),
-            outputs=search_outputs(True, True), hidden=HIDDEN)
-
-    @classmethod
-    def validate_inputs(cls, budget=None, steps=None, search_steps=None, sampler_name=None, cfg=None, denoise=None,
-                        scheduler=None):
-        return validate_ksampler_budget(budget, steps, search_steps, sampler_name, cfg, denoise, scheduler)
-
-    @classmethod
-    def execute(cls, model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive, negative,
-                latent_image, denoise, candidates, vae, verifier, condition, budget, top_k,
-                batch_size) -> io.NodeOutput:
-        check_values(cls, locals())
-        check_rows(candidates, latent_image, "candidates")
-        backend = ksampler_backend(model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive,
-                                   negative, latent_image, denoise, vae, verifier, condition, batch_size)
-        noise = candidate_noise(CandidateNoise(seed, candidates), latent_image, candidates)
-        settings = _settings(seed=seed, steps=steps, search_steps=search_steps, cfg=cfg, scheduler=scheduler,
-                             denoise=denoise, candidates=candidates, top_k=top_k)
-        result, report, state = _run(cls, "random", backend, noise, seed, budget, top_k, settings)
-        return _outputs(cls, latent_image, result, report, state, ReplayNoise(result.best_noise, seed),
-                        (seed, result.best_index))
+        return io.Schema(node_id="SearchRandom", display_name="Search: Random (best-of-N)", category=CATEGORY,
+                         description="Random search: N candidate noises, keep the best.",
+                         inputs=random_inputs(), outputs=[SearchType.Output(display_name="search")])
 
 
-class RandomSearchAdvanced(io.ComfyNode):
+class SearchZeroOrder(_SearchOptionsNode):
+    OPTIONS = ZERO_ORDER
+
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="RandomSearchAdvanced", display_name="Random Search (Advanced)", category=CATEGORY,
-            description="Random search for custom-sampling graphs (NOISE, GUIDER, SAMPLER, SIGMAS).",
-            inputs=advanced_inputs() + [
-                io.Sigmas.Input("search_sigmas", optional=True,
-                                tooltip="Cheaper schedule while searching; winners are regenerated on sigmas."),
-                io.Int.Input("candidates", default=8, min=1, max=4096, tooltip="N: candidate noises to try.")]
-            + verifier_inputs(),
-            outputs=search_outputs(True), hidden=HIDDEN)
-
-    @classmethod
-    def execute(cls, noise, guider, sampler, sigmas, latent_image, candidates, vae, verifier, condition,
-                budget, top_k, batch_size, search_sigmas=None) -> io.NodeOutput:
-        check_values(cls, locals())
-        check_rows(candidates, latent_image, "candidates")
-        seed = int(getattr(noise, "seed", 0) or 0)
-        backend = ComfyBackend(guider, sampler, sigmas, latent_image, vae, verifier, condition,
-                               search_sigmas=search_sigmas, seed=seed, chunk=batch_size)
-        cands = candidate_noise(noise, latent_image, candidates)
-        result, report, state = _run(cls, "random", backend, cands, seed, budget, top_k,
-                                     _settings(seed=seed, candidates=candidates, top_k=top_k))
-        return _outputs(cls, latent_image, result, report, state, ReplayNoise(result.best_noise, seed))
+        return io.Schema(node_id="SearchZeroOrder", display_name="Search: Zero-Order", category=CATEGORY,
+                         description="Zero-order search: move a pivot noise to its best neighbour, K times.",
+                         inputs=zero_order_inputs(), outputs=[SearchType.Output(display_name="search")])
 
 
-ANGLE_MIN, ANGLE_MAX = 0.01, 179.99
+class SearchPaths(_SearchOptionsNode):
+    OPTIONS = PATHS
 
-
-def zero_order_inputs():
-    return [
-        io.Int.Input("neighbours", default=2, min=1, max=1024, tooltip="N: neighbours drawn around the pivot per iteration."),
-        io.Int.Input("iterations", default=8, min=1, max=10000, tooltip="K: iterations."),
-        io.Float.Input("angle", default=30.0, min=ANGLE_MIN, max=ANGLE_MAX, step=0.01,
-                       tooltip="Step size as the angle in degrees between pivot and neighbour on the "
-                               "pivot's sphere (neighbours keep the pivot's norm). The paper's lambda "
-                               "corresponds to cos(angle); small angles stay local."),
-        io.Boolean.Input("restart", default=True,
-                         tooltip="When no neighbour beats the pivot, restart from a fresh noise."),
-    ]
-
-
-class ZeroOrderSearch(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="ZeroOrderSearch", display_name="Zero-Order Search", category=CATEGORY,
-            description="Moves a pivot noise to its best-scoring neighbour, K times (the paper's ZO-N).",
-            inputs=ksampler_inputs() + zero_order_inputs() + verifier_inputs(),
-            outputs=search_outputs(True), hidden=HIDDEN)
-
-    @classmethod
-    def validate_inputs(cls, budget=None, steps=None, search_steps=None, sampler_name=None, cfg=None, denoise=None,
-                        scheduler=None, angle=None):
-        return _check("angle", angle, ANGLE_MIN, ANGLE_MAX) or \
-            validate_ksampler_budget(budget, steps, search_steps, sampler_name, cfg, denoise, scheduler)
-
-    @classmethod
-    def execute(cls, model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive, negative,
-                latent_image, denoise, neighbours, iterations, angle, restart, vae, verifier, condition,
-                budget, top_k, batch_size) -> io.NodeOutput:
-        check_values(cls, locals())
-        check_rows(neighbours, latent_image, "neighbours")
-        backend = ksampler_backend(model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive,
-                                   negative, latent_image, denoise, vae, verifier, condition, batch_size)
-        pivot = candidate_noise(CandidateNoise(seed, 1), latent_image, 1)
-        opts = {"neighbours": neighbours, "iterations": iterations, "angle": angle, "restart": restart}
-        settings = _settings(seed=seed, steps=steps, search_steps=search_steps, cfg=cfg, scheduler=scheduler,
-                             denoise=denoise, top_k=top_k, **opts)
-        result, report, state = _run(cls, "zero_order", backend, pivot, seed, budget, top_k, settings, opts)
-        return _outputs(cls, latent_image, result, report, state, ReplayNoise(result.best_noise, seed))
-
-
-class ZeroOrderSearchAdvanced(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ZeroOrderSearchAdvanced", display_name="Zero-Order Search (Advanced)", category=CATEGORY,
-            description="Zero-order search for custom-sampling graphs; the NOISE gives the first pivot.",
-            inputs=advanced_inputs() + [io.Sigmas.Input("search_sigmas", optional=True,
-                                                        tooltip="Cheaper schedule while searching.")]
-            + zero_order_inputs() + verifier_inputs(),
-            outputs=search_outputs(True), hidden=HIDDEN)
-
-    @classmethod
-    def validate_inputs(cls, angle=None):
-        return _check("angle", angle, ANGLE_MIN, ANGLE_MAX) or True
-
-    @classmethod
-    def execute(cls, noise, guider, sampler, sigmas, latent_image, neighbours, iterations, angle, restart,
-                vae, verifier, condition, budget, top_k, batch_size, search_sigmas=None) -> io.NodeOutput:
-        check_values(cls, locals())
-        check_rows(neighbours, latent_image, "neighbours")
-        seed = int(getattr(noise, "seed", 0) or 0)
-        backend = ComfyBackend(guider, sampler, sigmas, latent_image, vae, verifier, condition,
-                               search_sigmas=search_sigmas, seed=seed, chunk=batch_size)
-        opts = {"neighbours": neighbours, "iterations": iterations, "angle": angle, "restart": restart}
-        result, report, state = _run(cls, "zero_order", backend, pivot_noise(noise, latent_image),
-                                     seed, budget, top_k, _settings(seed=seed, top_k=top_k, **opts), opts)
-        return _outputs(cls, latent_image, result, report, state, ReplayNoise(result.best_noise, seed))
-
-
-def path_inputs():
-    return [
-        io.Int.Input("paths", default=2, min=1, max=1024, tooltip="N: paths kept after every round."),
-        io.Int.Input("branches", default=2, min=1, max=1024, tooltip="M: fresh noises per path per round."),
-        io.Float.Input("start", default=0.4, min=0.01, max=0.99, step=0.01,
-                       tooltip="Level where the search starts, as a fraction of the model's noise "
-                               "schedule (1 = pure noise, 0 = clean; mapped through the model's own sigmas)."),
-        io.Float.Input("forward", default=0.2, min=0.01, max=0.99, step=0.01,
-                       tooltip="delta_f: how far each round re-noises, in schedule fraction."),
-        io.Float.Input("backward", default=0.3, min=0.02, max=1.0, step=0.01,
-                       tooltip="delta_b: how far each round denoises; must exceed forward."),
-        io.Int.Input("interval_steps", default=4, min=1, max=1000,
-                     tooltip="L: solver steps per backward interval."),
-    ]
-
-
-def validate_paths(start, forward, backward, paths=None, branches=None) -> bool | str:
-    for msg in (_check("start", start, 0.01, 0.99), _check("forward", forward, 0.01, 0.99),
-                _check("backward", backward, 0.02, 1.0), _check("paths", paths, 1, 1024),
-                _check("branches", branches, 1, 1024)):
-        if msg:
-            return msg
-    if None not in (paths, branches) and paths * branches > MAX_ROWS:
-        return (f"paths x branches ({paths} x {branches} = {paths * branches}) candidates per round exceeds "
-                f"{MAX_ROWS}; lower paths or branches")
-    if None not in (forward, backward) and backward <= forward:
-        return f"backward ({backward}) must be greater than forward ({forward}) so every round moves toward clean"
-    if None not in (start, forward) and start + forward > 1.0:
-        return (f"start + forward ({start} + {forward}) exceeds 1, the noisiest level of the model's "
-                "schedule; lower start or forward")
-    return True
-
-
-class PathSearch(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="PathSearch", display_name="Path Search", category=CATEGORY,
-            description="Search over sampling paths: branch, re-noise, denoise, score x0-predictions, keep the best N.",
-            inputs=ksampler_inputs() + path_inputs() + verifier_inputs(),
-            outputs=search_outputs(False), hidden=HIDDEN)
-
-    @classmethod
-    def validate_inputs(cls, start=None, forward=None, backward=None, budget=None, steps=None, sampler_name=None,
-                        cfg=None, denoise=None, scheduler=None, paths=None, branches=None):
-        ok = validate_paths(start, forward, backward, paths, branches)
-        return ok if ok is not True else validate_ksampler_budget(budget, steps, 0, sampler_name, cfg, denoise,
-                                                                  scheduler)
-
-    @classmethod
-    def execute(cls, model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive, negative,
-                latent_image, denoise, paths, branches, start, forward, backward, interval_steps, vae,
-                verifier, condition, budget, top_k, batch_size) -> io.NodeOutput:
-        check_values(cls, locals())
-        ok = validate_paths(start, forward, backward, paths, branches)
-        if ok is not True:
-            raise ValueError(ok)
-        check_rows(paths * branches, latent_image, "paths x branches")
-        backend = ksampler_backend(model, seed, steps, 0, cfg, sampler_name, scheduler, positive,
-                                   negative, latent_image, denoise, vae, verifier, condition, batch_size)
-        noise = candidate_noise(CandidateNoise(seed, paths), latent_image, paths)
-        return run_path_search(cls, backend, latent_image, noise, seed, budget, top_k, paths, branches, start,
-                               forward, backward, interval_steps)
-
-
-def run_path_search(cls, backend, latent_image, noise, seed, budget, top_k, paths, branches, start, forward,
-                    backward, interval_steps):
-    check_path_backend(backend, start, forward)
-    opts = {"branches": branches, "start": start, "forward": forward, "backward": backward,
-            "interval_steps": interval_steps}
-    result, report, state = _run(cls, "paths", backend, noise, seed, budget, top_k,
-                                 _settings(seed=seed, paths=paths, top_k=top_k, **opts), opts)
-    return _outputs(cls, latent_image, result, report, state)
-
-
-def check_path_backend(backend: ComfyBackend, start: float, forward: float) -> None:
-    if backend.mask is not None:
-        raise ValueError("latent_image: path search does not support noise masks (inpainting); "
-                         "use RandomSearch or ZeroOrderSearch")
-    if getattr(backend.verifier, "early_level", None) is not None:
-        raise ValueError("verifier: this verifier compares against an early x0-prediction of a full "
-                         "trajectory; use it with RandomSearch or ZeroOrderSearch")
-    top = float(backend.sigmas[0])
-    if backend.level_sigma(start + forward) > top * (1 + 1e-4):
-        raise ValueError(f"start + forward ({start + forward:.2f}) re-noises above where this run starts "
-                         f"(sigma {top:.3g}, e.g. because denoise < 1); lower start or forward")
-
-
-class PathSearchAdvanced(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="PathSearchAdvanced", display_name="Path Search (Advanced)", category=CATEGORY,
-            description="Path search for custom-sampling graphs (NOISE, GUIDER, SAMPLER, SIGMAS).",
-            inputs=advanced_inputs() + path_inputs() + verifier_inputs(),
-            outputs=search_outputs(False), hidden=HIDDEN)
+        return io.Schema(node_id="SearchPaths", display_name="Search: Paths", category=CATEGORY,
+                         description="Search over paths: branch, re-noise, denoise, keep the best N.",
+                         inputs=path_inputs(), outputs=[SearchType.Output(display_name="search")])
 
     @classmethod
     def validate_inputs(cls, start=None, forward=None, backward=None, paths=None, branches=None):
         return validate_paths(start, forward, backward, paths, branches)
 
+
+class NoiseSearch(io.ComfyNode):
     @classmethod
-    def execute(cls, noise, guider, sampler, sigmas, latent_image, paths, branches, start, forward, backward,
-                interval_steps, vae, verifier, condition, budget, top_k, batch_size) -> io.NodeOutput:
-        check_values(cls, locals())
-        ok = validate_paths(start, forward, backward, paths, branches)
-        if ok is not True:
-            raise ValueError(ok)
-        check_rows(paths * branches, latent_image, "paths x branches")
-        seed = int(getattr(noise, "seed", 0) or 0)
-        backend = ComfyBackend(guider, sampler, sigmas, latent_image, vae, verifier, condition, seed=seed,
-                               chunk=batch_size)
-        return run_path_search(cls, backend, latent_image, candidate_noise(noise, latent_image, paths), seed,
-                               budget, top_k, paths, branches, start, forward, backward, interval_steps)
+    def define_schema(cls):
+        return schema("NoiseSearch", "Noise Search (Custom)",
+                      "Runs any SEARCH (random, zero-order, paths) with SamplerCustomAdvanced's parts: "
+                      "candidates are denoised by the host's guider and sampler and scored by the verifier.",
+                      advanced_inputs() + [SearchType.Input("search", tooltip="What to search and how "
+                                                                             "(Search: ... nodes)."),
+                                           search_sigmas_input()] + verifier_inputs(),
+                      EXECUTOR_OUTPUTS)
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        return run_custom(cls, values["search"], values)
 
 
-SEARCH_NODES = [NoiseCandidates, RandomSearch, RandomSearchAdvanced, ZeroOrderSearch, ZeroOrderSearchAdvanced,
-                PathSearch, PathSearchAdvanced]
+class RandomSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("RandomSearch", "Random Search (best-of-N)",
+                      "Samples N candidate noises with the host's sampler, scores each decoded candidate with "
+                      "the verifier, and keeps the best (the paper's random search).",
+                      ksampler_inputs() + random_inputs() + verifier_inputs(),
+                      ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "replay_index",
+                       "report"))
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        return run_ksampler_style(cls, RANDOM.build(values), values)
+
+
+class ZeroOrderSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("ZeroOrderSearch", "Zero-Order Search",
+                      "Moves a pivot noise to its best-scoring neighbour, K times (the paper's ZO-N).",
+                      ksampler_inputs() + zero_order_inputs() + verifier_inputs(),
+                      ("best", "top", "scores", "best_score", "replay_noise", "report"))
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        return run_ksampler_style(cls, ZERO_ORDER.build(values), values)
+
+
+PATH_SEARCH_STEPS = ("Not used by path search (it searches on the full schedule: noise is injected along the "
+                     "way, so nothing can be regenerated); must be 0. Kept so saved workflows load.")
+
+
+class PathSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("PathSearch", "Path Search",
+                      "Search over sampling paths: branch, re-noise, denoise, score x0-predictions, keep the best N.",
+                      ksampler_inputs(PATH_SEARCH_STEPS) + path_inputs() + verifier_inputs(),
+                      ("best", "top", "scores", "best_score", "report"))
+
+    @classmethod
+    def validate_inputs(cls, start=None, forward=None, backward=None, paths=None, branches=None,
+                        search_steps=None):
+        if search_steps:
+            return f"search_steps must be 0 for path search, got {search_steps}: " + PATH_SEARCH_STEPS
+        return validate_paths(start, forward, backward, paths, branches)
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        if values["search_steps"]:
+            raise ValueError(f"search_steps must be 0 for path search, got {values['search_steps']}")
+        return run_ksampler_style(cls, PATHS.build(values), values)
+
+
+def _advanced(node_id, display_name, options: Options, output_names, with_search_sigmas=True):
+    """A node of the first release's Advanced family, kept so saved workflows load and run:
+    NoiseSearch's core with the options as widgets."""
+
+    class Advanced(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            extra = [search_sigmas_input()] if with_search_sigmas else []
+            return schema(node_id, display_name, f"{display_name} for custom-sampling graphs (NOISE, GUIDER, "
+                          "SAMPLER, SIGMAS); the same as Noise Search (Custom) with its SEARCH node.",
+                          advanced_inputs() + extra + options.inputs() + verifier_inputs(), output_names)
+
+        @classmethod
+        def execute(cls, **values) -> io.NodeOutput:
+            return run_custom(cls, options.build(values), values)
+
+    if options is PATHS:
+        Advanced.validate_inputs = classmethod(
+            lambda cls, start=None, forward=None, backward=None, paths=None, branches=None:
+            validate_paths(start, forward, backward, paths, branches))
+    Advanced.__name__ = Advanced.__qualname__ = node_id
+    return Advanced
+
+
+RandomSearchAdvanced = _advanced("RandomSearchAdvanced", "Random Search (Advanced)", RANDOM,
+                                 ("best", "top", "scores", "best_score", "replay_noise", "report"))
+ZeroOrderSearchAdvanced = _advanced("ZeroOrderSearchAdvanced", "Zero-Order Search (Advanced)", ZERO_ORDER,
+                                    ("best", "top", "scores", "best_score", "replay_noise", "report"))
+PathSearchAdvanced = _advanced("PathSearchAdvanced", "Path Search (Advanced)", PATHS,
+                               ("best", "top", "scores", "best_score", "report"), with_search_sigmas=False)
+
+SEARCH_NODES = [NoiseCandidates, SearchRandom, SearchZeroOrder, SearchPaths, NoiseSearch, RandomSearch,
+                RandomSearchAdvanced, ZeroOrderSearch, ZeroOrderSearchAdvanced, PathSearch, PathSearchAdvanced]

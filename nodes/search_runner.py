@@ -1,125 +1,137 @@
-"""Runs one search for a node: builds the backend, drives an algorithm, shapes outputs."""
+"""Runs one search for a node: checks the parts, drives the strategy, builds the report.
+
+The report is a pure function of the strategy, the result and the backend's counters.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 
-import comfy.sample
 import torch
 
-from ..search import SEARCHES
-from ..search.algorithms import planned_nfe
+from ..search import Strategy
+from ..search.backend import BudgetError
 from .progress import SearchProgress
-from .sampling_adapter import ComfyBackend, sampler_name
+from .sampling_adapter import (
+    DOWNSCALE_KEYS,
+    ComfyBackend,
+    ReplayNoise,
+    Scorer,
+    candidate_noise,
+    sampler_name,
+    step_seed,
+)
 
 REPORT_KEY = "noise_search_report"
 
 
-class ReplayNoise:
-    """A NOISE that regenerates the search's winner with stock sampler nodes."""
-
-    def __init__(self, noise: torch.Tensor, seed: int):
-        self.noise, self.seed = noise.cpu(), seed
-
-    def generate_noise(self, input_latent):
-        samples = input_latent["samples"]
-        if samples.shape[0] != 1:
-            raise ValueError("this replay noise holds one winner: use a latent with batch size 1")
-        return self.noise.reshape(samples.shape).to(samples.dtype)
-
-
-class CandidateNoise:
-    """Seeded candidate noises: candidate i is batch element i of a stock KSampler batch."""
-
-    def __init__(self, seed: int, count: int):
-        self.seed, self.count = seed, count
-
-    def generate_noise(self, input_latent):
-        samples = input_latent["samples"]
-        if samples.shape[0] == 1 and self.count > 1:
-            samples = samples.expand(self.count, *samples.shape[1:])
-        inds = input_latent.get("batch_index")
-        return comfy.sample.prepare_noise(samples, self.seed, inds)
-
-
-def candidate_noise(noise_source, latent: dict, count: int) -> torch.Tensor:
-    """``count`` candidate noises from any NOISE object, as rows of one batch."""
+def check_latent(latent: dict) -> None:
     samples = latent["samples"]
-    batch = {"samples": samples[:1].expand(count, *samples.shape[1:])}
-    out = noise_source.generate_noise(batch)
-    if out.shape[0] != count:
-        raise ValueError(f"noise: produced {out.shape[0]} noises for {count} candidates")
-    return out.float()
+    if samples.is_nested or samples.shape[0] != 1:
+        raise ValueError(f"latent_image: search works on one latent at a time, got a batch of "
+                         f"{samples.shape[0] if not samples.is_nested else 'nested latents'}; "
+                         "use a latent with batch size 1 (candidates are made by the search)")
+    if not torch.isfinite(samples).all():
+        raise ValueError("latent_image contains NaN or infinite values")
 
 
-def run_search(algorithm: str, backend: ComfyBackend, noise: torch.Tensor, *, seed: int,
-               budget: int, top_k: int, settings: dict, node_id=None, extra_pnginfo=None,
-               options: dict | None = None):
-    options = options or {}
-    n = noise.shape[0]
-    top_k = min(top_k, n) if algorithm != "zero_order" else top_k
-    progress = SearchProgress(node_id, algorithm, planned_nfe(algorithm, backend, n, top_k, **options),
-                              backend)
+def build_backend(strategy: Strategy, noise_source, guider, sampler, sigmas, latent: dict, vae, verifier,
+                  condition: str, batch_size: int, search_sigmas=None) -> ComfyBackend:
+    check_latent(latent)
+    scorer = Scorer(vae, verifier, condition)
+    if not strategy.uses_search_schedule:
+        search_sigmas = None
+    backend = ComfyBackend(guider, sampler, sigmas, latent, scorer, search_sigmas=search_sigmas,
+                           seed=int(getattr(noise_source, "seed", 0) or 0), chunk=batch_size)
+    # Classifier-like verifiers know their classes: an unknown class fails here, before
+    # any denoising, rather than after the first round.
+    class_index = getattr(verifier, "class_index", None)
+    if callable(class_index):
+        class_index(scorer.condition)
+    return backend
+
+
+def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budget: int, top_k: int,
+               settings: dict, node_id=None, extra_pnginfo=None):
+    """Run ``strategy``; returns (result, report, UI state, replay NOISE or None)."""
+    if budget and not backend.cost(backend.sigmas)[1]:
+        raise ValueError(f"budget: the {sampler_name(backend.sampler)} sampler chooses its own number of steps, "
+                         "so its cost cannot be planned; set budget to 0 (no limit) or choose another sampler")
+    noise = candidate_noise(noise_source, backend.latent, strategy.noises)
+    if noise.abs().max() == 0:
+        raise ValueError("noise: every candidate noise is zero (a disabled noise); there is nothing to "
+                         "search. Connect a RandomNoise or NoiseCandidates")
+    progress = SearchProgress(node_id, strategy.name)
     backend.counter.on_call = progress.on_call
-    generator = torch.Generator().manual_seed((seed + 1) % 2**64)
+    generator = torch.Generator().manual_seed(step_seed(backend.seed, 1 << 63))
     t0 = time.perf_counter()
-    result = SEARCHES[algorithm](backend, noise, backend.sigmas, generator=generator,
-                                 budget=budget or None, top_k=top_k, callback=progress.on_round,
-                                 **({"round_size": _round_size(backend)} if algorithm == "random" else {}),
-                                 **options)
-    report = {
-        "algorithm": algorithm,
-        "settings": {**settings, "sampler": sampler_name(backend.sampler), "batch_size": backend.chunk},
-        "best": {"id": result.best_index if result.best_index is not None else _best_id(result),
-                 "score": result.best_score},
-        "top_scores": result.top_scores,
-        "replay": _replay(algorithm, result, seed),
-        "nfe": {"search_total": result.nfe, "measured": backend.counter.nfe,
-                "forward_passes": backend.counter.forward, "budget": budget or None,
-                "stopped_by_budget": result.stopped_by_budget},
-        "rounds": result.rounds,
-        "candidates": result.candidates,
-        "timings": {"total_s": round(time.perf_counter() - t0, 4),
-                    **{k + "_s": round(v, 4) for k, v in backend.timings.items()}},
-        "verifier": getattr(backend.verifier, "name", type(backend.verifier).__name__),
-        "condition": backend.condition,
-    }
+    try:
+        result = strategy(backend, noise, backend.sigmas, generator=generator, budget=budget or None,
+                          top_k=top_k, callback=progress.on_round)
+    except BudgetError as err:
+        raise ValueError(f"budget: {err}") from err
+    report = build_report(strategy, result, backend, noise_source, budget, settings, time.perf_counter() - t0)
     state = progress.finish(report)
     if isinstance(extra_pnginfo, dict):
         # SaveImage writes every key of extra_pnginfo into the PNG: the report travels along.
         extra_pnginfo[REPORT_KEY] = report
-    return result, report, state
+    replay = ReplayNoise(result.best_noise, step_seed(backend.seed, result.best_id)) \
+        if result.best_noise is not None else None
+    return result, report, state, replay
 
 
-def _round_size(backend) -> int | None:
-    # One round per model chunk, so the web view fills in as candidates finish; a rank
-    # ensemble scores all candidates in one round so its ranks are the paper's exactly.
-    return None if getattr(backend.verifier, "relative_scores", False) else backend.chunk
+def build_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, budget: int, settings: dict,
+                 elapsed: float) -> dict:
+    return {
+        "algorithm": strategy.name,
+        "settings": {**settings, **{k: v for k, v in strategy.options.items() if _plain(v)},
+                     "sampler": sampler_name(backend.sampler), "batch_size": backend.chunk},
+        "best": {"id": result.best_id, "score": result.best_score},
+        "top": [{"id": i, "score": s, **({"search_score": ss} if result.search_scores else {})}
+                for i, s, ss in zip(result.top_ids, result.top_scores, result.search_scores or result.top_scores)],
+        "top_scores": result.top_scores,
+        "replay": replay_rule(strategy, result, backend, noise_source),
+        "nfe": {"search_total": result.nfe, "planned": result.planned_nfe, "measured": backend.counter.nfe,
+                "forward_passes": backend.counter.forward, "budget": budget or None,
+                "stopped_by_budget": result.stopped_by_budget},
+        "rounds": result.rounds,
+        "candidates": result.candidates,
+        "timings": {"total_s": round(elapsed, 4),
+                    **{k + "_s": round(v, 4) for k, v in {**backend.timings, **backend.scorer.timings}.items()}},
+        "verifier": getattr(backend.scorer.verifier, "name", type(backend.scorer.verifier).__name__),
+        "condition": backend.scorer.condition,
+    }
 
 
-def _best_id(result) -> int:
-    scores = [c["score"] for c in result.candidates]
-    return result.candidates[scores.index(max(scores))]["id"] if scores else 0
+def replay_rule(strategy: Strategy, result, backend: ComfyBackend, noise_source) -> dict:
+    """How to regenerate the winner with stock nodes (see the README's replay section)."""
+    if result.best_noise is None or strategy.replay == "none":
+        return {"how": "not replayable from one noise: path search injects noise along the trajectory"}
+    seed = step_seed(backend.seed, result.best_id)
+    seeded = getattr(noise_source, "per_candidate_seed", False) and \
+        (strategy.replay == "seed" or result.best_id < strategy.noises)
+    rule = {"seed": seed, "candidate": result.best_id,
+            "with_noise": "SamplerCustomAdvanced with the replay_noise output, on a latent of batch size 1, "
+                          "with the same guider, sampler and sigmas"}
+    if seeded:
+        rule["with_seed"] = (f"a stock KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} on a "
+                             "latent of batch size 1, with the same model, conditioning, cfg, sampler, "
+                             "scheduler, steps and denoise")
+    rule["how"] = rule.get("with_seed", rule["with_noise"])
+    return rule
 
 
-def _replay(algorithm: str, result, seed: int) -> dict:
-    if algorithm == "random":
-        return {"how": "KSampler with this seed on a latent batch of the candidate count; take "
-                       "batch_index (LatentFromBatch), or the NOISE output with SamplerCustomAdvanced",
-                "seed": seed, "batch_index": result.best_index}
-    if algorithm == "zero_order":
-        return {"how": "the NOISE output with SamplerCustomAdvanced (the winner is a moved noise)"}
-    return {"how": "not replayable from one noise: path search injects noise along the trajectory"}
+def _plain(v) -> bool:
+    return isinstance(v, (int, float, str, bool))
 
 
 def latent_outputs(latent: dict, result) -> tuple[dict, dict]:
     best, top = latent.copy(), latent.copy()
     best["samples"], top["samples"] = result.best, result.top
     for d in (best, top):
-        d.pop("batch_index", None)
-    if "noise_mask" in latent:
-        top["noise_mask"] = latent["noise_mask"]
+        for key in ("batch_index", *DOWNSCALE_KEYS):
+            d.pop(key, None)
     return best, top
 
 

@@ -3,3 +3,4 @@
 from comfy_api.latest import io
 
 VerifierType = io.Custom("VERIFIER")
+SearchType = io.Custom("SEARCH")

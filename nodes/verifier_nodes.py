@@ -19,8 +19,8 @@ from ..verifiers import comfy_runtime as rt
 from ..verifiers import loaders
 from ..verifiers.base import VerifierError
 from ..verifiers.dinov2 import DEFAULT_EARLY_LEVEL
+from ..verifiers.hub import DOWNLOAD_ENV, OFFLINE_ENV
 from ..verifiers.scoring import ranking, score_in_chunks
-from ..verifiers.weights import DOWNLOAD_ENV
 from .types import VerifierType
 
 CATEGORY = "sampling/noise_search/verifiers"
@@ -33,7 +33,8 @@ def clip_file_input():
     return io.Combo.Input(
         "clip_file", options=loaders.clip_choices(), default=loaders.DEFAULT_CLIP,
         tooltip="open_clip weights in models/verifiers/clip/. The default is OpenAI's CLIP ViT-L/14, "
-                "downloaded (SHA-256 checked) on first use if missing and allowed.")
+                "taken from the Hugging Face cache if there, else downloaded (pinned SHA-256) on first use "
+                "when allowed.")
 
 
 def architecture_input():
@@ -52,8 +53,11 @@ def precision_input():
 def allow_download_input():
     return io.Boolean.Input(
         "allow_download", default=True,
-        tooltip=f"Download missing official files (pinned SHA-256 only). The environment variable "
-                f"{DOWNLOAD_ENV}=0 switches downloads off whatever this says.")
+        tooltip=f"Download missing official files from their official repositories (huggingface_hub: "
+                f"resumable, with a progress bar). Files already in the Hugging Face cache or another tool's "
+                f"folder are used without downloading. Every official file is checked against its pinned "
+                f"SHA-256, or the one recorded on its first use (noise-search.lock.json beside it). "
+                f"{DOWNLOAD_ENV}=0 or {OFFLINE_ENV}=1 switch downloads off whatever this says.")
 
 
 def verifier_output():

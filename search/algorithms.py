@@ -156,7 +156,9 @@ def random_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tenso
             n, run.stopped = max(1, n_afford), True
             run.k = min(run.k, n)
             run.reserve = run.final_per * run.k if run.regenerate else 0
-    step, seen = round_size or n, []
+    # One round per model chunk (the backend's hint), so progress views fill in as
+    # candidates finish; the result does not depend on it.
+    step, seen = round_size or getattr(model, "chunk", None) or n, []
     for r, start in enumerate(range(0, n, step)):
         ids = list(range(start, min(n, start + step)))
         latents, scored = run.evaluate(noise[ids], ids)

@@ -25,7 +25,10 @@ class Strategy:
     # injected along the trajectory: not reproducible from one initial noise).
     replay: str
     options: dict[str, Any] = field(default_factory=dict)
+    rows: int = 1                   # most candidates one round holds (sizes memory checks)
     uses_search_schedule: bool = True  # False: searches on the full schedule only
+    # Refuses a backend the algorithm cannot run on, before any denoising (message names the input).
+    check: Callable[[Any], None] | None = None
 
     def __call__(self, model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> SearchResult:
         return self.run(model, noise, sigmas, **kwargs, **self.options)
