@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import socket
-import urllib.request
 
 import pytest
 import torch
@@ -25,15 +21,7 @@ from verifiers.clip import CLIPScoreVerifier, CLIPZeroShotVerifier, build_open_c
 from verifiers.dinov2 import DINOv2SelfSupervisedVerifier, load_dinov2
 from verifiers.ensemble import EnsembleVerifier, fractional_ranks, mean_rank
 from verifiers.scoring import ranking, score_in_chunks
-from verifiers.weights import (
-    OFFICIAL_FILES,
-    MissingWeightsError,
-    OfficialFile,
-    WeightsFileError,
-    download,
-    ensure_file,
-    load_state_dict_file,
-)
+from verifiers.weights import WeightsFileError, load_state_dict_file
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +38,6 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(root):
     return build_open_clip(vf.TINY_CLIP, root / "clip" / f"{vf.TINY_CLIP}.safetensors")
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Fail the test on any attempt to open a connection."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise AssertionError(f"network access attempted: {args[:1]}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    return attempts
 
 
 def check_batched_matches_single(verifier, images, condition="", early=None, atol=1e-5):
@@ -359,90 +332,3 @@ def test_pickle_carrying_code_is_refused_and_never_run(tmp_path):
     with pytest.raises(WeightsFileError, match="refused"):
         load_aesthetic_mlp(path)
     assert not marker.exists()
-
-
-class FakeResponse(io.BytesIO):
-    headers: dict = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def fake_opener(payload: bytes, calls: list):
-    def opener(request, timeout=None):
-        calls.append(request.full_url)
-        return FakeResponse(payload)
-    return opener
-
-
-def test_download_checks_hash_and_leaves_no_partial_file(tmp_path):
-    payload = b"weights" * 1000
-    good = OfficialFile(url="https://example.invalid/w.bin", sha256=hashlib.sha256(payload).hexdigest(),
-                        size=len(payload))
-    calls, seen = [], []
-    target = tmp_path / "sub" / "w.bin"
-    download(good, target, progress=lambda d, t: seen.append((d, t)), opener=fake_opener(payload, calls),
-             chunk_size=1000)
-    assert target.read_bytes() == payload and calls == [good.url]
-    assert seen[0] == (0, len(payload)) and seen[-1] == (len(payload), len(payload))
-    assert sorted(p.name for p in target.parent.iterdir()) == ["w.bin"]
-
-    bad = OfficialFile(url=good.url, sha256="0" * 64, size=len(payload))
-    target2 = tmp_path / "bad" / "w.bin"
-    with pytest.raises(WeightsFileError, match="SHA-256"):
-        download(bad, target2, opener=fake_opener(payload, calls))
-    assert list(target2.parent.iterdir()) == []
-
-    short = OfficialFile(url=good.url, sha256=good.sha256, size=len(payload) + 1)
-    with pytest.raises(WeightsFileError, match="incomplete"):
-        download(short, target2, opener=fake_opener(payload, calls))
-    assert list(target2.parent.iterdir()) == []
-
-    class Interrupted(Exception):
-        pass
-
-    def interrupt(done, total):
-        if done > 0:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        download(good, target2, progress=interrupt, opener=fake_opener(payload, calls), chunk_size=100)
-    assert list(target2.parent.iterdir()) == []
-
-    with pytest.raises(MissingWeightsError, match="non-https"):
-        download(OfficialFile(url="file:///etc/passwd", sha256="0" * 64), target2)
-
-
-def test_ensure_file_without_downloads_names_file_folder_and_source(tmp_path, monkeypatch, no_network):
-    rel = "aesthetic/sac+logos+ava1-l14-linearMSE.pth"
-    monkeypatch.setenv("NOISE_SEARCH_ALLOW_DOWNLOADS", "0")
-    with pytest.raises(MissingWeightsError) as e:
-        ensure_file(rel, [str(tmp_path)], allow_download=True)
-    text = str(e.value)
-    assert rel in text and str(tmp_path) in text and OFFICIAL_FILES[rel].url in text
-    assert "switched off" in text
-    monkeypatch.delenv("NOISE_SEARCH_ALLOW_DOWNLOADS")
-    with pytest.raises(MissingWeightsError, match="switched off"):
-        ensure_file(rel, [str(tmp_path)], allow_download=False)
-    # No confirmed hash: never downloaded, even when downloads are on.
-    with pytest.raises(MissingWeightsError, match="unchecked") as e:
-        ensure_file("ImageReward/med_config.json", [str(tmp_path)], allow_download=True)
-    assert OFFICIAL_FILES["ImageReward/med_config.json"].url in str(e.value)
-    with pytest.raises(MissingWeightsError, match="place it at"):
-        ensure_file("classifiers/mine.safetensors", [str(tmp_path)])
-    with pytest.raises(VerifierError, match="invalid"):
-        ensure_file("../escape.pth", [str(tmp_path)])
-    assert no_network == []
-
-
-def test_allow_list_pins_hashes_for_what_it_downloads():
-    for rel, entry in OFFICIAL_FILES.items():
-        assert entry.url.startswith("https://"), rel
-        if entry.sha256 is not None:
-            assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0, rel
-            assert entry.hash_source, rel
-    assert OFFICIAL_FILES["clip/ViT-L-14-openai.safetensors"].sha256 is not None
-    assert OFFICIAL_FILES["aesthetic/sac+logos+ava1-l14-linearMSE.pth"].sha256 is not None

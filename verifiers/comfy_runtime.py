@@ -4,7 +4,9 @@ Kept apart from the verifier classes so those import and test without ComfyUI.
 
 - Model files live in ComfyUI's model folder `verifiers` (``models/verifiers`` by default;
   ``extra_model_paths.yaml`` entries named ``verifiers`` add more folders, and a folder
-  marked ``is_default`` there comes first and receives downloads).
+  marked ``is_default`` there comes first and receives downloads). Official files a user
+  already has in the Hugging Face cache or another tool's folder are used in place, and
+  downloads go through huggingface_hub with a ComfyUI progress bar (``verifiers.hub``).
 - Loaded models stay cached across prompts, keyed by the files they came from (path,
   mtime, size), the device and the dtype; replacing a file on disk loads it afresh.
 - Every torch module is wrapped in a ``comfy.model_patcher.ModelPatcher`` and loaded with
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .weights import PARTIAL_SUFFIX, ensure_file, find_file, normalize_rel
+from . import hub
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ def list_files(prefix: str = "", suffixes: tuple[str, ...] = ()) -> list[str]:
     out = []
     for name in folder_paths.get_filename_list(FOLDER):
         rel = name.replace(os.sep, "/")
-        if rel.endswith(PARTIAL_SUFFIX):
+        # Staged downloads (.downloads/), lock files and other hidden entries are never offered.
+        if any(part.startswith(".") for part in rel.split("/")) or rel.endswith(("/" + hub.LOCK_NAME, ".incomplete")):
             continue
         if prefix and not rel.lower().startswith(prefix.lower()):
             continue
@@ -89,44 +92,63 @@ def combo_options(found: list[str], defaults: list[str]) -> list[str]:
     return sorted(set(found) | set(defaults), key=lambda s: (s not in defaults, s.lower()))
 
 
+def model_roots() -> dict[str, str]:
+    """Templates' roots for other tools' layouts (``{models}`` = ComfyUI's models directory)."""
+    import folder_paths
+
+    return {"models": folder_paths.models_dir}
+
+
 def resolve(rel: str, allow_download: bool = True, node_id: str | None = None) -> Path:
-    """The path of ``rel`` in the verifiers folders, downloaded first if needed and allowed."""
-    return ensure_file(normalize_rel(rel), folders(), allow_download, progress=_progress(rel, node_id))
+    """The path of ``rel``: found (verifiers folders, HF cache, other tools' folders) or
+    downloaded if allowed, and checked against its pinned or recorded SHA-256."""
+    rel = hub.normalize_rel(rel)
+    return hub.ensure_file(rel, folders(), allow_download, model_roots(), progress_bar_class(rel, node_id))
+
+
+def resolve_group(rels: list[str], allow_download: bool = True, node_id: str | None = None) -> dict[str, Path]:
+    """Like ``resolve`` for files that must sit in one folder (transformers model folders)."""
+    rels = [hub.normalize_rel(r) for r in rels]
+    return hub.ensure_group(rels, folders(), allow_download, model_roots(), progress_bar_class(rels[0], node_id))
 
 
 def find_file_in_folders(rel: str) -> Path | None:
-    """The path of ``rel`` if some verifiers folder has it; never downloads."""
-    return find_file(normalize_rel(rel), folders())
+    """Where ``rel`` already is (verifiers folders, HF cache, other tools' folders); never downloads."""
+    found = hub.locate(hub.normalize_rel(rel), folders(), model_roots())
+    return None if found is None else found.path
 
 
-def _progress(rel: str, node_id: str | None) -> Callable[[int, int | None], None]:
+def find_in_verifier_folders(rel: str) -> Path | None:
+    """The path of ``rel`` in the verifiers folders only; never downloads."""
+    return hub.find_in_folders(hub.normalize_rel(rel), folders())
+
+
+def progress_bar_class(rel: str, node_id: str | None):
+    """A tqdm class for huggingface_hub that also drives ComfyUI's progress bar and stops the
+    download when the user interrupts the prompt (the partial file stays for resuming)."""
     import comfy.model_management
     import comfy.utils
+    from huggingface_hub.utils import tqdm as hf_tqdm
 
-    state: dict = {}
+    class ComfyDownloadBar(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["desc"] = f"noise-search {rel}"
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial") or 0)
+            self._total = int(kwargs.get("total") or 0)
+            self._comfy = comfy.utils.ProgressBar(max(self._total, 1), node_id)
+            if self._total:
+                self._comfy.update_absolute(min(self._done, self._total), self._total)
 
-    def update(done: int, total: int | None) -> None:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        if "bar" not in state:
-            log.info("noise-search: downloading verifier file %s (%s bytes)", rel, total or "unknown")
-            state["bar"] = comfy.utils.ProgressBar(total or 1, node_id)
-            state["tqdm"] = _tqdm(total, rel)
-        if total:
-            state["bar"].update_absolute(min(done, total), total)
-        if state["tqdm"] is not None:
-            state["tqdm"].update(done - state["tqdm"].n)
-            if total and done >= total:
-                state["tqdm"].close()
+        def update(self, n=1):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            out = super().update(n)
+            self._done += int(n or 0)
+            if self._total:
+                self._comfy.update_absolute(min(self._done, self._total), self._total)
+            return out
 
-    return update
-
-
-def _tqdm(total, rel):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm ships with ComfyUI
-        return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc=f"noise-search {rel}")
+    return ComfyDownloadBar
 
 
 def file_stamp(*paths: str | os.PathLike) -> tuple:
@@ -135,7 +157,7 @@ def file_stamp(*paths: str | os.PathLike) -> tuple:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(file_stamp(*(sorted(c for c in p.iterdir() if c.is_file()))))
+            out.extend(file_stamp(*(sorted(c for c in p.iterdir() if c.is_file() and c.name != hub.LOCK_NAME))))
             continue
         st = p.stat()
         out.append((str(p.resolve()), st.st_mtime_ns, st.st_size))

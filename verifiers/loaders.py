@@ -1,5 +1,9 @@
 """Loading verifiers from ComfyUI's `verifiers` model folder: what the loader nodes call.
 
+Official files are also found in the Hugging Face cache and in other tools' folders, and
+missing ones are downloaded through huggingface_hub when allowed; every official file is
+checked against its pinned or first-use SHA-256 (``verifiers.hub``).
+
 File layout inside a `verifiers` folder (official names; downloads land there):
 
     clip/ViT-L-14-openai.safetensors              open_clip CLIP (OpenAI ViT-L/14)
@@ -120,10 +124,16 @@ def load_zero_shot(class_names: str | list[str], templates: str | list[str] = DE
 def load_dinov2_verifier(folder: str = DEFAULT_DINOV2, early_level: float = DEFAULT_EARLY_LEVEL,
                          precision: str = "auto", allow_download: bool = True,
                          node_id: str | None = None) -> DINOv2SelfSupervisedVerifier:
-    config = rt.resolve(f"{folder}/config.json", allow_download, node_id)
-    base = config.parent
-    if not any((base / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
-        rt.resolve(f"{folder}/model.safetensors", allow_download, node_id)
+    config_rel = f"{folder}/config.json"
+    local = rt.find_in_verifier_folders(config_rel)
+    if local is not None and any((local.parent / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+        # A folder the user placed (model.safetensors, or an older pytorch_model.bin export).
+        base = rt.resolve(config_rel, allow_download=False, node_id=node_id).parent
+        if (base / "model.safetensors").is_file():
+            rt.resolve(f"{folder}/model.safetensors", allow_download=False, node_id=node_id)
+    else:
+        paths = rt.resolve_group([config_rel, f"{folder}/model.safetensors"], allow_download, node_id)
+        base = paths[config_rel].parent
     dtype = rt.pick_dtype(precision)
     slot = ("dinov2", str(base.resolve()), str(dtype), str(rt.load_device()))
     model = rt.cached(slot, rt.file_stamp(base), lambda: load_dinov2(base, dtype=dtype))

@@ -1,38 +1,20 @@
-"""Verifier weight files: where they come from, how they are fetched, and how they are read.
+"""Reading verifier weight files safely, and the errors about missing or unusable files.
 
-Everything here is free of ComfyUI so it can be tested and reused on its own; the folder
-lookup through ``folder_paths`` lives in ``verifiers.comfy_runtime``.
-
-Safety rules (the reason this module exists):
-- weights are read only through safetensors or ``torch.load(weights_only=True)``; a pickle
-  that carries code is refused, never executed;
-- a file is downloaded only when its exact SHA-256 is pinned in ``OFFICIAL_FILES``; the
-  bytes go to a temporary file in the target folder and are renamed into place only after
-  the hash (and size, when known) match, so no partial file is ever left under the real name;
-- downloads can be switched off with ``NOISE_SEARCH_ALLOW_DOWNLOADS=0`` (or the loader
-  nodes' ``allow_download`` input); a missing file is then an error that names the file,
-  the folder it was looked for in and where to get it.
+Weights are read only through safetensors or ``torch.load(weights_only=True)``; a pickle
+that carries code is refused, never executed. Where files come from, how they are fetched
+and how their bytes are checked (pinned or recorded SHA-256): ``verifiers.hub``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import tempfile
-import urllib.request
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .base import VerifierError
-
-DOWNLOAD_ENV = "NOISE_SEARCH_ALLOW_DOWNLOADS"
-# Suffix of in-flight downloads; listings skip it so a half-written file is never offered.
-PARTIAL_SUFFIX = ".partial"
 
 
 class MissingWeightsError(VerifierError):
@@ -40,185 +22,7 @@ class MissingWeightsError(VerifierError):
 
 
 class WeightsFileError(VerifierError):
-    """A verifier file exists but cannot be used: corrupt, truncated, unsafe or mismatched."""
-
-
-@dataclass(frozen=True)
-class OfficialFile:
-    """Where a verifier file is published, and the hash its bytes must have.
-
-    ``sha256`` is None where no hash could be confirmed: such a file is never downloaded
-    (the user is told where to fetch it by hand instead).
-    """
-
-    url: str
-    sha256: str | None
-    size: int | None = None
-    # Where the pinned hash was confirmed; kept next to the value so it can be re-checked.
-    hash_source: str = ""
-
-
-# Relative paths inside the `verifiers` model folder -> official source. The layout is the
-# one the loader nodes expect (see verifiers/README.md).
-OFFICIAL_FILES: dict[str, OfficialFile] = {
-    # OpenAI CLIP ViT-L/14 as open_clip state dict (QuickGELU), the timm/open_clip release.
-    "clip/ViT-L-14-openai.safetensors": OfficialFile(
-        url="https://huggingface.co/timm/vit_large_patch14_clip_224.openai/resolve/main/"
-            "open_clip_model.safetensors",
-        sha256="9ce2e8a8ebfff3793d7d375ad6d3c35cb9aebf3de7ace0fc7308accab7cd207e",
-        size=1_710_517_724,
-        hash_source="HF LFS oid of timm/vit_large_patch14_clip_224.openai open_clip_model.safetensors, "
-                    "as recorded (with size) by two independent public projects",
-    ),
-    # LAION improved aesthetic predictor v2 (torch.save'd state dict).
-    "aesthetic/sac+logos+ava1-l14-linearMSE.pth": OfficialFile(
-        url="https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
-            "sac+logos+ava1-l14-linearMSE.pth",
-        sha256="21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0",
-        size=3_714_759,
-        hash_source="git-lfs pointer of a public mirror of the file (jewel/laion-aesthetics-predictor)",
-    ),
-    # ImageReward v1.0 (THUDM). No hash could be confirmed: manual placement only.
-    "ImageReward/ImageReward.pt": OfficialFile(
-        url="https://huggingface.co/THUDM/ImageReward/resolve/main/ImageReward.pt", sha256=None),
-    "ImageReward/med_config.json": OfficialFile(
-        url="https://huggingface.co/THUDM/ImageReward/resolve/main/med_config.json", sha256=None),
-    "ImageReward/bert-base-uncased/vocab.txt": OfficialFile(
-        url="https://huggingface.co/google-bert/bert-base-uncased/resolve/main/vocab.txt", sha256=None),
-    # DINOv2 (transformers layout). No hash could be confirmed: manual placement only.
-    "dinov2-small/config.json": OfficialFile(
-        url="https://huggingface.co/facebook/dinov2-small/resolve/main/config.json", sha256=None),
-    "dinov2-small/model.safetensors": OfficialFile(
-        url="https://huggingface.co/facebook/dinov2-small/resolve/main/model.safetensors", sha256=None),
-    "dinov2-base/config.json": OfficialFile(
-        url="https://huggingface.co/facebook/dinov2-base/resolve/main/config.json", sha256=None),
-    "dinov2-base/model.safetensors": OfficialFile(
-        url="https://huggingface.co/facebook/dinov2-base/resolve/main/model.safetensors", sha256=None),
-}
-
-
-def downloads_allowed(node_switch: bool = True) -> bool:
-    """Downloads happen only when both the environment and the node allow them."""
-    env = os.environ.get(DOWNLOAD_ENV, "1").strip().lower()
-    return node_switch and env not in ("0", "false", "no", "off")
-
-
-def normalize_rel(rel: str) -> str:
-    """A relative path inside the verifiers folder, with forward slashes and no escapes."""
-    rel = rel.replace("\\", "/").strip("/")
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        raise VerifierError(f"invalid verifier file name {rel!r}")
-    return "/".join(parts)
-
-
-def find_file(rel: str, folders: list[str]) -> Path | None:
-    rel = normalize_rel(rel)
-    for folder in folders:
-        path = Path(folder) / rel
-        if path.is_file():
-            return path
-    return None
-
-
-def ensure_file(rel: str, folders: list[str], allow_download: bool = True,
-                progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """Return the path of ``rel`` in the first folder that has it, downloading it if allowed.
-
-    ``folders`` are the `verifiers` model folders in priority order; a download goes to the
-    first one.
-    """
-    rel = normalize_rel(rel)
-    found = find_file(rel, folders)
-    if found is not None:
-        return found
-    if not folders:
-        raise MissingWeightsError(f"no `verifiers` model folder is registered; cannot find {rel!r}")
-    target = Path(folders[0]) / rel
-    where = f"folder {folders[0]!r}" if len(folders) == 1 else \
-        f"folders {', '.join(repr(f) for f in folders)}"
-    official = OFFICIAL_FILES.get(rel)
-    if official is None:
-        raise MissingWeightsError(
-            f"verifier file {rel!r} was not found in the `verifiers` {where}; place it at {target}")
-    if not downloads_allowed(allow_download):
-        raise MissingWeightsError(
-            f"verifier file {rel!r} was not found in the `verifiers` {where}, and downloads are switched "
-            f"off ({DOWNLOAD_ENV}=0 or allow_download=false). Download it from {official.url} "
-            f"and place it at {target}")
-    if official.sha256 is None:
-        raise MissingWeightsError(
-            f"verifier file {rel!r} was not found in the `verifiers` {where}. noise-search has no pinned "
-            f"SHA-256 for it and will not download it unchecked: download it from {official.url} "
-            f"and place it at {target}")
-    download(official, target, progress=progress)
-    return target
-
-
-def download(official: OfficialFile, target: Path,
-             progress: Callable[[int, int | None], None] | None = None,
-             opener: Callable[..., object] | None = None, chunk_size: int = 1 << 20) -> Path:
-    """Fetch ``official.url`` into ``target``, verified against the pinned SHA-256.
-
-    The bytes land in a temporary file beside the target (same filesystem, so the final
-    rename is atomic) and the temporary file is removed on any failure, including an
-    interruption raised from ``progress``.
-    """
-    if official.sha256 is None:
-        raise MissingWeightsError(f"refusing to download {official.url} without a pinned SHA-256")
-    if not official.url.startswith("https://"):
-        raise MissingWeightsError(f"refusing to download from a non-https URL: {official.url}")
-    # https only (checked above), URLs from the pinned table.
-    request = urllib.request.Request(official.url, headers={"User-Agent": "noise-search"})  # noqa: S310
-    open_url = opener or urllib.request.urlopen
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=PARTIAL_SUFFIX, dir=target.parent)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    done = 0
-    try:
-        with os.fdopen(fd, "wb") as out, open_url(request, timeout=60) as response:
-            total = official.size or _content_length(response)
-            if progress:
-                progress(0, total)
-            while True:
-                chunk = response.read(chunk_size)
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        if official.size is not None and done != official.size:
-            raise WeightsFileError(f"download of {official.url} is incomplete or wrong: got {done} bytes, "
-                                   f"expected {official.size}; nothing was written to {target}")
-        got = digest.hexdigest()
-        if got != official.sha256:
-            raise WeightsFileError(f"download of {official.url} has SHA-256 {got}, expected {official.sha256}; "
-                                   f"the file was discarded and nothing was written to {target}")
-        os.replace(tmp, target)
-        return target
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _content_length(response) -> int | None:
-    try:
-        value = response.headers.get("Content-Length")
-        return int(value) if value else None
-    except (AttributeError, ValueError):
-        return None
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """A verifier file exists but cannot be used: corrupt, truncated, unsafe, changed or mismatched."""
 
 
 # ---------------------------------------------------------------------------------------
