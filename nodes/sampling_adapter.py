@@ -129,7 +129,23 @@ def sampler_name(sampler) -> str | None:
     return name or type(sampler).__name__
 
 
-def step_noise_kind(fn, _seen=()) -> tuple[str, bool] | None:
+def sampler_functions(fn, _seen=None):
+    """``fn`` and the k-diffusion sampler functions it calls (wrappers such as
+    dpmpp_2m_sde_heun or the host's dpm_adaptive_function delegate to them)."""
+    seen = _seen if _seen is not None else set()
+    if fn is None or id(fn) in seen:
+        return
+    seen.add(id(fn))
+    yield fn
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return
+    for name in re.findall(r"\b(sample_\w+)\(", source):
+        yield from sampler_functions(getattr(k_sampling, name, None), seen)
+
+
+def step_noise_kind(fn) -> tuple[str, bool] | None:
     """How a sampler function draws per-step noise when given none: ("gaussian", _) for
     k-diffusion's default sampler, ("brownian", on_cpu) for a Brownian tree, None when it
     takes no noise sampler (deterministic, or not a k-diffusion function)."""
@@ -139,20 +155,25 @@ def step_noise_kind(fn, _seen=()) -> tuple[str, bool] | None:
         return None
     if not any(p.name == "noise_sampler" or p.kind is p.VAR_KEYWORD for p in params):
         return None
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):
-        return ("gaussian", True)
-    if "BrownianTreeNoiseSampler(" in source:
-        return ("brownian", "cpu=False" not in source)
-    # Wrappers (dpmpp_2m_sde_heun, ...) draw what the function they call draws.
-    for name in re.findall(r"\b(sample_\w+)\(", source):
-        inner = getattr(k_sampling, name, None)
-        if inner is not None and inner is not fn and name not in _seen:
-            kind = step_noise_kind(inner, (*_seen, name))
-            if kind and kind[0] == "brownian":
-                return kind
+    for f in sampler_functions(fn):
+        try:
+            source = inspect.getsource(f)
+        except (OSError, TypeError):
+            continue
+        if "BrownianTreeNoiseSampler(" in source:
+            return ("brownian", "cpu=False" not in source)
     return ("gaussian", True)
+
+
+def adaptive(fn) -> bool:
+    """Whether the sampler chooses its own steps (an error-controlled solver has tolerances)."""
+    for f in sampler_functions(fn):
+        try:
+            if "rtol" in inspect.signature(f).parameters:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
 
 
 def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
@@ -172,8 +193,9 @@ def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Te
 
 class Counter:
     """Counts denoiser evaluations (rows per guider call) and model forward rows, and checks
-    for interruption before every denoiser call. While ``stub`` is set, denoiser calls are
-    answered by it without running the model: a cost probe."""
+    for interruption before every denoiser call. While ``stub`` is set, the model's forward
+    is answered by it (a cost probe): guidance, post-CFG hooks and the sampler run as usual,
+    nothing is counted as spent."""
 
     def __init__(self, on_call=None):
         self.nfe = 0
@@ -184,16 +206,16 @@ class Counter:
 
     def predict_noise(self, executor, x, *args, **kwargs):
         comfy.model_management.throw_exception_if_processing_interrupted()
-        if self.stub is not None:
-            self.calls += 1
-            return self.stub(x)
         self.calls += 1
-        self.nfe += x.shape[0]
-        if self.on_call:
-            self.on_call(x.shape[0])
+        if self.stub is None:
+            self.nfe += x.shape[0]
+            if self.on_call:
+                self.on_call(x.shape[0])
         return executor(x, *args, **kwargs)
 
     def apply_model(self, executor, x, *args, **kwargs):
+        if self.stub is not None:
+            return self.stub(x)
         self.forward += x.shape[0]
         return executor(x, *args, **kwargs)
 
@@ -319,11 +341,11 @@ class ComfyBackend:
     def _level_sigma(self, t: float) -> float:
         if t <= 0:
             return 0.0
-        alpha, scale = self._alpha_scale(self.sigma_max)
+        top = self.sigma_max * (1 - 1e-4)  # at sigma_max EPS models switch to max-denoise scaling
+        alpha, scale = self._alpha_scale(top)
         if not scale > 0 or not alpha > 0:
             raise ValueError(f"model: its sampling ({type(self.model_sampling).__name__}) adds no noise at "
                              "sigma_max; noise levels cannot be searched on it")
-        top = self.sigma_max * (1 - 1e-4)  # at sigma_max EPS models switch to max-denoise scaling
         if t >= 1:
             return top
         target = t / (1 - t)
@@ -358,7 +380,8 @@ class ComfyBackend:
         key = tuple(sigmas.tolist())
         if key not in self._costs:
             counts = [self._probe(sigmas, stub) for stub in (torch.zeros_like, lambda x: x * 0.5)]
-            self._costs[key] = (max(counts), counts[0] == counts[1])
+            fixed = counts[0] == counts[1] and not adaptive(getattr(self.sampler, "sampler_function", None))
+            self._costs[key] = (max(counts), fixed)
         return self._costs[key]
 
     def _probe(self, sigmas: torch.Tensor, stub) -> int:

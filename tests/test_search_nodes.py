@@ -1,31 +1,37 @@
-"""The search nodes on ComfyUI's real sampler with a tiny SD1.5-shaped UNet (in-process)."""
+"""The search nodes on ComfyUI's real sampler with a tiny SD1.5-shaped UNet (in-process).
+
+Every reported result is checked against what a stock node produces: winners replay with
+stock samplers, scores belong to the returned latents, NFEs planned equal NFEs measured for
+every sampler the host lists, results do not depend on the chunk size."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
 
-from tests.harness.host import run_node
+from tests.harness.host import node_class, pack_module, run_node
 from tests.toy_verifier import ProbeVerifier
 
 LATENT = {"samples": torch.zeros(1, 4, 4, 4)}  # 32 px: keeps the CPU tests quick
+STOCHASTIC = ["euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde"]
 
 
+@contextmanager
+def forward_rows(model):
+    """Counts the rows the diffusion model really evaluates while the block runs."""
+    counts = {"rows": 0}
 
-def counted(model):
-    """A clone of ``model`` whose diffusion-model calls are counted (rows and calls)."""
-    counts = {"rows": 0, "calls": 0}
+    def count(module, args):
+        counts["rows"] += args[0].shape[0]
 
-    def wrapper(apply_model, args):
-        counts["rows"] += args["input"].shape[0]
-        counts["calls"] += 1
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    m = model.clone()
-    m.set_model_unet_function_wrapper(wrapper)
-    return m, counts
+    hook = model.model.diffusion_model.register_forward_pre_hook(count)
+    try:
+        yield counts
+    finally:
+        hook.remove()
 
 
 def ks_args(parts, **kw):
@@ -37,181 +43,372 @@ def ks_args(parts, **kw):
     return args
 
 
-def outputs(out):
-    names = ["best", "top", "scores", "best_score", "replay_noise", "seed", "batch_index", "report"]
-    if len(out) == 6:
-        names = ["best", "top", "scores", "best_score", "replay_noise", "report"]
-    elif len(out) == 5:
-        names = ["best", "top", "scores", "best_score", "report"]
+def outputs(node_id, out):
+    names = [o.id for o in node_class(node_id).define_schema().outputs]
     d = dict(zip(names, out))
     d["report"] = json.loads(d["report"])
     return d
 
 
-def stock_ksampler(parts, model=None, batch=1, latent=None, **kw):
+def search(node_id, **inputs):
+    return outputs(node_id, run_node(node_id, **inputs))
+
+
+def stock_ksampler(parts, model=None, latent=None, **kw):
     args = dict(model=model or parts["model"], seed=5, steps=3, cfg=2.0, sampler_name="euler",
                 scheduler="normal", positive=parts["positive"], negative=parts["negative"],
-                latent_image=latent or {"samples": torch.zeros(batch, 4, 4, 4)}, denoise=1.0)
+                latent_image=latent or LATENT, denoise=1.0)
     args.update(kw)
     return run_node("KSampler", **args)[0]["samples"]
 
 
-def test_random_search_winner_replays_with_stock_ksampler(parts):
-    out = outputs(run_node("RandomSearch", **ks_args(parts, candidates=5, top_k=3)))
-    i = out["batch_index"]
-    stock = stock_ksampler(parts, batch=5)
-    assert torch.allclose(out["best"]["samples"], stock[i : i + 1], atol=1e-4)
-    # Every reported score belongs to the candidate with that id.
-    assert len(out["report"]["candidates"]) == 5
-    assert out["top"]["samples"].shape[0] == 3
-    # Replay through LatentFromBatch (batch_index) with the stock KSampler as well.
-    picked = run_node("LatentFromBatch", samples={"samples": torch.zeros(5, 4, 4, 4)}, batch_index=i, length=1)[0]
-    again = stock_ksampler(parts, latent=picked)
-    assert torch.allclose(out["best"]["samples"], again, atol=1e-4)
+def same_top(a: list[dict], b: list[dict]) -> bool:
+    return [t["id"] for t in a] == [t["id"] for t in b] and \
+        [t["score"] for t in a] == pytest.approx([t["score"] for t in b], abs=1e-4)
 
 
-def custom_parts(parts, model):
+def scores_of(parts, latents, verifier=None, vae=None):
+    images = (vae or parts["vae"]).decode(latents)
+    return (verifier or ProbeVerifier()).score(images, "")
+
+
+def custom_parts(parts, model, sampler_name="euler", steps=3):
     guider = run_node("CFGGuider", model=model, positive=parts["positive"], negative=parts["negative"], cfg=2.0)[0]
-    sampler = run_node("KSamplerSelect", sampler_name="euler")[0]
-    sigmas = run_node("BasicScheduler", model=model, scheduler="simple", steps=3, denoise=1.0)[0]
+    sampler = run_node("KSamplerSelect", sampler_name=sampler_name)[0]
+    sigmas = run_node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0)[0]
     return guider, sampler, sigmas
 
 
+# -- replay and chunk invariance ---------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["euler", *STOCHASTIC])
+def test_random_search_is_chunk_invariant_and_replays_with_stock_ksampler(parts, sampler):
+    """Candidate i is the stock KSampler's sample at seed + i on a batch of one, for ancestral
+    and SDE samplers too, whatever the chunk size."""
+    runs = {bs: search("RandomSearch", **ks_args(parts, sampler_name=sampler, candidates=4, top_k=4, batch_size=bs))
+            for bs in (1, 3, 4)}
+    ref = runs[4]
+    for bs, out in runs.items():
+        assert same_top(out["report"]["top"], ref["report"]["top"]), f"batch_size {bs}"
+        assert torch.allclose(out["top"]["samples"], ref["top"]["samples"], atol=1e-4), f"batch_size {bs}"
+    for rank, entry in enumerate(ref["report"]["top"]):
+        stock = stock_ksampler(parts, seed=5 + entry["id"], sampler_name=sampler)
+        assert torch.allclose(ref["top"]["samples"][rank : rank + 1], stock, atol=1e-4)
+    assert ref["replay_seed"] == 5 + ref["report"]["best"]["id"] == ref["report"]["replay"]["seed"]
+    assert ref["replay_index"] == 0
+
+
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
-def test_advanced_winner_replays_with_sampler_custom_advanced(parts, flow):
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_noise_search_winner_replays_with_sampler_custom_advanced(parts, flow, sampler):
     model = parts["model"]
     if flow:
         model = run_node("ModelSamplingSD3", model=model, shift=3.0)[0]
-    guider, sampler, sigmas = custom_parts(parts, model)
+    guider, ksel, sigmas = custom_parts(parts, model, sampler)
     noise = run_node("NoiseCandidates", seed=11, count=4)[0]
-    out = outputs(run_node("RandomSearchAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
-                           latent_image=LATENT, candidates=4, vae=parts["vae"], verifier=ProbeVerifier(),
-                           condition="", budget=0, top_k=1, batch_size=0))
-    replay = run_node("SamplerCustomAdvanced", noise=out["replay_noise"], guider=guider, sampler=sampler,
+    strategy = run_node("SearchRandom", candidates=4)[0]
+    out = search("NoiseSearch", noise=noise, guider=guider, sampler=ksel, sigmas=sigmas, latent_image=LATENT,
+                 search=strategy, vae=parts["vae"], verifier=ProbeVerifier(), condition="", budget=0, top_k=1,
+                 batch_size=2)
+    replay = run_node("SamplerCustomAdvanced", noise=out["replay_noise"], guider=guider, sampler=ksel,
                       sigmas=sigmas, latent_image=LATENT)[0]["samples"]
     assert torch.allclose(out["best"]["samples"], replay, atol=1e-4)
-    # NoiseCandidates composes with SamplerCustomAdvanced: all candidates in one stock call.
-    batch = run_node("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
+    # NoiseCandidates' candidate i is RandomNoise(seed + i): the stock custom-sampling replay.
+    seeded = run_node("RandomNoise", noise_seed=out["replay_seed"])[0]
+    again = run_node("SamplerCustomAdvanced", noise=seeded, guider=guider, sampler=ksel, sigmas=sigmas,
                      latent_image=LATENT)[0]["samples"]
-    i = out["report"]["best"]["id"]
-    assert batch.shape[0] == 4 and torch.allclose(batch[i : i + 1], replay, atol=1e-4)
+    assert out["replay_seed"] == 11 + out["report"]["best"]["id"]
+    assert torch.allclose(out["best"]["samples"], again, atol=1e-4)
 
 
-def test_zero_order_winner_replays_and_counts(parts):
-    model, counts = counted(parts["model"])
-    out = outputs(run_node("ZeroOrderSearch", **ks_args(parts, model=model, neighbours=2, iterations=3, angle=25.0,
-                                                        restart=True)))
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_sde"])
+def test_zero_order_winner_replays_and_counts(parts, sampler):
+    with forward_rows(parts["model"]) as counts:
+        out = search("ZeroOrderSearch", **ks_args(parts, sampler_name=sampler, neighbours=2, iterations=3,
+                                                  angle=25.0, restart=True))
     rep = out["report"]
+    per = {"euler": 3, "dpmpp_sde": 5}[sampler]
     restarts = sum(c.get("kind") == "restart" for c in rep["candidates"])
-    assert rep["nfe"]["search_total"] == 3 * (1 + 3 * 2 + restarts) == rep["nfe"]["measured"]
+    assert rep["nfe"]["search_total"] == per * (1 + 3 * 2 + restarts) == rep["nfe"]["measured"]
     assert counts["rows"] == 2 * rep["nfe"]["search_total"] == rep["nfe"]["forward_passes"]  # CFG: 2 rows
-    guider, sampler, _ = custom_parts(parts, parts["model"])
+    guider, ksel, _ = custom_parts(parts, parts["model"], sampler)
     sigmas = run_node("BasicScheduler", model=parts["model"], scheduler="normal", steps=3, denoise=1.0)[0]
-    replay = run_node("SamplerCustomAdvanced", noise=out["replay_noise"], guider=guider, sampler=sampler,
+    replay = run_node("SamplerCustomAdvanced", noise=out["replay_noise"], guider=guider, sampler=ksel,
                       sigmas=sigmas, latent_image=LATENT)[0]["samples"]
     assert torch.allclose(out["best"]["samples"], replay, atol=1e-4)
+    assert out["report"]["best"]["score"] == pytest.approx(float(scores_of(parts, out["best"]["samples"])[0]),
+                                                           abs=1e-4)
 
 
-@pytest.mark.parametrize("sampler", ["euler", "heun"])
-def test_random_search_counts_match_closed_form(parts, sampler):
-    model, counts = counted(parts["model"])
-    out = outputs(run_node("RandomSearch", **ks_args(parts, model=model, sampler_name=sampler, steps=4,
-                                                     search_steps=2, candidates=3, top_k=2, cfg=1.0)))
-    per = {"euler": lambda s: s, "heun": lambda s: 2 * s - 1}[sampler]
-    expected = 3 * per(2) + 2 * per(4)  # search at 2 steps, top 2 regenerated at 4
-    rep = out["report"]["nfe"]
-    assert rep["search_total"] == rep["measured"] == expected
-    assert counts["rows"] == expected == rep["forward_passes"]  # cfg 1: no unconditional rows
+# -- costs -------------------------------------------------------------------------------
+def test_planned_nfe_equals_measured_for_every_host_sampler(parts, comfy):
+    """The ledger's costs are measured on the sampler itself: planned == spent == counted for
+    every sampler the host lists, with a cheaper search schedule and a budget."""
+    import comfy.samplers
+
+    for name in comfy.samplers.KSampler.SAMPLERS:
+        args = ks_args(parts, sampler_name=name, steps=4, search_steps=2, candidates=3, top_k=2, cfg=1.0)
+        if name == "dpm_adaptive":
+            with pytest.raises(ValueError, match="budget.*dpm_adaptive.*cannot be planned"):
+                run_node("RandomSearch", **{**args, "budget": 100})
+            continue
+        with forward_rows(parts["model"]) as counts:
+            rep = search("RandomSearch", **args)["report"]["nfe"]
+        assert rep["planned"] == rep["search_total"] == rep["measured"], name
+        # cfg 1 evaluates one row per NFE (CFG++ samplers keep the unconditional row: two).
+        assert counts["rows"] == rep["forward_passes"] in (rep["measured"], 2 * rep["measured"]), name
+        # A budget one NFE short of the whole search stops a candidate early, never overspends.
+        short = search("RandomSearch", **{**args, "budget": rep["planned"] - 1})["report"]["nfe"]
+        assert short["stopped_by_budget"] and short["measured"] <= rep["planned"] - 1, name
 
 
 def test_path_search_counts_match_closed_form(parts):
-    model, counts = counted(parts["model"])
-    out = outputs(run_node("PathSearch", **ks_args(parts, model=model, steps=6, cfg=1.0, paths=2, branches=2,
-                                                   start=0.4, forward=0.2, backward=0.3, interval_steps=2)))
+    with forward_rows(parts["model"]) as counts:
+        out = search("PathSearch", **ks_args(parts, steps=6, cfg=1.0, paths=2, branches=2, start=0.4,
+                                             forward=0.2, backward=0.3, interval_steps=2))
     rep = out["report"]
-    # Head: the schedule's steps above sigma(start) plus the step onto it, for 2 paths;
+    backend_levels = pack_module("nodes.sampling_adapter")
+    sig = backend_levels.ksampler_sigmas(parts["model"], "euler", "normal", 6, 1.0)
+    level = 0.4 / 0.6  # EPS: sigma = t / (1 - t)
+    head = int((sig > level).sum())
     # rounds: 0.4 -> 0.3 -> 0.2 -> 0.1 -> 0.0, each 2 paths x 2 branches x (2 steps + 1 x0 call),
     # the last without the x0 call.
-    import comfy.samplers
-
-    sig = comfy.samplers.calculate_sigmas(parts["model"].get_model_object("model_sampling"), "normal", 6)
-    level = parts["model"].get_model_object("model_sampling").percent_to_sigma(0.6)
-    head = int((sig > level).sum())
     expected = 2 * head + 3 * (2 * 2 * 3) + 2 * 2 * 2
     assert rep["nfe"]["search_total"] == rep["nfe"]["measured"] == counts["rows"] == expected
+    assert rep["nfe"]["planned"] == expected
     assert len(rep["rounds"]) == 4
 
 
-def test_chunk_size_does_not_change_candidates(parts):
-    one = outputs(run_node("RandomSearch", **ks_args(parts, candidates=4, top_k=4, batch_size=1)))
-    all_ = outputs(run_node("RandomSearch", **ks_args(parts, candidates=4, top_k=4, batch_size=4)))
-    s1 = [c["score"] for c in one["report"]["candidates"]]
-    s4 = [c["score"] for c in all_["report"]["candidates"]]
-    assert s1 == pytest.approx(s4, abs=1e-4)
-    assert one["batch_index"] == all_["batch_index"]
-    assert torch.allclose(one["top"]["samples"], all_["top"]["samples"], atol=1e-4)
+# -- reported results belong to the returned latents --------------------------------------
+def test_regenerated_winners_carry_their_own_scores(parts):
+    """search_steps < steps: the returned latents are regenerated and scored again."""
+    out = search("RandomSearch", **ks_args(parts, steps=4, search_steps=1, candidates=5, top_k=3))
+    own = scores_of(parts, out["top"]["samples"])
+    assert json.loads(out["scores"]) == pytest.approx(own.tolist(), abs=1e-4)
+    assert out["best_score"] == pytest.approx(float(own[0]), abs=1e-4)
+    assert [t["score"] for t in out["report"]["top"]] == sorted((t["score"] for t in out["report"]["top"]),
+                                                                reverse=True)
+    assert all("search_score" in t for t in out["report"]["top"])
+    for rank, entry in enumerate(out["report"]["top"]):
+        stock = stock_ksampler(parts, seed=5 + entry["id"], steps=4)
+        assert torch.allclose(out["top"]["samples"][rank : rank + 1], stock, atol=1e-4)
 
 
-def test_img2img_and_inpainting_match_stock(parts):
-    g = torch.Generator().manual_seed(2)
-    source = {"samples": torch.randn(1, 4, 4, 4, generator=g)}
-    out = outputs(run_node("RandomSearch", **ks_args(parts, latent_image=source, denoise=0.5, candidates=3)))
-    i = out["batch_index"]
-    stock = stock_ksampler(parts, latent={"samples": source["samples"].repeat(3, 1, 1, 1)}, denoise=0.5)
-    assert torch.allclose(out["best"]["samples"], stock[i : i + 1], atol=1e-4)
-
-    mask = torch.zeros(1, 1, 32, 32)
-    mask[..., :16, :] = 1.0
-    masked = {"samples": source["samples"], "noise_mask": mask}
-    out = outputs(run_node("RandomSearch", **ks_args(parts, latent_image=masked, candidates=3)))
-    i = out["batch_index"]
-    stock = stock_ksampler(parts, latent={"samples": source["samples"].repeat(3, 1, 1, 1), "noise_mask": mask})
-    assert torch.allclose(out["best"]["samples"], stock[i : i + 1], atol=1e-4)
-    # The unmasked half keeps the source latent.
-    assert torch.allclose(out["best"]["samples"][..., 2:, :], source["samples"][..., 2:, :], atol=1e-4)
+def test_path_search_reports_the_returned_winner(parts):
+    out = search("PathSearch", **ks_args(parts, steps=6, paths=2, branches=3, start=0.4, forward=0.2,
+                                         backward=0.3, interval_steps=1, top_k=2))
+    rep = out["report"]
+    last = max(c["round"] for c in rep["candidates"])
+    final = {c["id"]: c for c in rep["candidates"] if c["round"] == last}
+    assert rep["best"]["id"] in final and final[rep["best"]["id"]]["level"] == 0
+    own = scores_of(parts, out["top"]["samples"])
+    assert [t["score"] for t in rep["top"]] == pytest.approx(own.tolist(), abs=1e-4)
+    assert rep["best"]["score"] == pytest.approx(final[rep["best"]["id"]]["score"], abs=1e-4)
 
 
-def test_early_prediction_reaches_verifiers_that_ask(parts):
+def test_zero_order_with_rank_ensemble_moves_its_pivot(parts):
+    ensemble = pack_module("verifiers.ensemble").EnsembleVerifier([ProbeVerifier(1), ProbeVerifier(2),
+                                                                   ProbeVerifier(3)])
+    out = search("ZeroOrderSearch", **ks_args(parts, verifier=ensemble, neighbours=2, iterations=6, angle=40.0,
+                                              restart=False))
+    rounds = out["report"]["rounds"]
+    assert any(r["moved"] for r in rounds[1:]), "the pivot never moved"
+    assert out["report"]["best"]["id"] != 0
+    plain = stock_ksampler(parts)  # the seed's plain sample: candidate 0
+    assert not torch.allclose(out["best"]["samples"], plain, atol=1e-3)
+
+
+def test_rank_ensemble_random_search_ranks_all_candidates_together(parts):
+    ens = pack_module("verifiers.ensemble").EnsembleVerifier([ProbeVerifier(seed=1), ProbeVerifier(seed=2)])
+    out = search("RandomSearch", **ks_args(parts, verifier=ens, candidates=4, top_k=4, batch_size=1))
+    stock = torch.cat([stock_ksampler(parts, seed=5 + i) for i in range(4)])
+    expected = ens.score(parts["vae"].decode(stock), "")
+    got = torch.tensor([c["score"] for c in sorted(out["report"]["candidates"], key=lambda c: c["id"])])
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert out["report"]["best"]["id"] == int(torch.argmax(expected))
+
+
+# -- latents and levels --------------------------------------------------------------------
+class ChannelMeanVAE:
+    """Decodes any latent to a small RGB image (tests need no 16-channel VAE)."""
+
+    def decode(self, latents):
+        return torch.sigmoid(latents[:, :3]).movedim(1, -1)
+
+
+@pytest.fixture(scope="module")
+def model16(comfy, tiny_unet_path):
+    """The tiny UNet with 16 latent channels and SD3's latent format (what SD3/FLUX report)."""
+    import comfy.latent_formats
+    import comfy.sd
+
+    model = comfy.sd.load_diffusion_model(str(tiny_unet_path))
+    unet = model.model.diffusion_model
+    g = torch.Generator().manual_seed(0)
+    conv_in, conv_out = unet.input_blocks[0][0], unet.out[2]
+    unet.input_blocks[0][0] = torch.nn.Conv2d(16, conv_in.out_channels, 3, padding=1)
+    unet.out[2] = torch.nn.Conv2d(conv_out.in_channels, 16, 3, padding=1)
+    for conv in (unet.input_blocks[0][0], unet.out[2]):
+        torch.nn.init.normal_(conv.weight, std=0.02, generator=g)
+        torch.nn.init.zeros_(conv.bias)
+    model.add_object_patch("latent_format", comfy.latent_formats.SD3())
+    return model
+
+
+def test_empty_four_channel_latent_into_sixteen_channel_model_matches_stock(parts, model16):
+    out = search("RandomSearch", **ks_args(parts, model=model16, vae=ChannelMeanVAE(), candidates=3))
+    assert out["best"]["samples"].shape == (1, 16, 4, 4)
+    stock = stock_ksampler(parts, model=model16, seed=out["replay_seed"])
+    assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
+
+
+def test_latent_with_downscale_ratio_keys_matches_stock_and_drops_them(parts):
+    latent = {"samples": torch.zeros(1, 4, 4, 4), "downscale_ratio_spacial": 8}
+    for node, extra in (("RandomSearch", dict(candidates=2)),
+                        ("ZeroOrderSearch", dict(neighbours=1, iterations=1, angle=20.0, restart=False))):
+        out = search(node, **ks_args(parts, latent_image=latent, **extra))
+        assert "downscale_ratio_spacial" not in out["best"]
+        if node == "RandomSearch":
+            stock = stock_ksampler(parts, latent=latent, seed=out["replay_seed"])
+            assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
+def test_noise_levels_mean_the_same_signal_to_noise_ratio(parts, flow):
+    model = run_node("ModelSamplingSD3", model=parts["model"], shift=3.0)[0] if flow else parts["model"]
+    adapter = pack_module("nodes.sampling_adapter")
+    backend = make_backend(adapter, model, parts)
+    ms = model.get_model_object("model_sampling")
+    for t in (0.2, 0.4, 0.6):
+        sigma = backend.level_sigma(t)
+        alpha = float(ms.noise_scaling(torch.tensor([sigma]), torch.zeros(1), torch.ones(1)))
+        scale = float(ms.noise_scaling(torch.tensor([sigma]), torch.ones(1), torch.zeros(1)))
+        assert scale / alpha == pytest.approx(t / (1 - t), rel=1e-4)
+    assert backend.level_sigma(0.4) == pytest.approx(0.4 if flow else 0.4 / 0.6, rel=1e-4)
+
+
+def make_backend(adapter, model, parts, verifier=None, steps=3):
+    guider, sampler, sigmas = custom_parts(parts, model, steps=steps)
+    scorer = adapter.Scorer(parts["vae"], verifier or ProbeVerifier())
+    return adapter.ComfyBackend(guider, sampler, sigmas, LATENT, scorer, seed=1)
+
+
+def test_early_x0_is_captured_at_exactly_the_level(parts):
+    """With 2 steps the schedule never passes near level 0.4: the early x0 is still the model's
+    prediction at sigma(0.4), reproduced here with stock nodes only."""
     class Recorder(ProbeVerifier):
         def _score(self, images, condition, early):
             self.seen = early
             return super()._score(images, condition, early)
 
     v = Recorder(early_level=0.4)
-    run_node("RandomSearch", **ks_args(parts, verifier=v, candidates=2, steps=4))
-    assert v.seen is not None and v.seen.shape[0] == 2
+    with forward_rows(parts["model"]) as counts:
+        out = search("RandomSearch", **ks_args(parts, verifier=v, candidates=1, steps=2, cfg=1.0))
+    assert out["report"]["nfe"]["measured"] == 2 + 1 == out["report"]["nfe"]["planned"] == counts["rows"]
+    level = 0.4 / 0.6
+    sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 2, 1.0)
+    assert float(sigmas[1]) < level < float(sigmas[0])
+    guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"], negative=parts["negative"],
+                      cfg=1.0)[0]
+    euler = run_node("KSamplerSelect", sampler_name="euler")[0]
+    first = run_node("SamplerCustomAdvanced", noise=run_node("RandomNoise", noise_seed=5)[0], guider=guider,
+                     sampler=euler, sigmas=torch.tensor([float(sigmas[0]), level]), latent_image=LATENT)[0]
+    x0 = run_node("SamplerCustomAdvanced", noise=run_node("DisableNoise")[0], guider=guider, sampler=euler,
+                  sigmas=torch.tensor([level, 0.0]), latent_image=first)[0]["samples"]
+    assert torch.allclose(v.seen, parts["vae"].decode(x0).clamp(0, 1), atol=1e-3)
+
+
+# -- chunking and budgets --------------------------------------------------------------------
+def test_out_of_memory_halving_sticks(parts):
+    model = parts["model"].clone()
+
+    def small_batches_only(apply_model, args):
+        if args["input"].shape[0] > 4:  # CFG: two rows per candidate
+            raise torch.OutOfMemoryError("out of memory (test)")
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    model.set_model_unet_function_wrapper(small_batches_only)
+    out = search("RandomSearch", **ks_args(parts, model=model, candidates=8, top_k=8, batch_size=8))
+    ref = search("RandomSearch", **ks_args(parts, candidates=8, top_k=8, batch_size=2))
+    assert out["report"]["settings"]["batch_size"] == 2
+    assert same_top(out["report"]["top"], ref["report"]["top"])
 
 
 def test_budget_truncates_and_report_travels_in_png_info(parts):
-    from tests.harness.host import node_class
-
     pnginfo = {}
     cls = node_class("RandomSearch").PREPARE_CLASS_CLONE({"EXTRA_PNGINFO": pnginfo, "UNIQUE_ID": "7"})
     res = cls.EXECUTE_NORMALIZED(**ks_args(parts, candidates=6, budget=10))
     rep = json.loads(res.args[-1])
     assert rep["nfe"]["search_total"] == 9 and rep["nfe"]["stopped_by_budget"]
     assert pnginfo["noise_search_report"]["nfe"] == rep["nfe"]
-    assert res.ui["noise_search"][0]["finished"]
+    state = res.ui["noise_search"][0]
+    assert state["finished"] and state["best_id"] == rep["best"]["id"]
+
+
+def test_report_rounds_are_recorded(parts):
+    out = search("ZeroOrderSearch", **ks_args(parts, neighbours=2, iterations=2, angle=20.0, restart=False))
+    assert [r["round"] for r in out["report"]["rounds"]] == [0, 1, 2]
+
+
+# -- the composable layer --------------------------------------------------------------------
+@pytest.mark.parametrize("node,options", [
+    ("SearchRandom", dict(candidates=3)),
+    ("SearchZeroOrder", dict(neighbours=2, iterations=2, angle=30.0, restart=True)),
+    ("SearchPaths", dict(paths=2, branches=2, start=0.4, forward=0.2, backward=0.3, interval_steps=1)),
+])
+def test_noise_search_matches_its_ksampler_style_node(parts, node, options):
+    """The executor with a SEARCH gives what the drop-in node gives with the same parts."""
+    drop_in = {"SearchRandom": "RandomSearch", "SearchZeroOrder": "ZeroOrderSearch",
+               "SearchPaths": "PathSearch"}[node]
+    a = search(drop_in, **ks_args(parts, steps=4, **options))
+    guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"], negative=parts["negative"],
+                      cfg=2.0)[0]
+    sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 4, 1.0)
+    b = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=1)[0], guider=guider,
+               sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
+               search=run_node(node, **options)[0], vae=parts["vae"], verifier=ProbeVerifier(), condition="",
+               budget=0, top_k=1, batch_size=0)
+    assert a["report"]["best"] == b["report"]["best"]
+    assert torch.allclose(a["best"]["samples"], b["best"]["samples"], atol=1e-5)
+
+
+def test_path_search_refuses_search_steps(parts):
+    msg = node_class("PathSearch").validate_inputs(search_steps=3)
+    assert msg is not True and "search_steps" in msg
+    with pytest.raises(ValueError, match="search_steps"):
+        run_node("PathSearch", **ks_args(parts, search_steps=2, paths=1, branches=1, start=0.4, forward=0.2,
+                                         backward=0.3, interval_steps=1))
 
 
 @pytest.mark.parametrize("node,kwargs,needle", [
-    ("RandomSearch", dict(budget=2, steps=3, search_steps=0, sampler_name="euler"), "budget"),
-    ("RandomSearch", dict(budget=0, steps=0, search_steps=0, sampler_name="euler"), "steps"),
-    ("PathSearch", dict(start=0.4, forward=0.3, backward=0.3, budget=0, steps=4, sampler_name="euler"), "backward"),
-    ("PathSearch", dict(start=0.9, forward=0.2, backward=0.3, budget=0, steps=4, sampler_name="euler"), "start"),
-    ("PathSearch", dict(start=1.5, forward=0.2, backward=0.3, budget=0, steps=4, sampler_name="euler"), "start"),
-    ("ZeroOrderSearch", dict(budget=4, steps=3, search_steps=0, sampler_name="heun"), "budget"),  # heun: 5 NFEs
+    ("PathSearch", dict(start=0.4, forward=0.3, backward=0.3), "backward"),
+    ("PathSearch", dict(start=0.9, forward=0.2, backward=0.3), "start"),
+    ("PathSearch", dict(start=1.5, forward=0.2, backward=0.3), "start"),
+    ("SearchPaths", dict(start=0.4, forward=0.3, backward=0.2), "backward"),
+    ("PathSearchAdvanced", dict(paths=100, branches=100), "paths x branches"),
 ])
 def test_invalid_settings_rejected_at_validation(comfy, node, kwargs, needle):
-    from tests.harness.host import node_class
-
     msg = node_class(node).validate_inputs(**kwargs)
     assert msg is not True and needle in msg
+
+
+def test_budget_below_one_candidate_is_refused_naming_budget(parts):
+    with pytest.raises(ValueError, match="budget"):
+        run_node("RandomSearch", **ks_args(parts, candidates=2, budget=2))
 
 
 def test_latent_batch_other_than_one_is_rejected(parts):
     with pytest.raises(ValueError, match="latent_image"):
         run_node("RandomSearch", **ks_args(parts, latent_image={"samples": torch.zeros(2, 4, 4, 4)}, candidates=2))
+
+
+def test_disabled_noise_is_refused_naming_noise(parts):
+    guider, ksel, sigmas = custom_parts(parts, parts["model"])
+    for strategy in (run_node("SearchRandom", candidates=2)[0],
+                     run_node("SearchZeroOrder", neighbours=2, iterations=1, angle=30.0, restart=False)[0]):
+        with pytest.raises(ValueError, match="noise"):
+            run_node("NoiseSearch", noise=run_node("DisableNoise")[0], guider=guider, sampler=ksel, sigmas=sigmas,
+                     latent_image=LATENT, search=strategy, vae=parts["vae"], verifier=ProbeVerifier(),
+                     condition="", budget=0, top_k=1, batch_size=0)
 
 
 def test_interrupt_propagates_and_is_not_swallowed(parts):
@@ -234,36 +431,13 @@ def test_interrupt_propagates_and_is_not_swallowed(parts):
 
 
 def test_video_candidates_score_the_mean_of_their_frames():
-    from tests.harness.host import pack_module
-
-    frame_scores = pack_module("nodes.sampling_adapter").frame_scores
-
+    scorer = pack_module("nodes.sampling_adapter").Scorer(None, ProbeVerifier())
     frames = torch.rand(2, 3, 8, 8, 3)
-    v = ProbeVerifier()
-    per_frame = v.score(frames.reshape(6, 8, 8, 3)).reshape(2, 3).mean(1)
-    assert torch.allclose(frame_scores(v, frames, ""), per_frame)
+    per_frame = ProbeVerifier().score(frames.reshape(6, 8, 8, 3)).reshape(2, 3).mean(1)
+    assert torch.allclose(scorer.verify(frames, None)[:, 0], per_frame)
 
 
-def test_rank_ensemble_random_search_matches_mean_rank_of_one_batch(parts):
-    from tests.harness.host import pack_module
-
-    ensemble_mod = pack_module("verifiers.ensemble")
-    members = [ProbeVerifier(seed=1), ProbeVerifier(seed=2)]
-    ens = ensemble_mod.EnsembleVerifier(members)
-    out = outputs(run_node("RandomSearch", **ks_args(parts, verifier=ens, candidates=4, top_k=4, batch_size=1)))
-    # Reference: decode the four stock candidates and rank them in one call.
-    stock = stock_ksampler(parts, batch=4)
-    images = parts["vae"].decode(stock)
-    expected = ens.score(images, "")
-    got = torch.tensor([c["score"] for c in sorted(out["report"]["candidates"], key=lambda c: c["id"])])
-    assert torch.allclose(got * 4, expected, atol=1e-4)
-    assert out["batch_index"] == int(torch.argmax(expected))
-
-
-@pytest.mark.parametrize("node", ["RandomSearch", "ZeroOrderSearch", "PathSearch", "ZeroOrderSearchAdvanced",
-                                  "PathSearchAdvanced"])
+@pytest.mark.parametrize("node", ["PathSearch", "PathSearchAdvanced", "SearchPaths"])
 def test_validation_accepts_linked_inputs(comfy, node):
     """ComfyUI leaves linked inputs out of the validate_inputs call: none may be required."""
-    from tests.harness.host import node_class
-
     assert node_class(node).validate_inputs() is True
