@@ -230,6 +230,75 @@ class ImageRewardVerifierLoader(io.ComfyNode):
                                                       allow_download, cls.hidden.unique_id))
 
 
+class PickScoreVerifierLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        models, processors = loaders.pickscore_choices()
+        return io.Schema(
+            node_id="PickScoreVerifierLoader",
+            display_name="Load PickScore Verifier",
+            category=CATEGORY,
+            description="PickScore v1 (Pick-a-Pic): human-preference score of an image for the prompt, "
+                        "logit_scale.exp() x cosine of a CLIP ViT-H/14 fine-tuned on user choices "
+                        "(prompts past 77 tokens are truncated). Higher is better.",
+            inputs=[
+                io.Combo.Input("model_folder", options=models, default=loaders.DEFAULT_PICKSCORE,
+                               tooltip="Folder in models/verifiers/ with yuvalkirstain/PickScore_v1's config.json "
+                                       "and model.safetensors (found in the Hugging Face cache, or downloaded "
+                                       "when allowed)."),
+                io.Combo.Input("processor_folder", options=processors, default=loaders.DEFAULT_PICKSCORE_PROCESSOR,
+                               tooltip="Folder with the processor PickScore uses: the tokenizer files and "
+                                       "preprocessor_config.json of laion/CLIP-ViT-H-14-laion2B-s32B-b79K."),
+                precision_input(), allow_download_input(),
+            ],
+            outputs=[verifier_output()],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, model_folder, processor_folder, **kwargs):
+        return _stamp(f"{model_folder}/config.json", f"{model_folder}/model.safetensors",
+                      f"{processor_folder}/preprocessor_config.json", f"{processor_folder}/tokenizer.json")
+
+    @classmethod
+    def execute(cls, model_folder, processor_folder, precision, allow_download) -> io.NodeOutput:
+        return io.NodeOutput(loaders.load_pickscore(model_folder, processor_folder, precision, allow_download,
+                                                    cls.hidden.unique_id))
+
+
+class HPSv2VerifierLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="HPSv2VerifierLoader",
+            display_name="Load HPSv2.1 Verifier",
+            category=CATEGORY,
+            description="HPS v2.1 (Human Preference Score v2.1): cosine of the image and prompt embeddings of an "
+                        "open_clip ViT-H-14 fine-tuned on human preferences (prompts past 77 tokens are "
+                        "truncated). Higher is better.",
+            inputs=[
+                io.Combo.Input("model_file", options=loaders.hps_choices(), default=loaders.DEFAULT_HPS,
+                               tooltip="HPS_v2.1_compressed.pt from xswu/HPSv2 in models/verifiers/HPSv2/ (also "
+                                       "found in the Hugging Face cache or the hpsv2 package's ~/.cache/hpsv2)."),
+                io.Combo.Input("architecture", options=loaders.clip_architectures()[1:],
+                               default=loaders.DEFAULT_HPS_ARCH,
+                               tooltip="open_clip architecture of the checkpoint (HPS v2.1 is ViT-H-14)."),
+                precision_input(), allow_download_input(),
+            ],
+            outputs=[verifier_output()],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, model_file, **kwargs):
+        return _stamp(model_file)
+
+    @classmethod
+    def execute(cls, model_file, architecture, precision, allow_download) -> io.NodeOutput:
+        return io.NodeOutput(loaders.load_hpsv2(model_file, architecture, precision, allow_download,
+                                                cls.hidden.unique_id))
+
+
 class ClassifierVerifierLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -303,7 +372,7 @@ class VerifierScore(io.ComfyNode):
                 io.Image.Input("images", tooltip="The candidates, as one IMAGE batch."),
                 VerifierType.Input("verifier", tooltip="What judges the images (higher is better)."),
                 io.String.Input("condition", multiline=True, default="",
-                                tooltip="The prompt (CLIPScore, ImageReward) or the class name/index "
+                                tooltip="The prompt (CLIPScore, ImageReward, PickScore, HPSv2) or the class name/index "
                                         "(classifiers, zero-shot); ignored by aesthetic and DINOv2."),
                 io.Image.Input("early_images", optional=True,
                                tooltip="For verifiers that need it (DINOv2): the decoded early x0-prediction "
@@ -344,6 +413,8 @@ class VerifierScore(io.ComfyNode):
 VERIFIER_NODES = [
     CLIPScoreVerifierLoader,
     ImageRewardVerifierLoader,
+    PickScoreVerifierLoader,
+    HPSv2VerifierLoader,
     AestheticVerifierLoader,
     CLIPZeroShotVerifierLoader,
     DINOv2VerifierLoader,

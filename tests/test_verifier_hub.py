@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import preference_fixtures as pf
 from tests import verifier_fixtures as vf
 from tests.fake_hub import FakeHub
 from verifiers import hub
@@ -426,10 +427,16 @@ def _loader_cases(src: Path):
             {"dinov2_folder": "dinov2-small", "early_level": 0.4},
             {"dinov2-small/config.json": (dino / "config.json").read_bytes(),
              "dinov2-small/model.safetensors": (dino / "model.safetensors").read_bytes()}, ""),
+        "PickScoreVerifierLoader": (
+            {"model_folder": pf.PICKSCORE_DIR, "processor_folder": pf.PICKSCORE_PROCESSOR_DIR},
+            pf.pickscore_files(), "a red cat"),
+        "HPSv2VerifierLoader": (
+            {"model_file": pf.HPS_FILE, "architecture": pf.hps_arch()}, pf.hps_files(), "a red cat"),
     }
 
 
-LOADERS = ["CLIPScoreVerifierLoader", "AestheticVerifierLoader", "ImageRewardVerifierLoader", "DINOv2VerifierLoader"]
+LOADERS = ["CLIPScoreVerifierLoader", "AestheticVerifierLoader", "ImageRewardVerifierLoader", "DINOv2VerifierLoader",
+           "PickScoreVerifierLoader", "HPSv2VerifierLoader"]
 
 
 @pytest.mark.parametrize("node_id", LOADERS)
@@ -547,3 +554,17 @@ def test_imagereward_loader_uses_other_tools_folders(comfy_folder, tmp_path, no_
     assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
     assert no_network == []
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [hub.LOCK_NAME] * 2
+
+
+def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, no_network):
+    from tests.harness.host import run_node
+
+    folder, _ = comfy_folder
+    pkg = Path.home() / ".cache" / "hpsv2"  # the hpsv2 package's default HPS_ROOT
+    pkg.mkdir(parents=True)
+    (pkg / "HPS_v2.1_compressed.pt").write_bytes(pf.hps_files()[pf.HPS_FILE])
+    (verifier,) = run_node("HPSv2VerifierLoader", model_file=pf.HPS_FILE, architecture=pf.hps_arch(),
+                           precision="fp32", allow_download=True)
+    assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
+    assert no_network == []
+    assert [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()] == [f"HPSv2/{hub.LOCK_NAME}"]

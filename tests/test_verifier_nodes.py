@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests import preference_fixtures as pf
 from tests import verifier_fixtures as vf
 from tests.harness.host import node_class, pack_module, run_node
 
@@ -99,7 +100,8 @@ def assert_batched_equals_single(verifier, images, condition="", early=None):
 # -- registration and pickers ------------------------------------------------------------------
 
 def test_nodes_registered_with_tooltips(comfy):
-    ids = ["CLIPScoreVerifierLoader", "ImageRewardVerifierLoader", "AestheticVerifierLoader",
+    ids = ["CLIPScoreVerifierLoader", "ImageRewardVerifierLoader", "PickScoreVerifierLoader", "HPSv2VerifierLoader",
+           "AestheticVerifierLoader",
            "CLIPZeroShotVerifierLoader", "DINOv2VerifierLoader", "ClassifierVerifierLoader",
            "VerifierEnsemble", "VerifierScore"]
     for node_id in ids:
@@ -211,6 +213,30 @@ def test_verifier_ensemble_node(verifier_root):
     torch.testing.assert_close(ens.score(imgs, "bright"), mean_rank(comps).float())
     (heavy,) = run_node("VerifierEnsemble", verifier_1=bright, verifier_2=clip_score, weight_1=1.0, weight_2=0.0)
     assert run_node("VerifierScore", images=imgs, verifier=heavy, condition="bright")[1] == 1
+
+
+def test_pickscore_and_hps_loaders_batched_on_the_memory_manager_and_in_the_ensemble(verifier_root):
+    import comfy.model_patcher
+
+    pf.write_files(verifier_root, {**pf.pickscore_files(), **pf.hps_files()})
+    ps = load("PickScoreVerifierLoader", model_folder=pf.PICKSCORE_DIR, processor_folder=pf.PICKSCORE_PROCESSOR_DIR)
+    hps = load("HPSv2VerifierLoader", model_file=pf.HPS_FILE, architecture=pf.hps_arch())
+    for v in (ps, hps):
+        assert v.prepare is not None and all(isinstance(p, comfy.model_patcher.ModelPatcher) for p in v.patchers)
+        assert_batched_equals_single(v, vf.images(5, h=40, w=56), "a red cat on a mat")
+    # Cached: a second load returns the same model object.
+    assert load("PickScoreVerifierLoader", model_folder=pf.PICKSCORE_DIR,
+                processor_folder=pf.PICKSCORE_PROCESSOR_DIR).model is ps.model
+    options = pack_node("PickScoreVerifierLoader").INPUT_TYPES()["required"]
+    assert options["model_folder"][1]["options"][0] == pf.PICKSCORE_DIR
+    assert options["processor_folder"][1]["options"][0] == pf.PICKSCORE_PROCESSOR_DIR
+    assert pack_node("HPSv2VerifierLoader").INPUT_TYPES()["required"]["model_file"][1]["options"][0] == pf.HPS_FILE
+    (ens,) = run_node("VerifierEnsemble", verifier_1=ps, verifier_2=hps, weight_1=1.0, weight_2=1.0)
+    imgs = vf.images(4, h=32, w=32)
+    comps = torch.stack([ps.score(imgs, "a cat"), hps.score(imgs, "a cat")])
+    torch.testing.assert_close(ens.score(imgs, "a cat"), pack_module("verifiers.ensemble").mean_rank(comps).float())
+    best = run_node("VerifierScore", images=imgs, verifier=ens, condition="a cat")
+    assert best[1] == int(torch.argmax(pack_module("verifiers.ensemble").mean_rank(comps)))
 
 
 # -- files: downloads off, corrupt, unsafe -------------------------------------------------------

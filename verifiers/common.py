@@ -108,3 +108,26 @@ class TorchVerifier(Verifier):
             self.prepare()
         with torch.inference_mode():
             return super().score(images, condition, early)
+
+
+def resample(x: torch.Tensor, size: tuple[int, int], mode: str = "bicubic", emulate_pil: bool = False,
+             clamp: bool = True) -> torch.Tensor:
+    """Resize [B, C, H, W] floats in [0, 1] to ``size`` (H, W) the way PIL does.
+
+    Antialiased bicubic/bilinear (PyTorch's antialiased kernels are PIL's: bicubic a = -0.5),
+    clamped to [0, 1] when ``clamp`` (PIL's 8-bit output is). ``emulate_pil``: what PIL does to
+    an 8-bit RGB image instead: round the input to 8 bits, resample the width and then the
+    height, rounding and clipping to 0..255 after each pass.
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    if emulate_pil:
+        x = (x * 255.0).round()
+        for target in ((h, size[1]), tuple(size)):
+            if tuple(x.shape[-2:]) != target:
+                x = F.interpolate(x, size=target, mode=mode, align_corners=False, antialias=True)
+                x = x.round().clamp(0.0, 255.0)
+        return x / 255.0
+    x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False, antialias=True)
+    return x.clamp(0.0, 1.0) if clamp else x

@@ -13,6 +13,12 @@ File layout inside a `verifiers` folder (official names; downloads land there):
     ImageReward/bert-base-uncased/vocab.txt       BERT tokenizer vocabulary
     dinov2-small/config.json                      a transformers DINOv2 folder
     dinov2-small/model.safetensors
+    PickScore_v1/config.json                      yuvalkirstain/PickScore_v1 (transformers CLIPModel)
+    PickScore_v1/model.safetensors
+    CLIP-ViT-H-14-laion2B-s32B-b79K/...           its processor: preprocessor_config.json, tokenizer.json,
+                                                  tokenizer_config.json, special_tokens_map.json, vocab.json,
+                                                  merges.txt (from laion/CLIP-ViT-H-14-laion2B-s32B-b79K)
+    HPSv2/HPS_v2.1_compressed.pt                  xswu/HPSv2 (open_clip ViT-H-14 state dict)
     classifiers/<name>.safetensors (+ <name>.json) image classifiers (see verifiers/classifier.py)
 
 Other CLIP files can sit in ``clip/``; their open_clip architecture is read from the file
@@ -24,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import comfy_runtime as rt
+from . import hub
 from .aesthetic import AestheticVerifier, load_aesthetic_mlp
 from .base import VerifierError
 from .classifier import ClassifierVerifier, load_classifier
@@ -47,6 +54,10 @@ DEFAULT_MED_CONFIG = "ImageReward/med_config.json"
 DEFAULT_BERT_DIR = "ImageReward/bert-base-uncased"
 DEFAULT_DINOV2 = "dinov2-small"
 DEFAULT_CLASSIFIER = "classifiers/classifier.safetensors"
+DEFAULT_PICKSCORE = "PickScore_v1"
+DEFAULT_PICKSCORE_PROCESSOR = "CLIP-ViT-H-14-laion2B-s32B-b79K"
+DEFAULT_HPS = "HPSv2/HPS_v2.1_compressed.pt"
+DEFAULT_HPS_ARCH = "ViT-H-14"
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 
 # Architectures of the official files whose names alone would be ambiguous.
@@ -73,6 +84,19 @@ def imagereward_choices() -> tuple[list[str], list[str], list[str]]:
 def dinov2_choices() -> list[str]:
     found = [d for d in rt.list_dirs_with("config.json") if "dino" in d.lower()]
     return rt.combo_options(found, [DEFAULT_DINOV2])
+
+
+def pickscore_choices() -> tuple[list[str], list[str]]:
+    files = set(rt.list_files())
+    models = [d for d in rt.list_dirs_with("config.json") if f"{d}/model.safetensors" in files
+              and "dino" not in d.lower()]
+    processors = rt.list_dirs_with("preprocessor_config.json")
+    return (rt.combo_options(models, [DEFAULT_PICKSCORE]),
+            rt.combo_options(processors, [DEFAULT_PICKSCORE_PROCESSOR]))
+
+
+def hps_choices() -> list[str]:
+    return rt.combo_options(rt.list_files("HPSv2/", (".pt", ".pth", ".safetensors")), [DEFAULT_HPS])
 
 
 def classifier_choices() -> list[str]:
@@ -167,6 +191,44 @@ def load_imagereward(model_file: str = DEFAULT_IMAGEREWARD, med_config_file: str
     verifier = rt.cached(slot, rt.file_stamp(model_path, med_path, vocab),
                          lambda: ImageRewardVerifier.from_files(model_path, med_path, vocab.parent,
                                                                 device=device, dtype=dtype))
+    return rt.attach(verifier)
+
+
+def _group(folder: str, names: tuple[str, ...], needed: tuple[str, ...]) -> list[str]:
+    """The files to resolve for a model folder: every official file of an official folder, else
+    the ones the loader cannot do without (the user's own folder)."""
+    official = [f"{folder}/{n}" for n in names if f"{folder}/{n}" in hub.OFFICIAL_FILES]
+    return official or [f"{folder}/{n}" for n in needed]
+
+
+def load_pickscore(model_folder: str = DEFAULT_PICKSCORE, processor_folder: str = DEFAULT_PICKSCORE_PROCESSOR,
+                   precision: str = "auto", allow_download: bool = True, node_id: str | None = None):
+    from .pickscore import MODEL_FILES, PROCESSOR_FILES, PickScoreVerifier
+
+    model_paths = rt.resolve_group(_group(model_folder, MODEL_FILES, MODEL_FILES), allow_download, node_id)
+    proc_paths = rt.resolve_group(_group(processor_folder, PROCESSOR_FILES,
+                                         ("preprocessor_config.json", "tokenizer_config.json")),
+                                  allow_download, node_id)
+    model_dir = next(iter(model_paths.values())).parent
+    proc_dir = next(iter(proc_paths.values())).parent
+    device = rt.load_device()
+    dtype = rt.pick_dtype(precision, device)
+    slot = ("pickscore", str(model_dir.resolve()), str(proc_dir.resolve()), str(dtype), str(device))
+    verifier = rt.cached(slot, rt.file_stamp(*model_paths.values(), *proc_paths.values()),
+                         lambda: PickScoreVerifier.from_folders(model_dir, proc_dir, device=device, dtype=dtype))
+    return rt.attach(verifier)
+
+
+def load_hpsv2(model_file: str = DEFAULT_HPS, architecture: str = DEFAULT_HPS_ARCH, precision: str = "auto",
+               allow_download: bool = True, node_id: str | None = None):
+    from .hpsv2 import HPSv2Verifier
+
+    path = rt.resolve(model_file, allow_download, node_id)
+    device = rt.load_device()
+    dtype = rt.pick_dtype(precision, device)
+    slot = ("hpsv2", str(path.resolve()), architecture, str(dtype), str(device))
+    verifier = rt.cached(slot, rt.file_stamp(path),
+                         lambda: HPSv2Verifier.from_file(path, architecture, device=device, dtype=dtype))
     return rt.attach(verifier)
 
 
