@@ -9,8 +9,9 @@ the CPU), the tiny SD1.5-shaped test checkpoint and a tiny verifier, then times:
       and scored on its own -- what users and other packs do today;
   (b) the pack's RandomSearch node with N candidates, plus VAEDecode of the winner (what a
       workflow needs to get its image);
-  (c) the limit: one stock KSampler call on a latent batch of N, one batched VAEDecode,
-      one batched verifier pass.
+  (c) the limit: one stock SamplerCustomAdvanced call on a batch of the same N noises
+      (NoiseCandidates: candidate i is the noise of seed + i), one batched VAEDecode, one
+      batched verifier pass.
 
 Everything runs under torch.inference_mode(), as in ComfyUI's executor. Repeats of a, b and c are
 interleaved (the order rotates every repeat) so that load from
@@ -380,7 +381,16 @@ class Bench:
                                for i in range(n)])
 
     def limit(self, n: int, px: int, seed: int = SEED):
-        return self.verifier.score(self._decode(self._ksampler(seed, self.latent(px, n))), PROMPT)
+        """One stock sampler call on a batch of the n candidates' noises (candidate i: seed + i),
+        one batched decode, one verifier pass."""
+        from bench.comfy_host import run_node
+
+        guider = run_node("CFGGuider", model=self.model, positive=self.positive, negative=self.negative, cfg=CFG)[0]
+        sigmas = run_node("BasicScheduler", model=self.model, scheduler="normal", steps=self.steps, denoise=1.0)[0]
+        latent = run_node("SamplerCustomAdvanced", noise=run_node("NoiseCandidates", seed=seed, count=n)[0],
+                          guider=guider, sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas,
+                          latent_image=self.latent(px, 1))[0]
+        return self.verifier.score(self._decode(latent), PROMPT)
 
     def _search_args(self, px: int, seed: int, batch_size: int) -> dict:
         return dict(model=self.model, seed=seed, steps=self.steps, search_steps=0, cfg=CFG, sampler_name="euler",

@@ -198,9 +198,10 @@ def sd15_random_search_imagereward(info):
             "RandomSearch samples `candidates` noises with the sampler, decodes each, scores it with "
             "ImageReward against the prompt and keeps the best. The node shows every candidate with its "
             "score while it runs, and the best score against NFEs.\n\n"
-            "search_steps < steps makes the search cheaper (the winner is regenerated with the full steps). "
-            "The seed and batch_index outputs replay the winner with a stock KSampler "
-            "(see the replay example).\n\n" + VERIFIER_NOTE)
+            "search_steps < steps makes the search cheaper (the kept candidates are regenerated with the "
+            "full steps and scored again). Candidate i is the stock KSampler's sample at seed + i: the seed "
+            "output replays the winner with a stock KSampler on a batch of 1 (see the replay example).\n\n"
+            + VERIFIER_NOTE)
     return wf
 
 
@@ -231,8 +232,9 @@ def sdxl_zero_order_ensemble(info):
             "Each iteration draws 2 neighbours of the pivot noise at the given angle, scores them and "
             "moves the pivot to the best; 8 iterations. search_steps=10 keeps each candidate cheap; the "
             "winner is regenerated with 30 steps.\n\n"
-            "The ensemble scores a candidate by its mean rank under Aesthetic, CLIPScore and ImageReward "
-            "(the paper's ensemble).\n\n" + VERIFIER_NOTE)
+            "The ensemble ranks the pivot together with its neighbours under Aesthetic, CLIPScore and "
+            "ImageReward; a neighbour with a better mean rank becomes the pivot (the paper's ensemble). The "
+            "report shows every round's pivot and whether it moved.\n\n" + VERIFIER_NOTE)
     return wf
 
 
@@ -254,15 +256,18 @@ def flux_path_search_clipscore(info):
     wf.link(unet, 0, sigmas, "model")
     latent = wf.node("EmptySD3LatentImage", (0, 790), (320, 110), width=1024, height=1024, batch_size=1)
     verifier = wf.node("CLIPScoreVerifierLoader", (380, 510), (360, 160))
-    search = wf.node("PathSearchAdvanced", (800, 0), (400, 880), paths=2, branches=2, start=0.4, forward=0.2,
-                     backward=0.3, interval_steps=4, top_k=1, condition=wf.prompt)
+    paths = wf.node("SearchPaths", (380, 960), (360, 200), paths=2, branches=2, start=0.4, forward=0.2,
+                    backward=0.3, interval_steps=4)
+    search = wf.node("NoiseSearch", (800, 0), (400, 880), top_k=1, condition=wf.prompt)
     for src, slot, name in ((noise, 0, "noise"), (guider, 0, "guider"), (sampler, 0, "sampler"),
-                            (sigmas, 0, "sigmas"), (latent, 0, "latent_image"), (vae, 0, "vae"),
-                            (verifier, 0, "verifier"), (text, 0, "condition")):
+                            (sigmas, 0, "sigmas"), (latent, 0, "latent_image"), (paths, 0, "search"),
+                            (vae, 0, "vae"), (verifier, 0, "verifier"), (text, 0, "condition")):
         wf.link(src, slot, search, name)
     decode_and_save(wf, search, "best", vae, 0, 1260, 0, "noise_search/flux_path_search_clipscore")
     wf.note((380, 710), (380, 330), "Search over paths (Paths-2) on FLUX.1-dev with CLIPScore.\n\n"
-            "2 paths are denoised to `start` (a fraction of the schedule); each round re-noises every path "
+            "SearchPaths builds the SEARCH; NoiseSearch runs it with the custom-sampling parts (any SEARCH "
+            "node plugs in there). 2 paths are denoised to `start` (a noise level: t has the signal-to-noise "
+            "ratio of (1 - t) x0 + t noise; on FLUX sigma = t); each round re-noises every path "
             "with 2 fresh noises by `forward`, denoises by `backward` in interval_steps steps, scores the "
             "x0-prediction and keeps the best 2, until the image is clean.\n\n"
             "FLUX files: flux1-dev.safetensors in models/diffusion_models, clip_l.safetensors and "
@@ -313,31 +318,28 @@ def replay_winner_stock_nodes(info):
     latent = wf.node("EmptyLatentImage", (0, 380), (320, 110), width=512, height=512, batch_size=1)
     verifier = wf.node("CLIPScoreVerifierLoader", (0, 530), (360, 160))
     search = wf.node("RandomSearch", (800, 0), (400, 900), seed=42, steps=20, search_steps=0, cfg=7.0,
-                     sampler_name="euler", scheduler="normal", candidates=8, top_k=1, condition=wf.prompt)
+                     sampler_name="euler_ancestral", scheduler="normal", candidates=8, top_k=1,
+                     condition=wf.prompt)
     for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
                             (latent, 0, "latent_image"), (ckpt, 2, "vae"), (verifier, 0, "verifier"),
                             (text, 0, "condition"), (steps, 0, "steps"), (cfg, 0, "cfg")):
         wf.link(src, slot, search, name)
     decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/replay_search_best")
 
-    # 1) Stock KSampler: the same seed on a batch of the candidate count; take the winner's index.
-    batch = wf.node("EmptyLatentImage", (1260, 400), (320, 110), title="Batch of the candidate count",
-                    width=512, height=512, batch_size=8)
-    pick = wf.node("LatentFromBatch", (1260, 550), (320, 90), batch_index=0, length=1)
-    wf.link(batch, 0, pick, "samples")
-    wf.link(search, "batch_index", pick, "batch_index")
-    ks = wf.node("KSampler", (1620, 400), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler",
+    # 1) Stock KSampler: candidate i is the stock sample at seed + i on a batch of 1.
+    ks = wf.node("KSampler", (1260, 400), (320, 270), seed=42, steps=20, cfg=7.0, sampler_name="euler_ancestral",
                  scheduler="normal", denoise=1.0)
-    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"), (pick, 0, "latent_image"),
-                            (search, "seed", "seed"), (steps, 0, "steps"), (cfg, 0, "cfg")):
+    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
+                            (latent, 0, "latent_image"), (search, "seed", "seed"), (steps, 0, "steps"),
+                            (cfg, 0, "cfg")):
         wf.link(src, slot, ks, name)
-    decode_and_save(wf, ks, 0, ckpt, 2, 1980, 400, "noise_search/replay_ksampler")
+    decode_and_save(wf, ks, 0, ckpt, 2, 1620, 400, "noise_search/replay_ksampler")
 
     # 2) The winner's noise with SamplerCustomAdvanced (works for zero-order winners too).
     guider = wf.node("CFGGuider", (1260, 940), (320, 100), cfg=7.0)
     for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"), (cfg, 0, "cfg")):
         wf.link(src, slot, guider, name)
-    ksel = wf.node("KSamplerSelect", (1260, 1080), (320, 60), sampler_name="euler")
+    ksel = wf.node("KSamplerSelect", (1260, 1080), (320, 60), sampler_name="euler_ancestral")
     sched = wf.node("BasicScheduler", (1260, 1180), (320, 110), scheduler="normal", steps=20, denoise=1.0)
     wf.link(ckpt, 0, sched, "model")
     wf.link(steps, 0, sched, "steps")
@@ -347,12 +349,13 @@ def replay_winner_stock_nodes(info):
         wf.link(src, slot, custom, name)
     decode_and_save(wf, custom, "output", ckpt, 2, 1980, 940, "noise_search/replay_custom")
     wf.note((0, 730), (360, 330), "Replaying a search winner with stock nodes.\n\n"
-            "RandomSearch's candidate i is element i of a stock KSampler batch with the same seed, so its "
-            "seed and batch_index outputs regenerate the winner: an EmptyLatentImage batch of the "
-            "candidate count -> LatentFromBatch(batch_index) -> KSampler(seed). Keep model, prompts, "
-            "steps, cfg, sampler and scheduler the same (steps and cfg are shared here).\n\n"
+            "Candidate i of RandomSearch is exactly the stock KSampler's sample at seed + i on a latent of "
+            "batch size 1, for every sampler (the per-step noise of ancestral and SDE samplers comes from "
+            "that seed too; this example uses euler_ancestral). The seed output is that seed: feed it to a "
+            "KSampler with the same model, prompts, steps, cfg, sampler and scheduler (steps and cfg are "
+            "shared here).\n\n"
             "replay_noise -> SamplerCustomAdvanced does the same from the winner's noise, and also works for "
-            "zero-order winners. All three saved images are the same picture (deterministic samplers).")
+            "zero-order winners. All three saved images are the same picture.")
     return wf
 
 

@@ -193,9 +193,9 @@ def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Te
 
 class Counter:
     """Counts denoiser evaluations (rows per guider call) and model forward rows, and checks
-    for interruption before every denoiser call. While ``stub`` is set, the model's forward
-    is answered by it (a cost probe): guidance, post-CFG hooks and the sampler run as usual,
-    nothing is counted as spent."""
+    for interruption before every denoiser call. While ``stub`` is set, the conditioned
+    predictions are answered by it (a cost probe): guidance, post-CFG hooks and the sampler
+    run as usual, the model does not, and nothing is counted as spent."""
 
     def __init__(self, on_call=None):
         self.nfe = 0
@@ -213,9 +213,14 @@ class Counter:
                 self.on_call(x.shape[0])
         return executor(x, *args, **kwargs)
 
-    def apply_model(self, executor, x, *args, **kwargs):
+    def calc_cond_batch(self, executor, model, conds, x, *args, **kwargs):
+        # The probe answers here, below guidance (so CFG++ samplers' post-CFG hooks run) and
+        # above the model (so no model wrapper, ControlNet or forward pass runs).
         if self.stub is not None:
-            return self.stub(x)
+            return [self.stub(x) for _ in conds]
+        return executor(model, conds, x, *args, **kwargs)
+
+    def apply_model(self, executor, x, *args, **kwargs):
         self.forward += x.shape[0]
         return executor(x, *args, **kwargs)
 
@@ -284,8 +289,10 @@ class ComfyBackend:
         self.counter = Counter(on_call)
         self.guider = copy.copy(guider)
         self.guider.model_options = comfy.model_patcher.create_model_options_clone(guider.model_options)
-        for kind, fn in ((comfy.patcher_extension.WrappersMP.PREDICT_NOISE, self.counter.predict_noise),
-                         (comfy.patcher_extension.WrappersMP.APPLY_MODEL, self.counter.apply_model)):
+        wrappers = comfy.patcher_extension.WrappersMP
+        for kind, fn in ((wrappers.PREDICT_NOISE, self.counter.predict_noise),
+                         (wrappers.CALC_COND_BATCH, self.counter.calc_cond_batch),
+                         (wrappers.APPLY_MODEL, self.counter.apply_model)):
             comfy.patcher_extension.add_wrapper_with_key(kind, WRAPPER_KEY, fn, self.guider.model_options,
                                                          is_model_options=True)
         self.patcher = guider.model_patcher
@@ -298,6 +305,10 @@ class ComfyBackend:
         self.latent = fixed_latent(self.patcher, latent)
         self.mask = latent.get("noise_mask")
         self.chunk = chunk if chunk > 0 else self.auto_chunk()
+        if adaptive(getattr(sampler, "sampler_function", None)):
+            # An adaptive solver sizes its steps from the error of the whole batch: one
+            # candidate per call keeps each candidate's result its own.
+            self.chunk = 1
         self.euler = comfy.samplers.sampler_object("euler")
         self.sigma_max = float(self.model_sampling.sigma_max)
         self.sigma_min = float(self.model_sampling.sigma_min)

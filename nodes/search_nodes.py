@@ -133,22 +133,22 @@ def path_inputs():
 
 # -- strategies ------------------------------------------------------------------------
 def random_strategy(candidates) -> Strategy:
-    return Strategy("random", random_search, candidates, "seed", rows=candidates)
+    return Strategy("random", random_search, candidates, "seed", rows=candidates,
+                    settings={"candidates": candidates})
 
 
 def zero_order_strategy(neighbours, iterations, angle, restart) -> Strategy:
-    return Strategy("zero_order", zero_order_search, 1, "noise",
-                    {"neighbours": neighbours, "iterations": iterations, "angle": angle, "restart": restart},
-                    rows=neighbours)
+    options = {"neighbours": neighbours, "iterations": iterations, "angle": angle, "restart": restart}
+    return Strategy("zero_order", zero_order_search, 1, "noise", options, settings=options, rows=neighbours)
 
 
 def path_strategy(paths, branches, start, forward, backward, interval_steps) -> Strategy:
     ok = validate_paths(start, forward, backward, paths, branches)
     if ok is not True:
         raise ValueError(ok)
-    return Strategy("paths", path_search, paths, "none",
-                    {"branches": branches, "start": start, "forward": forward, "backward": backward,
-                     "interval_steps": interval_steps},
+    options = {"branches": branches, "start": start, "forward": forward, "backward": backward,
+               "interval_steps": interval_steps}
+    return Strategy("paths", path_search, paths, "none", options, settings={"paths": paths, **options},
                     rows=paths * branches, uses_search_schedule=False,
                     check=lambda backend: check_path_backend(backend, start, forward))
 
@@ -166,19 +166,14 @@ ZERO_ORDER = Options(zero_order_inputs, zero_order_strategy)
 PATHS = Options(path_inputs, path_strategy)
 
 
-def validate_paths(start, forward, backward, paths=None, branches=None) -> bool | str:
-    # ComfyUI skips its own range check for every input validate_inputs names: check them.
-    for msg in (_check("start", start, 0.01, 0.99), _check("forward", forward, 0.01, 0.99),
-                _check("backward", backward, 0.02, 1.0), _check("paths", paths, 1, 1024),
-                _check("branches", branches, 1, 1024)):
-        if msg:
-            return msg
-    if None not in (paths, branches) and paths * branches > MAX_ROWS:
+def validate_paths(start, forward, backward, paths, branches) -> bool | str:
+    """The rules that relate path search's inputs (each input's own range is the schema's)."""
+    if paths * branches > MAX_ROWS:
         return (f"paths x branches ({paths} x {branches} = {paths * branches}) candidates per round exceeds "
                 f"{MAX_ROWS}; lower paths or branches")
-    if None not in (forward, backward) and backward <= forward:
+    if backward <= forward:
         return f"backward ({backward}) must be greater than forward ({forward}) so every round moves toward clean"
-    if None not in (start, forward) and start + forward > 1.0:
+    if start + forward > 1.0:
         return (f"start + forward ({start} + {forward}) exceeds 1, the noisiest level; lower start or forward")
     return True
 
@@ -306,16 +301,19 @@ def respond(cls, found: dict) -> io.NodeOutput:
     return io.NodeOutput(*[found[n] for n in names], ui=found["ui"])
 
 
-def run_ksampler_style(cls, strategy: Strategy, values: dict) -> io.NodeOutput:
+def run_ksampler_style(cls, options: Options, values: dict) -> io.NodeOutput:
     check_values(cls, values)
+    strategy = options.build(values)
     parts = ksampler_parts(*(values[k] for k in ("model", "seed", "steps", "search_steps", "cfg", "sampler_name",
                                                  "scheduler", "positive", "negative", "denoise")))
     settings = {k: values[k] for k in ("steps", "search_steps", "cfg", "sampler_name", "scheduler", "denoise")}
     return respond(cls, search(cls, strategy, values, *parts, settings=settings))
 
 
-def run_custom(cls, strategy: Strategy, values: dict) -> io.NodeOutput:
+def run_custom(cls, strategy: Strategy | Options, values: dict) -> io.NodeOutput:
     check_values(cls, values)
+    if isinstance(strategy, Options):
+        strategy = strategy.build(values)
     return respond(cls, search(cls, strategy, values, values["noise"], values["guider"], values["sampler"],
                                values["sigmas"], values.get("search_sigmas")))
 
@@ -358,6 +356,11 @@ class NoiseCandidates(io.ComfyNode):
         return io.NodeOutput(CandidateNoise(seed, count))
 
 
+def search_output():
+    return SearchType.Output(display_name="search", tooltip="The strategy and its options: connect it to a "
+                                                            "Noise Search (Custom) node.")
+
+
 class _SearchOptionsNode(io.ComfyNode):
     """A node that builds a SEARCH from its widgets."""
 
@@ -376,7 +379,7 @@ class SearchRandom(_SearchOptionsNode):
     def define_schema(cls):
         return io.Schema(node_id="SearchRandom", display_name="Search: Random (best-of-N)", category=CATEGORY,
                          description="Random search: N candidate noises, keep the best.",
-                         inputs=random_inputs(), outputs=[SearchType.Output(display_name="search")])
+                         inputs=random_inputs(), outputs=[search_output()])
 
 
 class SearchZeroOrder(_SearchOptionsNode):
@@ -386,7 +389,7 @@ class SearchZeroOrder(_SearchOptionsNode):
     def define_schema(cls):
         return io.Schema(node_id="SearchZeroOrder", display_name="Search: Zero-Order", category=CATEGORY,
                          description="Zero-order search: move a pivot noise to its best neighbour, K times.",
-                         inputs=zero_order_inputs(), outputs=[SearchType.Output(display_name="search")])
+                         inputs=zero_order_inputs(), outputs=[search_output()])
 
 
 class SearchPaths(_SearchOptionsNode):
@@ -396,11 +399,8 @@ class SearchPaths(_SearchOptionsNode):
     def define_schema(cls):
         return io.Schema(node_id="SearchPaths", display_name="Search: Paths", category=CATEGORY,
                          description="Search over paths: branch, re-noise, denoise, keep the best N.",
-                         inputs=path_inputs(), outputs=[SearchType.Output(display_name="search")])
+                         inputs=path_inputs(), outputs=[search_output()])
 
-    @classmethod
-    def validate_inputs(cls, start=None, forward=None, backward=None, paths=None, branches=None):
-        return validate_paths(start, forward, backward, paths, branches)
 
 
 class NoiseSearch(io.ComfyNode):
@@ -431,7 +431,7 @@ class RandomSearch(io.ComfyNode):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        return run_ksampler_style(cls, RANDOM.build(values), values)
+        return run_ksampler_style(cls, RANDOM, values)
 
 
 class ZeroOrderSearch(io.ComfyNode):
@@ -444,7 +444,7 @@ class ZeroOrderSearch(io.ComfyNode):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        return run_ksampler_style(cls, ZERO_ORDER.build(values), values)
+        return run_ksampler_style(cls, ZERO_ORDER, values)
 
 
 PATH_SEARCH_STEPS = ("Not used by path search (it searches on the full schedule: noise is injected along the "
@@ -460,17 +460,19 @@ class PathSearch(io.ComfyNode):
                       ("best", "top", "scores", "best_score", "report"))
 
     @classmethod
-    def validate_inputs(cls, start=None, forward=None, backward=None, paths=None, branches=None,
-                        search_steps=None):
+    def validate_inputs(cls, search_steps=None):
+        # Only search_steps is named here: ComfyUI reports a validate_inputs failure under every
+        # input it names, and skips its own range check for them. The rules that relate several
+        # inputs (start, forward, backward, paths x branches) are checked when the node runs.
         if search_steps:
             return f"search_steps must be 0 for path search, got {search_steps}: " + PATH_SEARCH_STEPS
-        return validate_paths(start, forward, backward, paths, branches)
+        return True
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         if values["search_steps"]:
             raise ValueError(f"search_steps must be 0 for path search, got {values['search_steps']}")
-        return run_ksampler_style(cls, PATHS.build(values), values)
+        return run_ksampler_style(cls, PATHS, values)
 
 
 def _advanced(node_id, display_name, options: Options, output_names, with_search_sigmas=True):
@@ -487,12 +489,8 @@ def _advanced(node_id, display_name, options: Options, output_names, with_search
 
         @classmethod
         def execute(cls, **values) -> io.NodeOutput:
-            return run_custom(cls, options.build(values), values)
+            return run_custom(cls, options, values)
 
-    if options is PATHS:
-        Advanced.validate_inputs = classmethod(
-            lambda cls, start=None, forward=None, backward=None, paths=None, branches=None:
-            validate_paths(start, forward, backward, paths, branches))
     Advanced.__name__ = Advanced.__qualname__ = node_id
     return Advanced
 

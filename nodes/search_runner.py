@@ -85,7 +85,7 @@ def build_report(strategy: Strategy, result, backend: ComfyBackend, noise_source
                  elapsed: float) -> dict:
     return {
         "algorithm": strategy.name,
-        "settings": {**settings, **{k: v for k, v in strategy.options.items() if _plain(v)},
+        "settings": {**settings, **{k: v for k, v in strategy.settings.items() if _plain(v)},
                      "sampler": sampler_name(backend.sampler), "batch_size": backend.chunk},
         "best": {"id": result.best_id, "score": result.best_score},
         "top": [{"id": i, "score": s, **({"search_score": ss} if result.search_scores else {})}

@@ -25,6 +25,7 @@ class Strategy:
     # injected along the trajectory: not reproducible from one initial noise).
     replay: str
     options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # what the user chose, for reports
     rows: int = 1                   # most candidates one round holds (sizes memory checks)
     uses_search_schedule: bool = True  # False: searches on the full schedule only
     # Refuses a backend the algorithm cannot run on, before any denoising (message names the input).

@@ -21,7 +21,9 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # File names the examples use that the test server does not have (official model files).
 OFFICIAL_FILES = set(wc.MODEL_SUBSTITUTES) | {"clip_l.safetensors", "t5xxl_fp16.safetensors"}
 SEARCH_TYPES = {"RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
-                "PathSearch", "PathSearchAdvanced"}
+                "PathSearch", "PathSearchAdvanced", "NoiseSearch"}
+# The examples as the first release saved them (node ids and widget orders of that release).
+SAVED_V1 = sorted((REPO / "tests" / "fixtures" / "saved_v1").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +132,28 @@ def test_example_converts_validates_and_runs(live, info, name):
         report = json.loads(png.info["noise_search_report"])
         assert report["best"]["score"] == pytest.approx(outputs[searches[0]]["noise_search"][0]["best_score"])
     if name == "replay_winner_stock_nodes":
+        check_replays_match(live, prompt, outputs)
+    if name == "sdxl_zero_order_ensemble":
+        # The ensemble ranks the pivot with its neighbours: the pivot moves, and the winner is
+        # not the seed's plain sample (candidate 0).
+        assert any(r["moved"] for r in report["rounds"][1:]), report["rounds"]
+        assert report["best"]["id"] != 0
+
+
+@pytest.mark.parametrize("path", SAVED_V1, ids=[p.stem for p in SAVED_V1])
+def test_workflows_saved_by_the_first_release_still_run(live, info, path):
+    """Workflows saved with the first release's nodes load (same node ids, same widget order)
+    and run unchanged."""
+    workflow = json.loads(path.read_text())
+    prompt = wc.tiny_prompt(workflow, info)
+    result = live.run(prompt, timeout=600)
+    assert result["status"] == "success", json.dumps(result.get("data") or result.get("body"), indent=1)[:4000]
+    outputs = result["history"]["outputs"]
+    for nid, node in prompt.items():
+        if node["class_type"] in SEARCH_TYPES:
+            (state,) = outputs[nid]["noise_search"]
+            assert state["finished"] and np.isfinite(state["best_score"])
+    if path.stem == "replay_winner_stock_nodes":
         check_replays_match(live, prompt, outputs)
 
 

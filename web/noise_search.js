@@ -11,7 +11,7 @@ import { api } from "../../scripts/api.js";
 const EVENT = "noise-search.progress";
 const SEARCH_NODES = new Set([
   "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
-  "PathSearch", "PathSearchAdvanced",
+  "PathSearch", "PathSearchAdvanced", "NoiseSearch",
 ]);
 const WIDGET_NAME = "noise_search_view";
 // The last state is kept in the node's properties so it survives saving and reopening the
@@ -21,10 +21,14 @@ const PROPERTY = "noise_search_state";
 const KEEP_THUMBS = 16;
 const ALGORITHMS = { random: "Random search", zero_order: "Zero-order search", paths: "Path search" };
 const SVG_NS = "http://www.w3.org/2000/svg";
+// The view's least height. The classic canvas sizes a DOM widget from getMinHeight; Nodes 2.0
+// (Vue nodes) only moves the element into the node's body and lets CSS size it, so the same
+// least height is also a CSS min-height: without it the thumbnails shrink to a strip there.
+const MIN_HEIGHT = 170;
 
 const CSS = `
 .noise-search-view { display: flex; flex-direction: column; gap: 4px; box-sizing: border-box;
-  height: 100%; padding: 4px; overflow: hidden; border-radius: 6px;
+  height: 100%; min-height: ${MIN_HEIGHT}px; padding: 4px; overflow: hidden; border-radius: 6px;
   font: 11px/1.3 sans-serif; color: var(--input-text, #ddd); background: var(--comfy-input-bg, #222); }
 .noise-search-header { flex: 0 0 auto; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .noise-search-view[data-status="running"] .noise-search-header::before { content: "\\25CF  "; color: #4caf50; }
@@ -212,12 +216,40 @@ class SearchView {
   }
 }
 
-/** The node for an execution id ("12", or "5:12" inside a subgraph). */
-function nodeForExecutionId(id) {
-  let graph = app.rootGraph ?? app.graph;
+// Two kinds of node ids reach this extension:
+// - execution ids, from the server's messages ("executing", our progress event): the path of
+//   node ids from the root graph, "12", or "5:12" for node 12 inside the subgraph node 5;
+// - locator ids, the keys of app.nodeOutputs handed to onNodeOutputsUpdated by frontends with
+//   subgraphs: "12" on the root graph, "<subgraph uuid>:12" for node 12 of that subgraph.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function rootGraph() {
+  return app.rootGraph ?? app.graph;
+}
+
+function nodeIn(graph, id) {
+  return graph?.getNodeById(Number(id)) ?? graph?.getNodeById(id) ?? null;
+}
+
+/** The subgraph definition with this uuid: the root graph holds them all, nested ones too. */
+function subgraphById(uuid) {
+  return rootGraph()?.subgraphs?.get?.(uuid) ?? null;
+}
+
+/** Every node of the root graph and of every subgraph definition. */
+function allNodes() {
+  const graphs = [rootGraph(), ...(rootGraph()?.subgraphs?.values?.() ?? [])];
+  return [...new Set(graphs.filter(Boolean).flatMap((g) => g.nodes ?? []))];
+}
+
+/** The node for an execution id or a locator id (see above); null when absent. */
+function nodeForId(id) {
+  const parts = String(id).split(":");
+  if (parts.length === 2 && UUID.test(parts[0])) return nodeIn(subgraphById(parts[0]), parts[1]);
+  let graph = rootGraph();
   let node = null;
-  for (const part of String(id).split(":")) {
-    node = graph?.getNodeById(Number(part)) ?? graph?.getNodeById(part);
+  for (const part of parts) {
+    node = nodeIn(graph, part);
     if (!node) return null;
     graph = node.subgraph;
   }
@@ -234,7 +266,7 @@ function attachView(node) {
   const widget = node.addDOMWidget(WIDGET_NAME, "noise_search", view.root, {
     serialize: false, // the view is not an input of the node
     hideOnZoom: false,
-    getMinHeight: () => 170,
+    getMinHeight: () => MIN_HEIGHT,
   });
   widget.serialize = false; // keeps widgets_values free of it when the workflow is saved
   node.noiseSearchView = view;
@@ -248,14 +280,14 @@ app.registerExtension({
     injectStyle();
     api.addEventListener(EVENT, ({ detail }) => {
       if (detail?.node === undefined || detail?.node === null) return;
-      viewOf(nodeForExecutionId(detail.node))?.update(detail);
+      viewOf(nodeForId(detail.node))?.update(detail);
     });
     api.addEventListener("executing", ({ detail }) => {
-      const view = detail === null || detail === undefined ? null : viewOf(nodeForExecutionId(detail));
+      const view = detail === null || detail === undefined ? null : viewOf(nodeForId(detail));
       if (view) view.clear("Searching… the first candidates appear after the first scored round.", "running");
     });
     const stop = () => {
-      for (const node of (app.rootGraph ?? app.graph)?.nodes ?? []) {
+      for (const node of allNodes()) {
         const view = viewOf(node);
         if (view?.root.dataset.status === "running") {
           view.root.dataset.status = "stopped";
@@ -299,7 +331,7 @@ app.registerExtension({
   onNodeOutputsUpdated(nodeOutputs) {
     for (const [id, output] of Object.entries(nodeOutputs || {})) {
       const state = output?.noise_search?.[0];
-      if (state) viewOf(nodeForExecutionId(id))?.update(state);
+      if (state) viewOf(nodeForId(id))?.update(state);
     }
   },
 });
