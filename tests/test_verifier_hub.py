@@ -8,6 +8,7 @@ ComfyUI the way a user's first run does.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -77,6 +78,26 @@ def ir_bytes() -> bytes:
     return (vf.IMAGEREWARD_FIXTURE / "ImageReward.pt").read_bytes()
 
 
+def unpin(module, monkeypatch, rel: str):
+    """Trust the tiny stand-in on first use instead of the real file's pinned SHA-256 (revision kept)."""
+    entry = dataclasses.replace(module.OFFICIAL_FILES[rel], sha256=None, size=None, hash_source="")
+    monkeypatch.setitem(module.OFFICIAL_FILES, rel, entry)
+    return entry
+
+
+def pin_tiny(module, monkeypatch, rel: str, data: bytes):
+    """Pin the tiny stand-in's SHA-256 where the real file's is pinned (the pinned check still runs)."""
+    entry = module.OFFICIAL_FILES[rel]
+    if entry.sha256 is not None:
+        entry = dataclasses.replace(entry, sha256=sha(data), size=len(data))
+        monkeypatch.setitem(module.OFFICIAL_FILES, rel, entry)
+    return entry
+
+
+def ir_path() -> str:
+    return f"/THUDM/ImageReward/resolve/{hub.OFFICIAL_FILES[IR].revision}/ImageReward.pt"
+
+
 # -- verifiers.hub directly ---------------------------------------------------------------------
 
 def test_registry_names_official_sources_pins_and_licenses():
@@ -91,8 +112,12 @@ def test_registry_names_official_sources_pins_and_licenses():
             assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.hash_source, rel
         if entry.revision is not None:
             assert re.fullmatch(r"[0-9a-f]{40}", entry.revision), rel
-    assert hub.OFFICIAL_FILES["clip/ViT-L-14-openai.safetensors"].sha256 is not None
-    assert hub.OFFICIAL_FILES[vf.AESTHETIC_NAME].sha256 is not None
+    pinned = ["clip/ViT-L-14-openai.safetensors", vf.AESTHETIC_NAME, IR, "HPSv2/HPS_v2.1_compressed.pt",
+              "PickScore_v1/model.safetensors", "dinov2-small/model.safetensors", "dinov2-base/model.safetensors"]
+    assert all(hub.OFFICIAL_FILES[r].sha256 for r in pinned)
+    # Files without a published hash are pinned to a repository revision where one is known.
+    for rel in ("ImageReward/med_config.json", "PickScore_v1/config.json", "dinov2-small/config.json"):
+        assert hub.OFFICIAL_FILES[rel].sha256 is None and hub.OFFICIAL_FILES[rel].revision, rel
     for rel in ("ImageReward/ImageReward.pt", "PickScore_v1/model.safetensors", "HPSv2/HPS_v2.1_compressed.pt",
                 "CLIP-ViT-H-14-laion2B-s32B-b79K/tokenizer.json", "dinov2-small/model.safetensors"):
         assert rel in hub.OFFICIAL_FILES, rel
@@ -117,20 +142,19 @@ def test_switches_and_cache_location_are_read_at_call_time(isolated, monkeypatch
     assert hub.expand_template("{env:HPS_ROOT|~/.cache/hpsv2}/f") == Path.home() / ".cache" / "hpsv2" / "f"
 
 
-def test_download_records_the_hash_and_later_loads_verify_it(fake_hub, tmp_path):
+def test_download_records_the_hash_and_later_loads_verify_it(fake_hub, tmp_path, monkeypatch):
+    unpin(hub, monkeypatch, IR)
     data = ir_bytes()
     fake_hub.add("THUDM/ImageReward", "ImageReward.pt", data)
     folder = tmp_path / "verifiers"
     path = hub.ensure_file(IR, [str(folder)])
     assert path == folder / IR and path.read_bytes() == data
-    assert [(r.method, r.path) for r in fake_hub.log] == [
-        ("HEAD", "/THUDM/ImageReward/resolve/main/ImageReward.pt"),
-        ("GET", "/THUDM/ImageReward/resolve/main/ImageReward.pt")]
+    assert [(r.method, r.path) for r in fake_hub.log] == [("HEAD", ir_path()), ("GET", ir_path())]
     # Recorded beside the weights; nothing staged or partial left behind.
     lock = json.loads((folder / "ImageReward" / hub.LOCK_NAME).read_text())
     entry = lock["files"]["ImageReward.pt"]
     assert entry["sha256"] == sha(data) and entry["size"] == len(data) and entry["how"] == "downloaded"
-    assert entry["source"] == f"{fake_hub.endpoint}/THUDM/ImageReward/resolve/main/ImageReward.pt"
+    assert entry["source"] == f"{fake_hub.endpoint}{ir_path()}" and entry["revision"] == hub.OFFICIAL_FILES[IR].revision
     assert sorted(p.name for p in folder.iterdir()) == ["ImageReward"]
     assert sorted(p.name for p in (folder / "ImageReward").iterdir()) == ["ImageReward.pt", hub.LOCK_NAME]
 
@@ -221,7 +245,7 @@ def test_downloads_off_make_no_network_attempt_and_name_file_folder_source(fake_
         hub.ensure_file(IR, [str(folder), str(tmp_path / "second")], allow_download=(switch != "node"))
     text = str(e.value)
     assert IR in text and str(folder) in text and str(tmp_path / "second") in text
-    assert f"{fake_hub.endpoint}/THUDM/ImageReward/resolve/main/ImageReward.pt" in text
+    assert f"{fake_hub.endpoint}{ir_path()}" in text
     assert {"env": hub.DOWNLOAD_ENV, "offline": "HF_HUB_OFFLINE", "node": "allow_download"}[switch] in text
     assert no_network == [] and fake_hub.log == []
     assert not folder.exists()
@@ -239,6 +263,7 @@ def test_unknown_files_are_never_fetched(fake_hub, tmp_path):
 def test_dropped_connection_resumes_with_a_range_request(fake_hub, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
+    pin_tiny(hub, monkeypatch, IR, ir_bytes())
     chunk = 1 << 16
     monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", chunk)
     data = ir_bytes()
@@ -256,6 +281,7 @@ def test_interrupted_download_leaves_nothing_under_the_real_name(fake_hub, tmp_p
 
     monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
     data = ir_bytes()
+    pin_tiny(hub, monkeypatch, IR, data)
     fake_hub.add("THUDM/ImageReward", "ImageReward.pt", data)
 
     class Interrupt(Exception):
@@ -317,6 +343,8 @@ def test_hf_cache_and_other_tools_folders_are_used_without_download(fake_hub, tm
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    unpin(hub, monkeypatch, IR)  # trust on first use below (the tiny file is not the pinned one)
+    pin_tiny(hub, monkeypatch, "HPSv2/HPS_v2.1_compressed.pt", b"hps")
 
     folder = tmp_path / "verifiers"
     got = hub.ensure_file("ImageReward/bert-base-uncased/vocab.txt", [str(folder)])
@@ -351,9 +379,10 @@ def test_hf_cache_and_other_tools_folders_are_used_without_download(fake_hub, tm
     assert not any(p.name != hub.LOCK_NAME for p in folder.rglob("*") if p.is_file())
 
 
-def test_group_prefers_one_complete_place_and_fills_the_rest(fake_hub, tmp_path):
+def test_group_prefers_one_complete_place_and_fills_the_rest(fake_hub, tmp_path, monkeypatch):
     d = vf.write_tiny_dinov2(tmp_path / "src")
     files = {n: (d / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    entry = pin_tiny(hub, monkeypatch, "dinov2-small/model.safetensors", files["model.safetensors"])
     for name, data in files.items():
         fake_hub.add("facebook/dinov2-small", name, data)
     folder = tmp_path / "verifiers"
@@ -362,9 +391,9 @@ def test_group_prefers_one_complete_place_and_fills_the_rest(fake_hub, tmp_path)
     rels = ["dinov2-small/config.json", "dinov2-small/model.safetensors"]
     out = hub.ensure_group(rels, [str(folder)])
     assert {r: p.parent for r, p in out.items()} == {r: folder / "dinov2-small" for r in rels}
-    assert fake_hub.gets() == ["/facebook/dinov2-small/resolve/main/model.safetensors"]
+    assert fake_hub.gets() == [f"/facebook/dinov2-small/resolve/{entry.revision}/model.safetensors"]
     lock = json.loads((folder / "dinov2-small" / hub.LOCK_NAME).read_text())["files"]
-    assert set(lock) == {"config.json", "model.safetensors"}
+    assert set(lock) == {"config.json"}  # the weights' SHA-256 is pinned: checked, not recorded
 
 
 # -- the loader nodes in ComfyUI ----------------------------------------------------------------
@@ -389,19 +418,17 @@ def comfy_folder(comfy, isolated, tmp_path, monkeypatch):
 
 
 def _serve(server, pack_hub, monkeypatch, files: dict[str, bytes]):
-    """Serve ``files`` (rel -> bytes) at their official places; pinned entries get the tiny
-    files' hashes (the real pins are for the real files)."""
+    """Serve ``files`` (rel -> bytes) at their official places (pinned revisions included); pinned
+    entries get the tiny files' hashes (the real pins are for the real files)."""
     for rel, data in files.items():
         entry = pack_hub.OFFICIAL_FILES[rel]
         if entry.repo_id is None:
             server.raw[entry.filename] = data
-            entry = pack_hub.OfficialFile(None, entry.filename, url=server.raw_url(entry.filename),
-                                          sha256=sha(data), size=len(data))
+            monkeypatch.setitem(pack_hub.OFFICIAL_FILES, rel, dataclasses.replace(
+                entry, url=server.raw_url(entry.filename), sha256=sha(data), size=len(data)))
         else:
             server.add(entry.repo_id, entry.filename, data)
-            if entry.sha256 is not None:
-                entry = pack_hub.OfficialFile(entry.repo_id, entry.filename, sha256=sha(data), size=len(data))
-        monkeypatch.setitem(pack_hub.OFFICIAL_FILES, rel, entry)
+            pin_tiny(pack_hub, monkeypatch, rel, data)
 
 
 def _loader_cases(src: Path):
@@ -536,12 +563,13 @@ def test_loader_uses_files_in_the_hf_cache_without_download(node_id, comfy_folde
     assert all(not (folder / r).exists() for r in hub_files)  # used in place, not copied
 
 
-def test_imagereward_loader_uses_other_tools_folders(comfy_folder, tmp_path, no_network):
+def test_imagereward_loader_uses_other_tools_folders(comfy_folder, tmp_path, monkeypatch, no_network):
     import folder_paths
 
     from tests.harness.host import run_node
 
-    folder, _ = comfy_folder
+    folder, pack_hub = comfy_folder
+    pin_tiny(pack_hub, monkeypatch, IR, ir_bytes())
     models = Path(folder_paths.models_dir)
     (models / "ImageReward" / "bert-base-uncased").mkdir(parents=True)
     shutil.copyfile(vf.IMAGEREWARD_FIXTURE / "med_config.json", models / "ImageReward" / "med_config.json")
@@ -553,13 +581,18 @@ def test_imagereward_loader_uses_other_tools_folders(comfy_folder, tmp_path, no_
                            tokenizer_dir="ImageReward/bert-base-uncased", precision="fp32", allow_download=True)
     assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
     assert no_network == []
-    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [hub.LOCK_NAME] * 2
+    # med_config.json and vocab.txt recorded on first use; ImageReward.pt checked against its pin.
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        f"ImageReward/bert-base-uncased/{hub.LOCK_NAME}", f"ImageReward/{hub.LOCK_NAME}"]
+    lock = json.loads((folder / "ImageReward" / hub.LOCK_NAME).read_text())["files"]
+    assert set(lock) == {"med_config.json"}
 
 
-def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, no_network):
+def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, monkeypatch, no_network):
     from tests.harness.host import run_node
 
-    folder, _ = comfy_folder
+    folder, pack_hub = comfy_folder
+    pin_tiny(pack_hub, monkeypatch, pf.HPS_FILE, pf.hps_files()[pf.HPS_FILE])
     pkg = Path.home() / ".cache" / "hpsv2"  # the hpsv2 package's default HPS_ROOT
     pkg.mkdir(parents=True)
     (pkg / "HPS_v2.1_compressed.pt").write_bytes(pf.hps_files()[pf.HPS_FILE])
@@ -567,4 +600,4 @@ def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, no_network):
                            precision="fp32", allow_download=True)
     assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
     assert no_network == []
-    assert [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()] == [f"HPSv2/{hub.LOCK_NAME}"]
+    assert [p for p in folder.rglob("*") if p.is_file()] == []  # pinned: checked, nothing to record

@@ -33,13 +33,16 @@ def verifier_root(comfy, tmp_path_factory):
     root = vf.write_all(tmp_path_factory.mktemp("verifier_models"))
     paths = folder_paths.folder_names_and_paths["verifiers"][0]
     paths.insert(0, str(root))  # what is_default=True in extra_model_paths.yaml does
+    pf.write_files(root, {**pf.pickscore_files(), **pf.hps_files()})
     hub = pack_module("verifiers.hub")
     with pytest.MonkeyPatch.context() as mp:
-        # The tiny aesthetic head sits under the official name, whose real SHA-256 is pinned: pin the
-        # tiny file's hash instead, so the pinned check runs (and passes) as it does for users.
-        tiny = (root / vf.AESTHETIC_NAME).read_bytes()
-        mp.setitem(hub.OFFICIAL_FILES, vf.AESTHETIC_NAME, dataclasses.replace(
-            hub.OFFICIAL_FILES[vf.AESTHETIC_NAME], sha256=hashlib.sha256(tiny).hexdigest(), size=len(tiny)))
+        # Tiny files sit under official names whose real SHA-256 is pinned: pin the tiny files'
+        # hashes instead, so the pinned check runs (and passes) as it does for users.
+        for rel, entry in list(hub.OFFICIAL_FILES.items()):
+            if entry.sha256 is not None and (root / rel).is_file():
+                tiny = (root / rel).read_bytes()
+                mp.setitem(hub.OFFICIAL_FILES, rel, dataclasses.replace(
+                    entry, sha256=hashlib.sha256(tiny).hexdigest(), size=len(tiny)))
         yield root
     paths.remove(str(root))
 
@@ -218,7 +221,6 @@ def test_verifier_ensemble_node(verifier_root):
 def test_pickscore_and_hps_loaders_batched_on_the_memory_manager_and_in_the_ensemble(verifier_root):
     import comfy.model_patcher
 
-    pf.write_files(verifier_root, {**pf.pickscore_files(), **pf.hps_files()})
     ps = load("PickScoreVerifierLoader", model_folder=pf.PICKSCORE_DIR, processor_folder=pf.PICKSCORE_PROCESSOR_DIR)
     hps = load("HPSv2VerifierLoader", model_file=pf.HPS_FILE, architecture=pf.hps_arch())
     for v in (ps, hps):

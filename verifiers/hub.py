@@ -105,6 +105,11 @@ def _hf(repo_id: str, filename: str, license: str, **kw) -> OfficialFile:
 
 
 _LAION_H14 = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+# Commits of the official repositories that hold the files below (read from the Hub's pages).
+_IR_REVISION = "e102d1c82b37371960ba52df736a2450043b0ccd"
+_DINO_S_REVISION = "ed25f3a31f01632728cabb09d1542f84ab7b0056"
+_PICKSCORE_REVISION = "a4e4367c6dfa7288a00c550414478f865b875800"
+_PICKSCORE_LICENSE = "none stated on the model card"
 _IMAGEREWARD_ELSEWHERE = ("{models}/ImageReward/{name}", "{models}/image_reward/{name}", "~/.cache/ImageReward/{name}")
 
 # Relative paths inside a `verifiers` model folder -> official source. The layout is the one
@@ -124,26 +129,40 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
         sha256="21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0", size=3_714_759,
         hash_source="git-lfs pointer of a public mirror of the file (jewel/laion-aesthetics-predictor)",
         license="Apache-2.0 (improved-aesthetic-predictor)"),
-    # ImageReward v1.0 (THUDM): no hash could be confirmed offline -> trust on first use.
+    # ImageReward v1.0 (THUDM). The revision holds both files; med_config.json (not in LFS) has
+    # no published SHA-256: trust on first use at that pinned revision.
     "ImageReward/ImageReward.pt": _hf(
-        "THUDM/ImageReward", "ImageReward.pt", "Apache-2.0",
+        "THUDM/ImageReward", "ImageReward.pt", "Apache-2.0", revision=_IR_REVISION,
+        sha256="d71dc8d4912bc633c06ab8ef1ef6a81e8199d4369f14b47b29baf1d19de561f6", size=1_786_880_927,
+        hash_source="Git LFS pointer on the Hub: commit 7a9e21fc5c78 'Upload ImageReward.pt' and the file's "
+                    "page on main (same oid and size)",
         elsewhere=tuple(t.format(name="ImageReward.pt", models="{models}") for t in _IMAGEREWARD_ELSEWHERE)),
     "ImageReward/med_config.json": _hf(
-        "THUDM/ImageReward", "med_config.json", "Apache-2.0",
+        "THUDM/ImageReward", "med_config.json", "Apache-2.0", revision=_IR_REVISION,
         elsewhere=tuple(t.format(name="med_config.json", models="{models}") for t in _IMAGEREWARD_ELSEWHERE)),
     "ImageReward/bert-base-uncased/vocab.txt": _hf(
         "google-bert/bert-base-uncased", "vocab.txt", "Apache-2.0", aliases=("bert-base-uncased",),
         elsewhere=("{models}/ImageReward/bert-base-uncased/vocab.txt",
                    "{models}/image_reward/bert-base-uncased/vocab.txt")),
     # DINOv2 (transformers layout).
-    "dinov2-small/config.json": _hf("facebook/dinov2-small", "config.json", "Apache-2.0"),
-    "dinov2-small/model.safetensors": _hf("facebook/dinov2-small", "model.safetensors", "Apache-2.0"),
+    "dinov2-small/config.json": _hf("facebook/dinov2-small", "config.json", "Apache-2.0",
+                                    revision=_DINO_S_REVISION),
+    "dinov2-small/model.safetensors": _hf(
+        "facebook/dinov2-small", "model.safetensors", "Apache-2.0", revision=_DINO_S_REVISION,
+        sha256="ae1e99fcefd534ed978cdeb8326f08030c96e28b7a81ffcbc98a857c84d14be1",
+        hash_source="Git LFS details on the Hub's pages of the file at revisions ed25f3a31f01 and 8c0210022ead"),
     "dinov2-base/config.json": _hf("facebook/dinov2-base", "config.json", "Apache-2.0"),
-    "dinov2-base/model.safetensors": _hf("facebook/dinov2-base", "model.safetensors", "Apache-2.0"),
+    "dinov2-base/model.safetensors": _hf(
+        "facebook/dinov2-base", "model.safetensors", "Apache-2.0",
+        sha256="d73036b56966966d07975d696bde331762f37297e2f095de8cea0040c3aa0841",
+        hash_source="Git LFS details on the Hub's pages of the file on main and refs/pr/3"),
     # PickScore v1: a transformers CLIPModel (ViT-H/14) fine-tuned on Pick-a-Pic...
-    "PickScore_v1/config.json": _hf("yuvalkirstain/PickScore_v1", "config.json", "not stated by the authors"),
-    "PickScore_v1/model.safetensors": _hf("yuvalkirstain/PickScore_v1", "model.safetensors",
-                                          "not stated by the authors"),
+    "PickScore_v1/config.json": _hf("yuvalkirstain/PickScore_v1", "config.json", _PICKSCORE_LICENSE,
+                                    revision=_PICKSCORE_REVISION),
+    "PickScore_v1/model.safetensors": _hf(
+        "yuvalkirstain/PickScore_v1", "model.safetensors", _PICKSCORE_LICENSE, revision=_PICKSCORE_REVISION,
+        sha256="ef31ef6fc5ff4d9bb90dd232df4e145887ba62c5a03aa2841415f8c25f18d52e",
+        hash_source="Git LFS details on the Hub's page of the file at revision a4e4367c6dfa"),
     # ... with the processor (tokenizer + image preprocessing) of LAION's CLIP ViT-H/14.
     **{f"CLIP-ViT-H-14-laion2B-s32B-b79K/{name}": _hf(_LAION_H14, name, "MIT")
        for name in ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -151,6 +170,9 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
     # HPS v2.1: open_clip ViT-H-14 weights fine-tuned on HPD v2 (the hpsv2 package's checkpoint).
     "HPSv2/HPS_v2.1_compressed.pt": _hf(
         "xswu/HPSv2", "HPS_v2.1_compressed.pt", "Apache-2.0",
+        revision="697403c78157020a1ae59d23f111aa58ced35b0a",
+        sha256="c57a38fb4a2f7e7c15bf00da2ea377cdf165448b4dd1052a484c215a998c9837", size=1_972_490_005,
+        hash_source="Git LFS pointer in the Hub's commit 697403c78157 'Upload 2 files' that added the file",
         elsewhere=("{env:HPS_ROOT|~/.cache/hpsv2}/HPS_v2.1_compressed.pt",)),
 }
 
