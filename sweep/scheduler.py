@@ -1,0 +1,291 @@
+"""The driver: tasks to Ray actors (one per ComfyUI server), results to disk as they finish.
+
+- Each actor runs one task at a time; the driver hands the next pending task to whichever
+  actor is idle, so fast servers do more.
+- A task is dispatched to one server at a time and is redispatched only when that server was
+  lost before the result came back (never because it is slow); a lost server is retried
+  (an own server is restarted, an external one is waited for) and rejoins when it answers.
+- A row is written by the driver alone, after the image, the moment a result arrives.
+- Ctrl-C cancels what the servers are running for this sweep and exits; nothing finished is
+  lost, and the next run starts from what is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from .config import Config
+from .results import Store, read_rows
+from .tasks import Task, all_tasks, shard_tasks
+from .workflow import Template
+
+PACK = Path(__file__).resolve().parents[1]
+MB = 1024 * 1024
+
+
+class SweepAborted(RuntimeError):
+    pass
+
+
+def init_ray(cfg: Config, address: str | None):
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    address = address or cfg.ray.get("address") or None
+    common = {"include_dashboard": False, "logging_level": cfg.ray.get("logging_level", "WARNING"),
+              "log_to_driver": bool(cfg.ray.get("log_to_driver", True))}
+    if address:
+        # A cluster: ship this package to the workers (they need sweep/ to run the actors).
+        ray.init(address=address, runtime_env={"py_modules": [str(PACK / "sweep")]}, **common)
+    else:
+        local = {}
+        if cfg.ray.get("num_cpus") is not None:
+            local["num_cpus"] = int(cfg.ray["num_cpus"])
+        if cfg.ray.get("num_gpus") is not None:
+            local["num_gpus"] = int(cfg.ray["num_gpus"])
+        if cfg.ray.get("object_store_mb") is not None:
+            local["object_store_memory"] = int(cfg.ray["object_store_mb"]) * MB
+        ray.init(**local, **common)
+    return ray, True
+
+
+def make_workers(ray, cfg: Config) -> list[tuple[str, object]]:
+    from .worker import ServerWorker
+
+    actor_cls = ray.remote(ServerWorker)
+    workers = []
+    for url in cfg.urls:
+        name = url.split("://", 1)[-1].rstrip("/")
+        workers.append((name, actor_cls.options(num_cpus=0, max_concurrency=2).remote(name, url=url)))
+    if cfg.launch is not None:
+        per_gpu = bool(cfg.launch.get("per_gpu", False))
+        if per_gpu:
+            count = int(cfg.launch.get("count") or ray.cluster_resources().get("GPU", 0))
+            if count < 1:
+                raise SweepAborted("servers.launch.per_gpu: the Ray cluster has no GPUs")
+            opts = {"num_gpus": 1, "num_cpus": 0}
+        else:
+            count, opts = int(cfg.launch.get("count", 1)), {"num_cpus": 0}
+        for i in range(count):
+            name = f"{'gpu' if per_gpu else 'server'}{i}"
+            workers.append((name, actor_cls.options(max_concurrency=2, **opts).remote(name, launch=cfg.launch)))
+    if not workers:
+        raise SweepAborted("[servers]: give urls = [...] of running ComfyUI servers, or launch = {comfyui = ...}")
+    return workers
+
+
+class Bars:
+    """tqdm bars: the whole sweep, then one per server (tasks it finished, what it runs)."""
+
+    def __init__(self, total: int, done: int, names: list[str], enabled: bool = True):
+        from tqdm import tqdm
+
+        self.enabled = enabled
+        kw = {"file": sys.stderr, "disable": not enabled, "dynamic_ncols": True, "mininterval": 0.2}
+        self.total = tqdm(total=total, initial=done, desc="sweep", unit="task", position=0, **kw)
+        width = max(len(n) for n in names)
+        self.servers = {n: tqdm(total=None, desc=f"  {n:<{width}}", unit="task", position=i + 1, leave=True,
+                                bar_format="{desc} {n_fmt} done{postfix}", **kw)
+                        for i, n in enumerate(names)}
+
+    def status(self, name: str, text: str) -> None:
+        self.servers[name].set_postfix_str(text, refresh=True)
+
+    def finished(self, name: str) -> None:
+        self.servers[name].update(1)
+        self.total.update(1)
+
+    def close(self) -> None:
+        for bar in self.servers.values():
+            bar.close()
+        self.total.close()
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def plan(cfg: Config, shard) -> tuple[list[Task], list[Task], dict]:
+    tasks = shard_tasks(all_tasks(cfg), shard)
+    rows, _ = read_rows(cfg.output)
+    todo = [t for t in tasks if t.id not in rows]
+    return tasks, todo, rows
+
+
+def run(cfg: Config, shard=None, address: str | None = None, progress: bool = True, log=print) -> int:
+    tasks, todo, rows = plan(cfg, shard)
+    where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+    log(f"{len(tasks)} tasks{where}: {len(tasks) - len(todo)} already done, {len(todo)} to run "
+        f"-> {cfg.output}")
+    if not todo:
+        log("nothing to run")
+        return 0
+    store = Store(cfg.output, shard)
+    ray, owned = init_ray(cfg, address)
+    workers = []
+    try:
+        workers = make_workers(ray, cfg)
+        return _drive(ray, cfg, workers, tasks, todo, store, progress, log)
+    finally:
+        for _, actor in workers:
+            try:
+                ray.get(actor.stop.remote(), timeout=60)
+            except Exception:  # noqa: BLE001, S110 (best effort at shutdown; the actor may be gone)
+                pass
+            ray.kill(actor)
+        store.close()
+        if owned:
+            ray.shutdown()
+
+
+def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool, log) -> int:
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    names = [n for n, _ in workers]
+    actors = dict(workers)
+    # Start (or reach) every server; the first that answers gives the node definitions.
+    starts = {name: actor.start.remote() for name, actor in workers}
+    idle, recovering = deque(), {}
+    for name, ref in starts.items():
+        try:
+            info = ray.get(ref)
+            where = info.get("url") or ""
+            log(f"server {name}: ready {where} on {info.get('host')}"
+                + (f" (GPU {info['gpus']})" if info.get("gpus") else ""))
+            idle.append(name)
+        except Exception as e:  # noqa: BLE001 (a server that does not start is reported, the rest run)
+            log(f"server {name}: not available ({_first_line(e)}); will retry")
+            recovering[actors[name].recover.remote(cfg.recover_wait)] = name
+    if not idle:
+        raise SweepAborted("no ComfyUI server answers: " + ", ".join(names))
+    object_info = ray.get(actors[idle[0]].object_info.remote())
+    template = Template(cfg, object_info)
+    # Build one prompt per setting before anything runs: a bad option fails here, not on a server.
+    seen = set()
+    for t in todo:
+        if t.setting.key not in seen:
+            seen.add(t.setting.key)
+            template.build(t)
+
+    bars = Bars(len(tasks), len(tasks) - len(todo), names, enabled=progress)
+    for name in names:
+        bars.status(name, "idle" if name in idle else "starting")
+    pending: deque[Task] = deque(todo)
+    attempts: dict[str, int] = {}
+    inflight: dict = {}
+    failed: dict[str, str] = {}
+    retired: set[str] = set()
+    interrupted = False
+
+    def dispatch():
+        while pending and idle:
+            name = idle.popleft()
+            task = pending.popleft()
+            prompt, outputs = template.build(task)
+            payload = {"task": task.id, "prompt": prompt, "outputs": outputs, "timeout": cfg.task_timeout,
+                       "extra_data": {"extra_pnginfo": {"noise_search_sweep": task.describe()}}}
+            attempts[task.id] = attempts.get(task.id, 0) + 1
+            store.log_attempt(task.id, name, "dispatched", attempt=attempts[task.id])
+            inflight[actors[name].run.remote(payload)] = (task, name, time.time())
+            bars.status(name, f"running {task.setting.key} | {_short(task.prompt.text)} | seed {task.seed}")
+
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM (Slurm) stops like Ctrl-C
+    try:
+        while pending or inflight:
+            dispatch()
+            if not inflight and not recovering:
+                raise SweepAborted(f"every server is lost; {len(pending)} tasks left (run again to resume)")
+            ready, _ = ray.wait(list(inflight) + list(recovering), num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in recovering:
+                    name = recovering.pop(ref)
+                    try:
+                        ok = ray.get(ref)
+                    except RayActorError:
+                        ok = False
+                    if ok:
+                        log(f"server {name}: back")
+                        bars.status(name, "idle")
+                        idle.append(name)
+                    else:
+                        log(f"server {name}: gone; continuing without it")
+                        bars.status(name, "gone")
+                        retired.add(name)
+                    continue
+                task, name, t_sent = inflight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except RayActorError as e:
+                    result = {"status": "lost", "error": f"worker died: {_first_line(e)}"}
+                    retired.add(name)
+                status = result["status"]
+                store.log_attempt(task.id, name, status, attempt=attempts[task.id], error=result.get("error"))
+                if status == "ok":
+                    image = store.save_image(task.id, result["png"])
+                    store.add_row(_row(task, result, image, name, attempts[task.id], t_sent))
+                    bars.finished(name)
+                    bars.status(name, "idle")
+                    idle.append(name)
+                elif status == "lost":
+                    log(f"server {name}: lost ({_first_line(result.get('error'))}); "
+                        f"task {task.id[:8]} goes back to the queue")
+                    bars.status(name, "lost: recovering")
+                    if attempts[task.id] >= cfg.retries:
+                        failed[task.id] = f"lost on {attempts[task.id]} servers: {result.get('error')}"
+                    else:
+                        pending.appendleft(task)
+                    if name not in retired:
+                        recovering[actors[name].recover.remote(cfg.recover_wait)] = name
+                else:  # error / timeout: the same prompt would fail again; recorded, not retried now
+                    failed[task.id] = result.get("error") or status
+                    log(f"task {task.id[:8]} ({task.setting.key}, {task.prompt.id}, seed {task.seed}) "
+                        f"failed on {name}: {result.get('error')}")
+                    bars.status(name, "idle")
+                    idle.append(name)
+    except KeyboardInterrupt:
+        interrupted = True
+        for _, (task, name, _) in list(inflight.items()):
+            try:
+                ray.get(actors[name].cancel.remote(), timeout=10)
+            except (GetTimeoutError, RayActorError):
+                pass
+            store.log_attempt(task.id, name, "cancelled", attempt=attempts[task.id])
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        bars.close()
+    if interrupted:
+        log(f"interrupted: {len(inflight)} running task(s) cancelled; finished rows are in {store.rows_path}; "
+            "run the same command again to resume")
+        return 130
+    if failed:
+        log(f"{len(failed)} task(s) failed (run again to retry them):")
+        for task_id, err in list(failed.items())[:20]:
+            log(f"  {task_id[:8]}: {_first_line(err)}")
+        return 1
+    log(f"done: {len(todo)} task(s) run, rows in {store.rows_path}")
+    return 0
+
+
+def _row(task: Task, result: dict, image: str, server: str, attempt: int, t_sent: float) -> dict:
+    report = result["report"]
+    return {**task.describe(), "image": image, "server": server, "attempt": attempt,
+            "prompt_id": result.get("prompt_id"),
+            "nfe": report.get("nfe", {}), "best": report.get("best", {}),
+            "scores": {"search": report.get("best", {}).get("score"), "eval": result["eval"]},
+            "timings": {**result.get("timings", {}), "search_s": report.get("timings", {}).get("total_s"),
+                        "driver_s": round(time.time() - t_sent, 4)},
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "report": report}
+
+
+def _first_line(e) -> str:
+    text = str(e) if e is not None else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 3 else " ".join(lines)
