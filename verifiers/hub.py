@@ -128,7 +128,7 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
             "sac+logos+ava1-l14-linearMSE.pth",
         sha256="21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0", size=3_714_759,
         hash_source="git-lfs pointer of a public mirror of the file (jewel/laion-aesthetics-predictor)",
-        license="Apache-2.0 (improved-aesthetic-predictor)"),
+        license="none stated (the GitHub repository has no license file)"),
     # ImageReward v1.0 (THUDM). The revision holds both files; med_config.json (not in LFS) has
     # no published SHA-256: trust on first use at that pinned revision.
     "ImageReward/ImageReward.pt": _hf(
