@@ -601,3 +601,39 @@ def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, monkeypatch, no_
     assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
     assert no_network == []
     assert [p for p in folder.rglob("*") if p.is_file()] == []  # pinned: checked, nothing to record
+
+
+def test_download_drives_comfy_progress_bar_and_stops_on_interrupt(comfy_folder, fake_hub, monkeypatch):
+    import comfy.model_management
+    import comfy.utils
+    import huggingface_hub.constants
+
+    from tests.harness.host import run_node
+
+    folder, pack_hub = comfy_folder
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
+    files = {IR: ir_bytes(), "ImageReward/med_config.json": (vf.IMAGEREWARD_FIXTURE / "med_config.json").read_bytes(),
+             "ImageReward/bert-base-uncased/vocab.txt": (vf.IMAGEREWARD_FIXTURE / "vocab.txt").read_bytes()}
+    _serve(fake_hub, pack_hub, monkeypatch, files)
+    args = {"model_file": IR, "med_config_file": "ImageReward/med_config.json",
+            "tokenizer_dir": "ImageReward/bert-base-uncased", "precision": "fp32", "allow_download": True}
+    seen = []
+    original = comfy.utils.ProgressBar.update_absolute
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute",
+                        lambda self, value, total=None, preview=None: seen.append((value, total)) or
+                        original(self, value, total, preview))
+
+    # The user interrupts the prompt: the download stops at the next chunk; nothing is left in place.
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(BaseException) as e:
+            run_node("ImageRewardVerifierLoader", **args)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert type(e.value).__name__ == "InterruptProcessingException"
+    assert not (folder / IR).exists()
+
+    (verifier,) = run_node("ImageRewardVerifierLoader", **args)
+    size = len(files[IR])
+    assert (size, size) in seen and any(0 < v < size for v, t in seen if t == size)  # per-chunk progress
+    assert torch.isfinite(verifier.score(vf.images(1), "a cat")).all()
