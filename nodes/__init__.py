@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
+
+from .host_compat import ComfyExtension, io
 
 
 def node_list() -> list[type[io.ComfyNode]]:

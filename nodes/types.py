@@ -1,6 +1,6 @@
 """Custom socket types of the pack."""
 
-from comfy_api.latest import io
+from .host_compat import io
 
 VerifierType = io.Custom("VERIFIER")
 SearchType = io.Custom("SEARCH")

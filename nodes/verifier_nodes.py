@@ -13,7 +13,6 @@ import json
 import comfy.model_management
 import comfy.utils
 import torch
-from comfy_api.latest import io
 
 from ..verifiers import comfy_runtime as rt
 from ..verifiers import loaders
@@ -21,6 +20,7 @@ from ..verifiers.base import VerifierError
 from ..verifiers.dinov2 import DEFAULT_EARLY_LEVEL
 from ..verifiers.hub import DOWNLOAD_ENV, OFFLINE_ENV
 from ..verifiers.scoring import ranking, score_in_chunks
+from .host_compat import io
 from .types import VerifierType
 
 CATEGORY = "sampling/noise_search/verifiers"
