@@ -193,7 +193,7 @@ def test_first_use_of_a_placed_file_is_recorded_then_checked(isolated, no_networ
     assert no_network == []
 
 
-def test_pinned_hash_is_checked_on_download_and_on_every_load(fake_hub, tmp_path, monkeypatch):
+def test_pinned_hash_is_checked_on_download_and_on_every_load(fake_hub, tmp_path, monkeypatch, caplog):
     rel = "clip/ViT-L-14-openai.safetensors"
     data = vf.write_tiny_clip(tmp_path / "src").read_bytes()
     entry = hub.OFFICIAL_FILES[rel]
@@ -210,14 +210,33 @@ def test_pinned_hash_is_checked_on_download_and_on_every_load(fake_hub, tmp_path
                                                                   size=len(data)))
     path = hub.ensure_file(rel, [str(folder)])
     assert path.read_bytes() == data
-    assert not (folder / "clip" / hub.LOCK_NAME).exists()  # a pinned file needs no lock entry
+    lock = json.loads((folder / "clip" / hub.LOCK_NAME).read_text())["files"]["ViT-L-14-openai.safetensors"]
+    assert lock["sha256"] == sha(data) and lock["how"] == "downloaded, official SHA-256"
     gets = fake_hub.gets()
     assert gets[-1] == "/timm/vit_large_patch14_clip_224.openai/resolve/main/open_clip_model.safetensors"
     hub.forget_hashes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(WeightsFileError, match="not the pinned") as e:
+    with pytest.raises(WeightsFileError, match="changed since its first use") as e:
         hub.ensure_file(rel, [str(folder)])
     assert str(path) in str(e.value)
+
+    # A copy placed by hand that is not the official file: used with a warning, then locked.
+    other = tmp_path / "placed"
+    (other / "clip").mkdir(parents=True)
+    (other / rel).write_bytes(b"converted copy")
+    with caplog.at_level("WARNING"):
+        assert hub.ensure_file(rel, [str(other)]) == other / rel
+    assert "is not the official" in caplog.text
+    assert "differs from the official" in json.loads((other / "clip" / hub.LOCK_NAME).read_text())["files"][
+        "ViT-L-14-openai.safetensors"]["how"]
+    # The same bytes in the Hugging Face cache, which only ever holds official files: refused.
+    from huggingface_hub import hf_hub_download
+
+    fake_hub.add(entry.repo_id, entry.filename, b"tampered")
+    hf_hub_download(entry.repo_id, entry.filename, endpoint=fake_hub.endpoint, cache_dir=str(hub.hf_cache_dir()))
+    with pytest.raises(WeightsFileError, match="not the pinned") as e:
+        hub.ensure_file(rel, [str(tmp_path / "empty")])
+    assert "models--timm--vit_large_patch14_clip_224.openai" in str(e.value)
 
 
 def test_pinned_revision_is_requested(fake_hub, tmp_path, monkeypatch):
@@ -393,7 +412,8 @@ def test_group_prefers_one_complete_place_and_fills_the_rest(fake_hub, tmp_path,
     assert {r: p.parent for r, p in out.items()} == {r: folder / "dinov2-small" for r in rels}
     assert fake_hub.gets() == [f"/facebook/dinov2-small/resolve/{entry.revision}/model.safetensors"]
     lock = json.loads((folder / "dinov2-small" / hub.LOCK_NAME).read_text())["files"]
-    assert set(lock) == {"config.json"}  # the weights' SHA-256 is pinned: checked, not recorded
+    assert set(lock) == {"config.json", "model.safetensors"}
+    assert lock["model.safetensors"]["how"] == "downloaded, official SHA-256"
 
 
 # -- the loader nodes in ComfyUI ----------------------------------------------------------------
@@ -485,10 +505,10 @@ def test_loader_fetches_records_and_verifies_its_files(node_id, comfy_folder, fa
     assert set(fake_hub.gets()) == expected and len(fake_hub.gets()) == len(files)
     for rel, data in files.items():
         assert (folder / rel).read_bytes() == data, rel
-        entry = pack_hub.OFFICIAL_FILES[rel]
-        lock_path = (folder / rel).parent / pack_hub.LOCK_NAME
-        if entry.sha256 is None:  # recorded (trust on first use)
-            assert json.loads(lock_path.read_text())["files"][Path(rel).name]["sha256"] == sha(data)
+        recorded = json.loads(((folder / rel).parent / pack_hub.LOCK_NAME).read_text())["files"][Path(rel).name]
+        assert recorded["sha256"] == sha(data) and recorded["how"].startswith("downloaded")
+        # Pinned files were checked against the pin (here: the tiny stand-in's hash).
+        assert ("official SHA-256" in recorded["how"]) == (pack_hub.OFFICIAL_FILES[rel].sha256 is not None)
     assert not (folder / pack_hub.STAGING_DIR).exists()
 
     # A second load in a fresh process: no request; every file verified again.
@@ -581,11 +601,13 @@ def test_imagereward_loader_uses_other_tools_folders(comfy_folder, tmp_path, mon
                            tokenizer_dir="ImageReward/bert-base-uncased", precision="fp32", allow_download=True)
     assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
     assert no_network == []
-    # med_config.json and vocab.txt recorded on first use; ImageReward.pt checked against its pin.
+    # Recorded on first use where they would have been downloaded; nothing else written.
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         f"ImageReward/bert-base-uncased/{hub.LOCK_NAME}", f"ImageReward/{hub.LOCK_NAME}"]
     lock = json.loads((folder / "ImageReward" / hub.LOCK_NAME).read_text())["files"]
-    assert set(lock) == {"med_config.json"}
+    assert lock["ImageReward.pt"]["how"] == "first use (other tool's folder), official SHA-256"
+    assert lock["ImageReward.pt"]["path"] == str(home_cache / "ImageReward.pt")
+    assert lock["med_config.json"]["path"] == str(models / "ImageReward" / "med_config.json")
 
 
 def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, monkeypatch, no_network):
@@ -600,7 +622,7 @@ def test_hps_loader_uses_the_hpsv2_package_folder(comfy_folder, monkeypatch, no_
                            precision="fp32", allow_download=True)
     assert torch.isfinite(verifier.score(vf.images(2), "a red cat")).all()
     assert no_network == []
-    assert [p for p in folder.rglob("*") if p.is_file()] == []  # pinned: checked, nothing to record
+    assert [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()] == [f"HPSv2/{hub.LOCK_NAME}"]
 
 
 def test_download_drives_comfy_progress_bar_and_stops_on_interrupt(comfy_folder, fake_hub, monkeypatch):

@@ -29,13 +29,19 @@ Downloading (only files listed in ``OFFICIAL_FILES``, only when allowed):
   missing file is an error naming the file, the folders searched and the official source.
 
 Checking (every load, wherever the file was found):
-- where a SHA-256 is pinned below, the file must have it;
-- otherwise trust on first use: the SHA-256 of the file the first time it is used (downloaded
-  or found) is recorded in ``noise-search.lock.json`` beside the weights (for files found in
-  the Hugging Face cache or another tool's folder: in the folder of the `verifiers` folder
-  where the file would have been downloaded), and every later load must match it. A file
-  that changed is refused with a message naming it; deleting its lock entry accepts the new
-  bytes. Hashes are cached per process by (path, size, mtime, ctime, inode).
+- a download must have the pinned SHA-256 where one is pinned below (the weight files);
+  otherwise the file is discarded. Files without a published hash come from a pinned
+  repository revision where one is known;
+- the SHA-256 of every official file at its first use (downloaded or found) is recorded in
+  ``noise-search.lock.json`` beside the weights (for files found in the Hugging Face cache or
+  another tool's folder: in the `verifiers` folder where the file would have been
+  downloaded), and every later load must match it: a file that changed is refused with a
+  message naming it; deleting its lock entry accepts the new bytes. For files without a pin
+  this is trust on first use;
+- at first use, a pinned file from the Hugging Face cache must have the pinned hash (else it
+  is refused as corrupt); a file placed by hand under the official name that differs from the
+  pin (a converted copy, a stand-in) is used with a warning and recorded like any other.
+Hashes are cached per process by (path, size, mtime, ctime, inode).
 Weights are then read only with safetensors or ``torch.load(weights_only=True)``
 (``verifiers.weights``), so even an unpinned file cannot run code.
 """
@@ -604,7 +610,7 @@ def record(lock_dir: Path, name: str, digest: str, size: int, entry: OfficialFil
 
 
 def verify(rel: str, found: Found, folders: list[str]) -> str | None:
-    """Check ``found.path`` against the pinned hash or the lock file (recording it on first use).
+    """Check ``found.path`` against its lock entry, recording it on first use (see the module docstring).
 
     Only files listed in ``OFFICIAL_FILES`` are checked (the user's own files have no
     reference). Returns the SHA-256, or None for unchecked files.
@@ -613,18 +619,9 @@ def verify(rel: str, found: Found, folders: list[str]) -> str | None:
     if entry is None:
         return None
     digest = file_sha256(found.path)
-    if entry.sha256 is not None:
-        if digest != entry.sha256:
-            raise WeightsFileError(
-                f"verifier file {found.path} (for {rel!r}, found in the {found.where}) has SHA-256 {digest}, "
-                f"not the pinned {entry.sha256} of {entry.source()}. Refusing to load it: delete it "
-                f"(it is downloaded again when allowed) or use another file name for a different file.")
-        return digest
     lock_dir = lock_dir_for(rel, found, folders)
-    if lock_dir is None:
-        return digest
     name = Path(rel).name
-    recorded = read_lock(lock_dir).get(name)
+    recorded = read_lock(lock_dir).get(name) if lock_dir is not None else None
     if isinstance(recorded, dict) and recorded.get("sha256"):
         if recorded["sha256"] != digest:
             raise WeightsFileError(
@@ -634,10 +631,26 @@ def verify(rel: str, found: Found, folders: list[str]) -> str | None:
                 f"it on purpose, delete the '{name}' entry of that lock file; otherwise delete the file and "
                 f"fetch it again from {entry.source()}.")
         return digest
+    # First use.
     how = "downloaded" if found.where == "downloaded" else f"first use ({found.where})"
-    record(lock_dir, name, digest, found.path.stat().st_size, entry, how, found.path)
-    log.info("noise-search: recorded SHA-256 %s of %s in %s (trust on first use)", digest, found.path,
-             lock_dir / LOCK_NAME)
+    if entry.sha256 is not None:
+        if digest == entry.sha256:
+            how += ", official SHA-256"
+        elif found.where in ("downloaded", "Hugging Face cache"):
+            # Bytes that claim to be the official file but are not: a corrupt or tampered copy.
+            raise WeightsFileError(
+                f"verifier file {found.path} (for {rel!r}, from the {found.where}) has SHA-256 {digest}, not the "
+                f"pinned {entry.sha256} of {entry.source()}. Refusing to load it: delete it (it is downloaded "
+                f"again when allowed).")
+        else:
+            # A file placed by hand under the official name (a converted or re-saved copy, or a
+            # stand-in): used as the user's own, and protected from here on like any other.
+            log.warning("noise-search: %s is not the official %s (SHA-256 %s, official %s); using it as placed "
+                        "and recording its hash", found.path, rel, digest, entry.sha256)
+            how += ", differs from the official SHA-256"
+    if lock_dir is not None:
+        record(lock_dir, name, digest, found.path.stat().st_size, entry, how, found.path)
+        log.info("noise-search: recorded SHA-256 %s of %s in %s", digest, found.path, lock_dir / LOCK_NAME)
     return digest
 
 
