@@ -62,6 +62,7 @@ class Store:
         self.images.mkdir(parents=True, exist_ok=True)
         self.rows_path = self.output / f"results{_suffix(shard)}.jsonl"
         self.attempts_path = self.output / f"attempts{_suffix(shard)}.jsonl"
+        self.written: set[str] = set()
         self._lock = None
         lock_path = self.output / f".lock{_suffix(shard)}"
         if fcntl is not None:
@@ -99,6 +100,10 @@ class Store:
 
     def add_row(self, row: dict) -> None:
         self._append(self.rows_path, row)
+        self.written.add(row["task"])
+
+    def has_row(self, task_id: str) -> bool:
+        return task_id in self.written
 
     def log_attempt(self, task_id: str, server: str, outcome: str, **extra) -> None:
         self._append(self.attempts_path, {"task": task_id, "server": server, "outcome": outcome,

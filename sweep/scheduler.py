@@ -157,7 +157,8 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
             info = ray.get(ref)
             where = info.get("url") or ""
             log(f"server {name}: ready {where} on {info.get('host')}"
-                + (f" (GPU {info['gpus']})" if info.get("gpus") else ""))
+                + (f" (GPU {info['gpus']})" if info.get("gpus") else "")
+                + (f" (started by the sweep: pid {info['pid']}, log {info['log']})" if info.get("pid") else ""))
             idle.append(name)
         except Exception as e:  # noqa: BLE001 (a server that does not start is reported, the rest run)
             log(f"server {name}: not available ({_first_line(e)}); will retry")
@@ -207,11 +208,11 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
                 if ref in recovering:
                     name = recovering.pop(ref)
                     try:
-                        ok = ray.get(ref)
+                        info = ray.get(ref)
                     except RayActorError:
-                        ok = False
-                    if ok:
-                        log(f"server {name}: back")
+                        info = None
+                    if info:
+                        log(f"server {name}: back" + (f" (restarted: pid {info['pid']})" if info.get("pid") else ""))
                         bars.status(name, "idle")
                         idle.append(name)
                     else:
@@ -264,6 +265,9 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
         log(f"interrupted: {len(inflight)} running task(s) cancelled; finished rows are in {store.rows_path}; "
             "run the same command again to resume")
         return 130
+    unaccounted = [t.id for t in todo if t.id not in failed and not store.has_row(t.id)]
+    if unaccounted:  # every task ends with a row or in `failed`; anything else is a bug here
+        raise SweepAborted(f"internal error: {len(unaccounted)} task(s) neither finished nor failed")
     if failed:
         log(f"{len(failed)} task(s) failed (run again to retry them):")
         for task_id, err in list(failed.items())[:20]:

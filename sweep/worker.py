@@ -98,24 +98,25 @@ class ServerWorker:
     def object_info(self) -> dict:
         return self.client.object_info()
 
-    def recover(self, wait_s: float) -> bool:
-        """After a loss: restart an own server, or wait for an external one to answer again."""
+    def recover(self, wait_s: float) -> dict | None:
+        """After a loss: restart an own server, or wait for an external one to answer again.
+        Returns where the server is (as ``start``), or None when it is gone for good."""
         if self.launch is not None:
             if self.restarts >= MAX_RESTARTS:
-                return False
+                return None
             self.restarts += 1
             self.stop()
             try:
                 self._launch()
-                return True
+                return self.describe()
             except (ServerLost, OSError):
-                return False
+                return None
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self.client.alive(timeout=5):
-                return True
+                return self.describe()
             time.sleep(1.0)
-        return False
+        return None
 
     def cancel(self) -> None:
         if self.current is not None and self.client is not None:
