@@ -162,7 +162,7 @@ def plot(cfg: Config, cells: dict, out: Path) -> Path:
             if baseline is not None and baseline["eval"][name]["mean"] is not None:
                 ax.axhline(baseline["eval"][name]["mean"], color="grey", linestyle="--", label=BASELINE)
             ax.set_title(f"search: {verifier} | eval: {name}", fontsize=9)
-            ax.set_xlabel("search NFEs")
+            ax.set_xlabel("NFEs spent (report: nfe.search_total)")
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
