@@ -78,253 +78,158 @@ def _stamp(*rels: str):
 
 
 # -- loaders ------------------------------------------------------------------------------
-class CLIPScoreVerifierLoader(io.ComfyNode):
+class _VerifierLoader(io.ComfyNode):
+    """A loader node: its schema, fingerprint and execution follow from ``SPEC``.
+
+    ``SPEC`` = (title, description, inputs, files, load): ``inputs()`` lists the inputs (their
+    ids are the keyword arguments of ``load``), ``files(**inputs)`` the verifier files whose change
+    re-runs the node, and ``load(**inputs, node_id=...)`` (a ``verifiers.loaders`` function)
+    builds the verifier. Every loader is made by ``_loader`` from one such line of data.
+    """
+
+    SPEC: tuple = ()
+
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="CLIPScoreVerifierLoader",
-            display_name="Load CLIPScore Verifier",
-            category=CATEGORY,
-            description="CLIPScore as CLIP-S = 2.5 x max(cosine(image, prompt), 0), in [0, 2.5]: the scale "
-                        "of the paper's tables (about 0.7-0.8 for good FLUX images; a raw cosine is about "
-                        "0.25-0.35). open_clip; prompts past 77 tokens are truncated.",
-            inputs=[clip_file_input(), architecture_input(), precision_input(), allow_download_input()],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
+        title, description, inputs, _, _ = cls.SPEC
+        return io.Schema(node_id=cls.__name__, display_name=title, category=CATEGORY, description=description,
+                         inputs=inputs(), outputs=[verifier_output()], hidden=[io.Hidden.unique_id])
 
     @classmethod
-    def fingerprint_inputs(cls, clip_file, **kwargs):
-        return _stamp(clip_file)
+    def fingerprint_inputs(cls, **inputs):
+        return _stamp(*cls.SPEC[3](**inputs))
 
     @classmethod
-    def execute(cls, clip_file, architecture, precision, allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_clipscore(clip_file, architecture, precision, allow_download,
-                                                    cls.hidden.unique_id))
+    def execute(cls, **inputs) -> io.NodeOutput:
+        return io.NodeOutput(cls.SPEC[4](**inputs, node_id=cls.hidden.unique_id))
 
 
-class AestheticVerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="AestheticVerifierLoader",
-            display_name="Load Aesthetic Verifier",
-            category=CATEGORY,
-            description="LAION aesthetic predictor v2: predicted rating (about 1-10) from CLIP ViT-L/14 "
-                        "image embeddings. Needs no prompt. Shares the CLIP model with CLIPScore.",
-            inputs=[
-                io.Combo.Input("aesthetic_file", options=loaders.aesthetic_choices(),
-                               default=loaders.DEFAULT_AESTHETIC,
-                               tooltip="Predictor head in models/verifiers/aesthetic/ (official: "
-                                       "sac+logos+ava1-l14-linearMSE.pth)."),
-                clip_file_input(), architecture_input(), precision_input(), allow_download_input(),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
-
-    @classmethod
-    def fingerprint_inputs(cls, aesthetic_file, clip_file, **kwargs):
-        return _stamp(aesthetic_file, clip_file)
-
-    @classmethod
-    def execute(cls, aesthetic_file, clip_file, architecture, precision, allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_aesthetic(aesthetic_file, clip_file, architecture, precision,
-                                                    allow_download, cls.hidden.unique_id))
+def _loader(name: str, title: str, description: str, inputs, files, load) -> type:
+    return type(name, (_VerifierLoader,), {"SPEC": (title, description, inputs, files, staticmethod(load)),
+                                           "__doc__": description, "__module__": __name__})
 
 
-class CLIPZeroShotVerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="CLIPZeroShotVerifierLoader",
-            display_name="Load CLIP Zero-Shot Verifier",
-            category=CATEGORY,
-            description="CLIP zero-shot classifier: the score is the logit (100 x cosine) of the class "
-                        "named by the condition (a class name or its 0-based index).",
-            inputs=[
-                io.String.Input("class_names", multiline=True, default="cat\ndog",
-                                tooltip="One class name per line."),
-                io.String.Input("templates", multiline=True, default="a photo of a {}.",
-                                tooltip="One prompt template per line, {} marks the class name; a class's "
-                                        "text embedding is the mean over its templates."),
-                clip_file_input(), architecture_input(), precision_input(), allow_download_input(),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
-
-    @classmethod
-    def fingerprint_inputs(cls, clip_file, **kwargs):
-        return _stamp(clip_file)
-
-    @classmethod
-    def execute(cls, class_names, templates, clip_file, architecture, precision,
-                allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_zero_shot(class_names, templates, clip_file, architecture, precision,
-                                                    allow_download, cls.hidden.unique_id))
+def combo(name: str, options: list[str], default: str, tooltip: str):
+    return io.Combo.Input(name, options=options, default=default, tooltip=tooltip)
 
 
-class DINOv2VerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="DINOv2VerifierLoader",
-            display_name="Load DINOv2 Self-Supervised Verifier",
-            category=CATEGORY,
-            description="The paper's self-supervised verifier: cosine similarity of DINOv2 CLS features of "
-                        "the early x0-prediction and of the final image. Needs no prompt.",
-            inputs=[
-                io.Combo.Input("dinov2_folder", options=loaders.dinov2_choices(), default=loaders.DEFAULT_DINOV2,
-                               tooltip="A transformers DINOv2 folder in models/verifiers/ holding config.json "
-                                       "and model.safetensors (e.g. facebook/dinov2-small)."),
-                io.Float.Input("early_level", default=DEFAULT_EARLY_LEVEL, min=0.01, max=0.99, step=0.01,
-                               tooltip="Where the early x0-prediction is taken, as a fraction of the noise "
-                                       "schedule: 1 = pure noise, 0 = clean (the paper: about 0.4)."),
-                precision_input(), allow_download_input(),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
-
-    @classmethod
-    def fingerprint_inputs(cls, dinov2_folder, **kwargs):
-        return _stamp(f"{dinov2_folder}/config.json", f"{dinov2_folder}/model.safetensors")
-
-    @classmethod
-    def execute(cls, dinov2_folder, early_level, precision, allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_dinov2_verifier(dinov2_folder, early_level, precision, allow_download,
-                                                          cls.hidden.unique_id))
+def clip_inputs():
+    """The CLIP file and how to run it, shared by the CLIP-based loaders."""
+    return [clip_file_input(), architecture_input(), precision_input(), allow_download_input()]
 
 
-class ImageRewardVerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        models, configs, tokenizers = loaders.imagereward_choices()
-        return io.Schema(
-            node_id="ImageRewardVerifierLoader",
-            display_name="Load ImageReward Verifier",
-            category=CATEGORY,
-            description="ImageReward v1.0: human-preference reward of an image for the prompt "
-                        "(about -2..2; prompts past 35 tokens are truncated).",
-            inputs=[
-                io.Combo.Input("model_file", options=models, default=loaders.DEFAULT_IMAGEREWARD,
-                               tooltip="Official ImageReward.pt (THUDM/ImageReward) in models/verifiers/ImageReward/."),
-                io.Combo.Input("med_config_file", options=configs, default=loaders.DEFAULT_MED_CONFIG,
-                               tooltip="med_config.json from THUDM/ImageReward."),
-                io.Combo.Input("tokenizer_dir", options=tokenizers, default=loaders.DEFAULT_BERT_DIR,
-                               tooltip="Folder holding bert-base-uncased's vocab.txt."),
-                precision_input(), allow_download_input(),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
-
-    @classmethod
-    def fingerprint_inputs(cls, model_file, med_config_file, tokenizer_dir, **kwargs):
-        return _stamp(model_file, med_config_file, f"{tokenizer_dir}/vocab.txt")
-
-    @classmethod
-    def execute(cls, model_file, med_config_file, tokenizer_dir, precision, allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_imagereward(model_file, med_config_file, tokenizer_dir, precision,
-                                                      allow_download, cls.hidden.unique_id))
+def aesthetic_inputs():
+    head = combo("aesthetic_file", loaders.aesthetic_choices(), loaders.DEFAULT_AESTHETIC,
+                 "Predictor head in models/verifiers/aesthetic/ (official: sac+logos+ava1-l14-linearMSE.pth).")
+    return [head, *clip_inputs()]
 
 
-class PickScoreVerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        models, processors = loaders.pickscore_choices()
-        return io.Schema(
-            node_id="PickScoreVerifierLoader",
-            display_name="Load PickScore Verifier",
-            category=CATEGORY,
-            description="PickScore v1 (Pick-a-Pic): human-preference score of an image for the prompt, "
-                        "logit_scale.exp() x cosine of a CLIP ViT-H/14 fine-tuned on user choices "
-                        "(prompts past 77 tokens are truncated). Higher is better.",
-            inputs=[
-                io.Combo.Input("model_folder", options=models, default=loaders.DEFAULT_PICKSCORE,
-                               tooltip="Folder in models/verifiers/ with yuvalkirstain/PickScore_v1's config.json "
-                                       "and model.safetensors (found in the Hugging Face cache, or downloaded "
-                                       "when allowed)."),
-                io.Combo.Input("processor_folder", options=processors, default=loaders.DEFAULT_PICKSCORE_PROCESSOR,
-                               tooltip="Folder with the processor PickScore uses: the tokenizer files and "
-                                       "preprocessor_config.json of laion/CLIP-ViT-H-14-laion2B-s32B-b79K."),
-                precision_input(), allow_download_input(),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
-
-    @classmethod
-    def fingerprint_inputs(cls, model_folder, processor_folder, **kwargs):
-        return _stamp(f"{model_folder}/config.json", f"{model_folder}/model.safetensors",
-                      f"{processor_folder}/preprocessor_config.json", f"{processor_folder}/tokenizer.json")
-
-    @classmethod
-    def execute(cls, model_folder, processor_folder, precision, allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_pickscore(model_folder, processor_folder, precision, allow_download,
-                                                    cls.hidden.unique_id))
+def zero_shot_inputs():
+    classes = io.String.Input("class_names", multiline=True, default="cat\ndog", tooltip="One class name per line.")
+    templates = io.String.Input(
+        "templates", multiline=True, default="a photo of a {}.",
+        tooltip="One prompt template per line, {} marks the class name; a class's text embedding is the mean "
+                "over its templates.")
+    return [classes, templates, *clip_inputs()]
 
 
-class HPSv2VerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="HPSv2VerifierLoader",
-            display_name="Load HPSv2.1 Verifier",
-            category=CATEGORY,
-            description="HPS v2.1 (Human Preference Score v2.1): cosine of the image and prompt embeddings of an "
-                        "open_clip ViT-H-14 fine-tuned on human preferences (prompts past 77 tokens are "
-                        "truncated). Higher is better.",
-            inputs=[
-                io.Combo.Input("model_file", options=loaders.hps_choices(), default=loaders.DEFAULT_HPS,
-                               tooltip="HPS_v2.1_compressed.pt from xswu/HPSv2 in models/verifiers/HPSv2/ (also "
-                                       "found in the Hugging Face cache or the hpsv2 package's ~/.cache/hpsv2)."),
-                io.Combo.Input("architecture", options=loaders.clip_architectures()[1:],
-                               default=loaders.DEFAULT_HPS_ARCH,
-                               tooltip="open_clip architecture of the checkpoint (HPS v2.1 is ViT-H-14)."),
-                precision_input(), allow_download_input(),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
-
-    @classmethod
-    def fingerprint_inputs(cls, model_file, **kwargs):
-        return _stamp(model_file)
-
-    @classmethod
-    def execute(cls, model_file, architecture, precision, allow_download) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_hpsv2(model_file, architecture, precision, allow_download,
-                                                cls.hidden.unique_id))
+def dinov2_inputs():
+    level = io.Float.Input("early_level", default=DEFAULT_EARLY_LEVEL, min=0.01, max=0.99, step=0.01,
+                           tooltip="Where the early x0-prediction is taken, as a fraction of the noise schedule: "
+                                   "1 = pure noise, 0 = clean (the paper: about 0.4).")
+    folder = combo("dinov2_folder", loaders.dinov2_choices(), loaders.DEFAULT_DINOV2,
+                   "A transformers DINOv2 folder in models/verifiers/ holding config.json and model.safetensors "
+                   "(e.g. facebook/dinov2-small).")
+    return [folder, level, precision_input(), allow_download_input()]
 
 
-class ClassifierVerifierLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ClassifierVerifierLoader",
-            display_name="Load Classifier Verifier",
-            category=CATEGORY,
-            description="Any image classifier (safetensors + JSON config): the score is the logit of the "
-                        "class named by the condition (a class name or its 0-based index).",
-            inputs=[
-                io.Combo.Input("classifier_file", options=loaders.classifier_choices(),
-                               tooltip="A classifier in models/verifiers/classifiers/: <name>.safetensors with "
-                                       "<name>.json beside it (architecture, classes, input size, mean/std)."),
-            ],
-            outputs=[verifier_output()],
-            hidden=[io.Hidden.unique_id],
-        )
+def imagereward_inputs():
+    models, configs, tokenizers = loaders.imagereward_choices()
+    return [
+        combo("model_file", models, loaders.DEFAULT_IMAGEREWARD,
+              "Official ImageReward.pt (THUDM/ImageReward) in models/verifiers/ImageReward/."),
+        combo("med_config_file", configs, loaders.DEFAULT_MED_CONFIG, "med_config.json from THUDM/ImageReward."),
+        combo("tokenizer_dir", tokenizers, loaders.DEFAULT_BERT_DIR, "Folder holding bert-base-uncased's vocab.txt."),
+        precision_input(), allow_download_input(),
+    ]
 
-    @classmethod
-    def fingerprint_inputs(cls, classifier_file, **kwargs):
-        json_rel = classifier_file.rsplit(".", 1)[0] + ".json"
-        return _stamp(classifier_file, json_rel)
 
-    @classmethod
-    def execute(cls, classifier_file) -> io.NodeOutput:
-        return io.NodeOutput(loaders.load_classifier_verifier(classifier_file, cls.hidden.unique_id))
+def pickscore_inputs():
+    models, processors = loaders.pickscore_choices()
+    model = combo("model_folder", models, loaders.DEFAULT_PICKSCORE,
+                  "Folder in models/verifiers/ with yuvalkirstain/PickScore_v1's config.json and model.safetensors "
+                  "(found in the Hugging Face cache, or downloaded when allowed).")
+    processor = combo("processor_folder", processors, loaders.DEFAULT_PICKSCORE_PROCESSOR,
+                      "Folder with the processor PickScore uses: the tokenizer files and preprocessor_config.json "
+                      "of laion/CLIP-ViT-H-14-laion2B-s32B-b79K.")
+    return [model, processor, precision_input(), allow_download_input()]
+
+
+def hps_inputs():
+    arch = combo("architecture", loaders.clip_architectures()[1:], loaders.DEFAULT_HPS_ARCH,
+                 "open_clip architecture of the checkpoint (HPS v2.1 is ViT-H-14).")
+    return [combo("model_file", loaders.hps_choices(), loaders.DEFAULT_HPS,
+                  "HPS_v2.1_compressed.pt from xswu/HPSv2 in models/verifiers/HPSv2/ (also found in the Hugging "
+                  "Face cache or the hpsv2 package's ~/.cache/hpsv2)."),
+            arch, precision_input(), allow_download_input()]
+
+
+def classifier_inputs():
+    return [io.Combo.Input("classifier_file", options=loaders.classifier_choices(),
+                           tooltip="A classifier in models/verifiers/classifiers/: <name>.safetensors with "
+                                   "<name>.json beside it (architecture, classes, input size, mean/std).")]
+
+
+def _folder_files(*names: str):
+    """files() of a loader whose first input is a folder holding ``names``."""
+    return lambda **kw: [f"{next(iter(kw.values()))}/{n}" for n in names]
+
+
+CLIPScoreVerifierLoader = _loader(
+    "CLIPScoreVerifierLoader", "Load CLIPScore Verifier",
+    "CLIPScore as CLIP-S = 2.5 x max(cosine(image, prompt), 0), in [0, 2.5]: the scale of the paper's tables (about "
+    "0.7-0.8 for good FLUX images; a raw cosine is about 0.25-0.35). open_clip; prompts past 77 tokens are truncated.",
+    clip_inputs, lambda clip_file, **_: [clip_file], loaders.load_clipscore)
+AestheticVerifierLoader = _loader(
+    "AestheticVerifierLoader", "Load Aesthetic Verifier",
+    "LAION aesthetic predictor v2: predicted rating (about 1-10) from CLIP ViT-L/14 image embeddings. Needs no "
+    "prompt. Shares the CLIP model with CLIPScore.",
+    aesthetic_inputs, lambda aesthetic_file, clip_file, **_: [aesthetic_file, clip_file], loaders.load_aesthetic)
+CLIPZeroShotVerifierLoader = _loader(
+    "CLIPZeroShotVerifierLoader", "Load CLIP Zero-Shot Verifier",
+    "CLIP zero-shot classifier: the score is the logit (100 x cosine) of the class named by the condition (a class "
+    "name or its 0-based index).", zero_shot_inputs, lambda clip_file, **_: [clip_file], loaders.load_zero_shot)
+DINOv2VerifierLoader = _loader(
+    "DINOv2VerifierLoader", "Load DINOv2 Self-Supervised Verifier",
+    "The paper's self-supervised verifier: cosine similarity of DINOv2 CLS features of the early x0-prediction and "
+    "of the final image. Needs no prompt.",
+    dinov2_inputs, _folder_files("config.json", "model.safetensors"), loaders.load_dinov2_verifier)
+ImageRewardVerifierLoader = _loader(
+    "ImageRewardVerifierLoader", "Load ImageReward Verifier",
+    "ImageReward v1.0: human-preference reward of an image for the prompt (about -2..2; prompts past 35 tokens are "
+    "truncated).", imagereward_inputs,
+    lambda model_file, med_config_file, tokenizer_dir, **_: [model_file, med_config_file, f"{tokenizer_dir}/vocab.txt"],
+    loaders.load_imagereward)
+PickScoreVerifierLoader = _loader(
+    "PickScoreVerifierLoader", "Load PickScore Verifier",
+    "PickScore v1 (Pick-a-Pic): human-preference score of an image for the prompt, logit_scale.exp() x cosine of a "
+    "CLIP ViT-H/14 fine-tuned on user choices (prompts past 77 tokens are truncated). Higher is better.",
+    pickscore_inputs,
+    lambda model_folder, processor_folder, **_: [f"{model_folder}/config.json", f"{model_folder}/model.safetensors",
+                                                 f"{processor_folder}/preprocessor_config.json",
+                                                 f"{processor_folder}/tokenizer.json"],
+    loaders.load_pickscore)
+HPSv2VerifierLoader = _loader(
+    "HPSv2VerifierLoader", "Load HPSv2.1 Verifier",
+    "HPS v2.1 (Human Preference Score v2.1): cosine of the image and prompt embeddings of an open_clip ViT-H-14 "
+    "fine-tuned on human preferences (prompts past 77 tokens are truncated). Higher is better.",
+    hps_inputs, lambda **inputs: [inputs["model_file"]], loaders.load_hpsv2)
+ClassifierVerifierLoader = _loader(
+    "ClassifierVerifierLoader", "Load Classifier Verifier",
+    "Any image classifier (safetensors + JSON config): the score is the logit of the class named by the condition "
+    "(a class name or its 0-based index).", classifier_inputs,
+    lambda classifier_file, **_: [classifier_file, classifier_file.rsplit(".", 1)[0] + ".json"],
+    loaders.load_classifier_verifier)
 
 
 class VerifierEnsemble(io.ComfyNode):

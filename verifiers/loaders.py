@@ -145,9 +145,10 @@ def load_zero_shot(class_names: str | list[str], templates: str | list[str] = DE
     return rt.attach(CLIPZeroShotVerifier(clip, split_lines(class_names), split_lines(templates)))
 
 
-def load_dinov2_verifier(folder: str = DEFAULT_DINOV2, early_level: float = DEFAULT_EARLY_LEVEL,
+def load_dinov2_verifier(dinov2_folder: str = DEFAULT_DINOV2, early_level: float = DEFAULT_EARLY_LEVEL,
                          precision: str = "auto", allow_download: bool = True,
                          node_id: str | None = None) -> DINOv2SelfSupervisedVerifier:
+    folder = dinov2_folder
     config_rel = f"{folder}/config.json"
     local = rt.find_in_verifier_folders(config_rel)
     if local is not None and any((local.parent / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
