@@ -56,6 +56,19 @@ def fixed_latent(model_patcher, latent: dict) -> torch.Tensor:
     return fix(model_patcher, samples)
 
 
+def check_parts_fit(model_patcher, latent: torch.Tensor, vae) -> None:
+    """Refuse a latent or a VAE that does not fit the model, naming the input, before sampling."""
+    channels = model_patcher.get_model_object("latent_format").latent_channels
+    if not latent.is_nested and latent.shape[1] != channels:
+        raise ValueError(f"latent_image: has {latent.shape[1]} channels, but this model works on {channels}-channel "
+                         "latents; make it with the model's own empty-latent node (EmptySD3LatentImage for "
+                         "SD3/FLUX) or VAEEncode with the model's VAE")
+    vae_channels = getattr(vae, "latent_channels", None)
+    if isinstance(vae_channels, int) and vae_channels != channels:
+        raise ValueError(f"vae: decodes {vae_channels}-channel latents, but this model makes {channels}-channel "
+                         "latents; connect the VAE that belongs to the model")
+
+
 def ksampler_sigmas(model, sampler: str, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
     """Exactly the schedule the stock KSampler uses for these settings."""
     ks = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=sampler,
@@ -64,12 +77,21 @@ def ksampler_sigmas(model, sampler: str, scheduler: str, steps: int, denoise: fl
 
 
 def ksampler_parts(model, seed, steps, search_steps, cfg, sampler_name, scheduler, positive, negative,
-                   denoise):
-    """(noise, guider, sampler, sigmas, search_sigmas) as the stock KSampler builds them."""
+                   denoise, start_at_step=0, end_at_step=10000):
+    """(noise, guider, sampler, sigmas, search_sigmas) as the stock KSampler builds them; with
+    start/end steps, the segment KSamplerAdvanced samples (leftover noise returned)."""
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
     sigmas = ksampler_sigmas(model, sampler_name, scheduler, steps, denoise)
+    if start_at_step or end_at_step < steps:
+        if not start_at_step < min(end_at_step, steps):
+            raise ValueError(f"start_at_step ({start_at_step}) must be below end_at_step ({end_at_step}) and "
+                             f"steps ({steps}): the segment searched would have no step")
+        if search_steps and search_steps != steps:
+            raise ValueError("search_steps: a cheaper search schedule is not supported when searching a segment "
+                             "(start_at_step / end_at_step); set search_steps to 0")
+        sigmas = sigmas[start_at_step: end_at_step + 1]
     search_sigmas = (ksampler_sigmas(model, sampler_name, scheduler, search_steps, denoise)
                      if search_steps and search_steps != steps else None)
     return CandidateNoise(seed), guider, comfy.samplers.sampler_object(sampler_name), sigmas, search_sigmas
@@ -82,12 +104,12 @@ class CandidateNoise:
 
     per_candidate_seed = True
 
-    def __init__(self, seed: int, count: int = 1):
-        self.seed, self.count = int(seed), int(count)
+    def __init__(self, seed: int, count: int | None = None):
+        self.seed, self.count = int(seed), count  # None: as many rows as the latent batch has
 
     def generate_noise(self, input_latent):
         samples = input_latent["samples"]
-        rows = self.count if samples.shape[0] == 1 else samples.shape[0]
+        rows = self.count if samples.shape[0] == 1 and self.count else samples.shape[0]
         return torch.cat([comfy.sample.prepare_noise(samples[:1], step_seed(self.seed, i)) for i in range(rows)])
 
 

@@ -20,6 +20,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..search import Strategy, path_search, random_search, zero_order_search
+from ..verifiers.base import quoted
 from .sampling_adapter import CandidateNoise, ksampler_parts
 from .search_runner import build_backend, latent_outputs, report_json, run_search
 from .types import SearchType, VerifierType
@@ -91,6 +92,19 @@ def verifier_inputs():
         io.Int.Input("batch_size", default=0, min=0, max=4096,
                      tooltip="Candidates per model call; 0 = as many as free memory allows. Halved "
                              "for the rest of the search when memory runs out; results do not depend on it."),
+    ]
+
+
+def segment_inputs():
+    # Optional and last, so workflows and API prompts saved without them keep working.
+    return [
+        io.Int.Input("start_at_step", default=0, min=0, max=10000, optional=True,
+                     tooltip="First step of the searched segment, as KSamplerAdvanced's start_at_step."),
+        io.Int.Input("end_at_step", default=10000, min=0, max=10000, optional=True,
+                     tooltip="Step where the searched segment ends, as KSamplerAdvanced's end_at_step with "
+                             "return_with_leftover_noise: below steps, the latents keep their leftover noise "
+                             "for a later sampler (a refiner), and candidates are judged by the model's "
+                             "x0-prediction there (one NFE each)."),
     ]
 
 
@@ -179,6 +193,9 @@ def validate_paths(start, forward, backward, paths, branches) -> bool | str:
 
 
 def check_path_backend(backend, start: float, forward: float) -> None:
+    if float(backend.sigmas[-1]) > 0:
+        raise ValueError("sigmas: path search runs to the end of the schedule (sigma 0); searching a segment "
+                         "that hands leftover noise on works with random and zero-order search")
     if backend.mask is not None:
         raise ValueError("latent_image: path search does not support noise masks (inpainting); "
                          "use RandomSearch or ZeroOrderSearch")
@@ -192,36 +209,31 @@ def check_path_backend(backend, start: float, forward: float) -> None:
 
 
 # -- outputs ---------------------------------------------------------------------------
+# Output id -> (socket type, display name, tooltip). Ids and display names are those the first
+# release saved, so links in saved workflows keep their meaning.
 OUTPUTS = {
-    "best": lambda: io.Latent.Output("best", display_name="best", tooltip="The winning latent, fully denoised."),
-    "top": lambda: io.Latent.Output("top", display_name="top_k", tooltip="The best top_k latents, best first."),
-    "scores": lambda: io.String.Output("scores", display_name="scores",
-                                       tooltip="JSON list of the returned latents' scores, best first."),
-    "best_score": lambda: io.Float.Output("best_score", display_name="best_score",
-                                          tooltip="The returned winner's verifier score."),
-    "replay_noise": lambda: io.Noise.Output(
-        "replay_noise", display_name="replay_noise",
-        tooltip="Regenerates the winner with SamplerCustomAdvanced (same guider, sampler, sigmas; batch "
-                "size 1), per-step noise of ancestral/SDE samplers included."),
-    "replay_seed": lambda: io.Int.Output(
-        "replay_seed", display_name="seed",
-        tooltip="Seed at which a stock KSampler (batch size 1, same settings) gives the winner: seed + "
-                "the winner's candidate id."),
-    "replay_index": lambda: io.Int.Output(
-        "replay_index", display_name="batch_index",
-        tooltip="Always 0: the winner is the first (only) element of a batch of one at `seed`. Kept so "
-                "saved replay graphs (LatentFromBatch) still work."),
-    "report": lambda: io.String.Output(
-        "report", display_name="report",
-        tooltip="JSON search report: every candidate's score, NFEs planned/measured, rounds, replay rule, "
-                "timings, settings. Also embedded in images saved downstream."),
+    "best": (io.Latent, "best", "The winning latent, fully denoised."),
+    "top": (io.Latent, "top_k", "The best top_k latents, best first."),
+    "scores": (io.String, "scores", "JSON list of the returned latents' scores, best first."),
+    "best_score": (io.Float, "best_score", "The returned winner's verifier score."),
+    "replay_noise": (io.Noise, "replay_noise",
+                     "Regenerates the winner with SamplerCustomAdvanced (same guider, sampler, sigmas; batch "
+                     "size 1), per-step noise of ancestral/SDE samplers included."),
+    "replay_seed": (io.Int, "seed", "Seed at which a stock KSampler (batch size 1, same settings) gives the "
+                                    "winner: seed + the winner's candidate id."),
+    "replay_index": (io.Int, "batch_index", "Always 0: the winner is the first (only) element of a batch of one "
+                                            "at `seed`. Kept so saved replay graphs (LatentFromBatch) still work."),
+    "report": (io.String, "report",
+               "JSON search report: every candidate's score, NFEs planned/measured, rounds, replay rule, "
+               "timings, settings. Also embedded in images saved downstream when the client sends "
+               "extra_pnginfo (the editor does)."),
 }
 EXECUTOR_OUTPUTS = ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report")
 HIDDEN = [io.Hidden.unique_id, io.Hidden.extra_pnginfo]
 
 
 def outputs(*names):
-    return [OUTPUTS[n]() for n in names]
+    return [OUTPUTS[n][0].Output(n, display_name=OUTPUTS[n][1], tooltip=OUTPUTS[n][2]) for n in names]
 
 
 # -- checks ----------------------------------------------------------------------------
@@ -249,13 +261,14 @@ def check_values(cls, values: dict) -> None:
             lo = inp.min if inp.min is not None else -math.inf
             hi = inp.max if inp.max is not None else math.inf
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{inp.id} must be a number between {lo} and {hi}, got {type(value).__name__}")
+                raise ValueError(f"{inp.id} must be a number between {lo} and {hi}, got {quoted(value)}")
             msg = _check(inp.id, value, lo, hi)
             if msg:
                 raise ValueError(msg)
         elif isinstance(inp, io.Combo.Input) and inp.options and value not in inp.options:
-            shown = ", ".join(map(str, inp.options[:40])) + (", ..." if len(inp.options) > 40 else "")
-            raise ValueError(f"{inp.id} '{value}' is not one of: {shown}")
+            shown = ", ".join(map(str, inp.options[:12])) + (f", ... ({len(inp.options)} in all)"
+                                                             if len(inp.options) > 12 else "")
+            raise ValueError(f"{inp.id} {quoted(value)} is not one of: {shown}")
 
 
 def check_rows(count: int, latent: dict) -> None:
@@ -304,9 +317,11 @@ def respond(cls, found: dict) -> io.NodeOutput:
 def run_ksampler_style(cls, options: Options, values: dict) -> io.NodeOutput:
     check_values(cls, values)
     strategy = options.build(values)
+    segment = {k: values[k] for k in ("start_at_step", "end_at_step") if values.get(k) is not None}
     parts = ksampler_parts(*(values[k] for k in ("model", "seed", "steps", "search_steps", "cfg", "sampler_name",
-                                                 "scheduler", "positive", "negative", "denoise")))
+                                                 "scheduler", "positive", "negative", "denoise")), **segment)
     settings = {k: values[k] for k in ("steps", "search_steps", "cfg", "sampler_name", "scheduler", "denoise")}
+    settings.update(segment)
     return respond(cls, search(cls, strategy, values, *parts, settings=settings))
 
 
@@ -362,9 +377,16 @@ def search_output():
 
 
 class _SearchOptionsNode(io.ComfyNode):
-    """A node that builds a SEARCH from its widgets."""
+    """A node that builds a SEARCH from its widgets (as KSamplerSelect builds a SAMPLER)."""
 
     OPTIONS: Options
+    NODE: tuple[str, str, str]  # node id, display name, description
+
+    @classmethod
+    def define_schema(cls):
+        node_id, display_name, description = cls.NODE
+        return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
+                         inputs=cls.OPTIONS.inputs(), outputs=[search_output()])
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
@@ -374,33 +396,18 @@ class _SearchOptionsNode(io.ComfyNode):
 
 class SearchRandom(_SearchOptionsNode):
     OPTIONS = RANDOM
-
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(node_id="SearchRandom", display_name="Search: Random (best-of-N)", category=CATEGORY,
-                         description="Random search: N candidate noises, keep the best.",
-                         inputs=random_inputs(), outputs=[search_output()])
+    NODE = ("SearchRandom", "Search: Random (best-of-N)", "Random search: N candidate noises, keep the best.")
 
 
 class SearchZeroOrder(_SearchOptionsNode):
     OPTIONS = ZERO_ORDER
-
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(node_id="SearchZeroOrder", display_name="Search: Zero-Order", category=CATEGORY,
-                         description="Zero-order search: move a pivot noise to its best neighbour, K times.",
-                         inputs=zero_order_inputs(), outputs=[search_output()])
+    NODE = ("SearchZeroOrder", "Search: Zero-Order",
+            "Zero-order search: move a pivot noise to its best neighbour, K times.")
 
 
 class SearchPaths(_SearchOptionsNode):
     OPTIONS = PATHS
-
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(node_id="SearchPaths", display_name="Search: Paths", category=CATEGORY,
-                         description="Search over paths: branch, re-noise, denoise, keep the best N.",
-                         inputs=path_inputs(), outputs=[search_output()])
-
+    NODE = ("SearchPaths", "Search: Paths", "Search over paths: branch, re-noise, denoise, keep the best N.")
 
 
 class NoiseSearch(io.ComfyNode):
@@ -425,7 +432,7 @@ class RandomSearch(io.ComfyNode):
         return schema("RandomSearch", "Random Search (best-of-N)",
                       "Samples N candidate noises with the host's sampler, scores each decoded candidate with "
                       "the verifier, and keeps the best (the paper's random search).",
-                      ksampler_inputs() + random_inputs() + verifier_inputs(),
+                      ksampler_inputs() + random_inputs() + verifier_inputs() + segment_inputs(),
                       ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "replay_index",
                        "report"))
 
@@ -439,7 +446,7 @@ class ZeroOrderSearch(io.ComfyNode):
     def define_schema(cls):
         return schema("ZeroOrderSearch", "Zero-Order Search",
                       "Moves a pivot noise to its best-scoring neighbour, K times (the paper's ZO-N).",
-                      ksampler_inputs() + zero_order_inputs() + verifier_inputs(),
+                      ksampler_inputs() + zero_order_inputs() + verifier_inputs() + segment_inputs(),
                       ("best", "top", "scores", "best_score", "replay_noise", "report"))
 
     @classmethod

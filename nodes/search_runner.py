@@ -19,6 +19,7 @@ from .sampling_adapter import (
     ReplayNoise,
     Scorer,
     candidate_noise,
+    check_parts_fit,
     sampler_name,
     step_seed,
 )
@@ -40,10 +41,15 @@ def build_backend(strategy: Strategy, noise_source, guider, sampler, sigmas, lat
                   condition: str, batch_size: int, search_sigmas=None) -> ComfyBackend:
     check_latent(latent)
     scorer = Scorer(vae, verifier, condition)
+    if scorer.early_level is not None and float(sigmas[-1]) > 0:
+        raise ValueError("verifier: this verifier compares an early x0-prediction with the final image; a "
+                         "segment that stops above sigma 0 has no final image to compare. Use another "
+                         "verifier, or search the whole schedule")
     if not strategy.uses_search_schedule:
         search_sigmas = None
     backend = ComfyBackend(guider, sampler, sigmas, latent, scorer, search_sigmas=search_sigmas,
                            seed=int(getattr(noise_source, "seed", 0) or 0), chunk=batch_size)
+    check_parts_fit(backend.patcher, backend.latent, vae)
     # Classifier-like verifiers know their classes: an unknown class fails here, before
     # any denoising, rather than after the first round.
     class_index = getattr(verifier, "class_index", None)
@@ -58,6 +64,11 @@ def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budge
     if budget and not backend.cost(backend.sigmas)[1]:
         raise ValueError(f"budget: the {sampler_name(backend.sampler)} sampler chooses its own number of steps, "
                          "so its cost cannot be planned; set budget to 0 (no limit) or choose another sampler")
+    count = getattr(noise_source, "count", None)
+    if isinstance(count, int) and count < strategy.noises:
+        # The SEARCH decides how many noises are searched; the NOISE must supply them.
+        raise ValueError(f"noise: NoiseCandidates gives {count} noises, but this search starts from "
+                         f"{strategy.noises}; raise its count to at least {strategy.noises} or search fewer")
     noise = candidate_noise(noise_source, backend.latent, strategy.noises)
     if noise.abs().max() == 0:
         raise ValueError("noise: every candidate noise is zero (a disabled noise); there is nothing to "

@@ -82,6 +82,18 @@ def _cat(a, b):
     return b if a is None else torch.cat([a, b])
 
 
+def _judge_cost(sigmas: torch.Tensor) -> int:
+    return 1 if float(sigmas[-1]) > 0 else 0
+
+
+def _judged(model: SearchBackend, latents: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """What a verifier can judge of a run along ``sigmas``: its clean result, or, for a segment
+    that stops above 0 and hands its leftover noise on, the model's x0-prediction there (one
+    NFE per candidate, counted in the run's cost)."""
+    end = float(sigmas[-1])
+    return latents if end == 0 else model.predict_x0(latents, end)
+
+
 class _Run:
     """What every algorithm keeps while it runs: the ledger, the pool, the record of rounds and
     candidates, and the schedules. The result is built from it once, by ``finish``."""
@@ -90,7 +102,8 @@ class _Run:
         self.model, self.sigmas, self.callback, self.k = model, sigmas, callback, top_k
         self.search_sigmas = model.schedule(True)
         self.regenerate = not torch.equal(self.search_sigmas, sigmas)
-        self.per, self.final_per = model.nfe(self.search_sigmas), model.nfe(sigmas)
+        self.per = model.nfe(self.search_sigmas) + _judge_cost(self.search_sigmas)
+        self.final_per = model.nfe(sigmas) + _judge_cost(sigmas)
         self.reserve = self.final_per * top_k if self.regenerate else 0
         self.ledger, self.pool = Ledger(budget), _Pool(model, top_k)
         self.rounds: list[dict] = []
@@ -101,7 +114,7 @@ class _Run:
         """Solve fresh noises along the search schedule and score them (NFEs paid)."""
         latents, early = self.model.solve(None, noise, self.search_sigmas, ids)
         self.ledger.pay(self.per * len(ids))
-        return latents, self.model.score(latents, early)
+        return latents, self.model.score(_judged(self.model, latents, self.search_sigmas), early)
 
     def record(self, ids, values, round_index: int, **extra) -> list[dict]:
         entries = [{"id": int(i), "round": round_index, "score": float(v), **extra}
@@ -128,7 +141,7 @@ class _Run:
         if self.regenerate:
             self.ledger.pay(self.final_per * len(ids))
             latents, early = self.model.solve(None, noises, self.sigmas, ids)
-            final = compare(self.model, self.model.score(latents, early).values)
+            final = compare(self.model, self.model.score(_judged(self.model, latents, self.sigmas), early).values)
             again = best_first(final)
             search_scores = values[again].tolist()
             values, latents, noises = final[again], latents[again], noises[again]

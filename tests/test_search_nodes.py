@@ -374,7 +374,7 @@ def test_noise_search_matches_its_ksampler_style_node(parts, node, options):
     guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"], negative=parts["negative"],
                       cfg=2.0)[0]
     sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 4, 1.0)
-    b = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=1)[0], guider=guider,
+    b = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=8)[0], guider=guider,
                sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
                search=run_node(node, **options)[0], vae=parts["vae"], verifier=ProbeVerifier(), condition="",
                budget=0, top_k=1, batch_size=0)

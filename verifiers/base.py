@@ -63,6 +63,14 @@ class Verifier:
         raise NotImplementedError
 
 
+def quoted(text: str, limit: int = 80) -> str:
+    """``repr`` of a user's text, cut to ``limit`` characters: errors quote, never echo."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def check_images(images: torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise VerifierError(f"{what} must be an IMAGE tensor, got {type(images).__name__}")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import Condition, VerifierError
+from .base import Condition, VerifierError, quoted
 from .common import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -235,7 +235,7 @@ def resolve_class(label: str, class_names: Sequence[str], lookup: dict[str, int]
         index = int(label)
         if 0 <= index < len(class_names):
             return index
-    shown = ", ".join(f"{i}: {c}" for i, c in enumerate(class_names[:50]))
-    more = f", ... ({len(class_names)} classes)" if len(class_names) > 50 else ""
-    what = f"unknown class {label!r}" if label else "no class given (the condition text is empty)"
+    shown = ", ".join(f"{i}: {c[:40]}" for i, c in enumerate(class_names[:20]))
+    more = f", ... ({len(class_names)} classes)" if len(class_names) > 20 else ""
+    what = f"unknown class {quoted(label)}" if label else "no class given (the condition text is empty)"
     raise VerifierError(f"{what}; give a class name or index. Valid classes: {shown}{more}")

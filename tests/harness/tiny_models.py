@@ -65,7 +65,7 @@ def unet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"model.diffusion_model." + k: v for k, v in sd.items()}
 
 
-def taesd_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
+def taesd_state_dict(seed: int = 1, latent_channels: int = 4) -> dict[str, torch.Tensor]:
     load_host()
     from comfy.taesd.taesd import TAESD
 
@@ -73,7 +73,7 @@ def taesd_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
     # scaled by fan-in so activations stay finite through the decoder's depth.
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for k, v in TAESD(latent_channels=4).state_dict().items():
+    for k, v in TAESD(latent_channels=latent_channels).state_dict().items():
         if v.ndim > 1:
             fan_in = v[0].numel()
             sd[k] = torch.randn(v.shape, generator=g) * (1.0 / fan_in) ** 0.5
@@ -103,6 +103,11 @@ def tiny_unet() -> Path:
 
 def tiny_taesd() -> Path:
     return _cached("tiny_taesd.safetensors", taesd_state_dict)
+
+
+def tiny_taesd16() -> Path:
+    """A TAESD with 16 latent channels (the SD3/FLUX latent shape)."""
+    return _cached("tiny_taesd16.safetensors", lambda: taesd_state_dict(seed=3, latent_channels=16))
 
 
 def tiny_checkpoint() -> Path:
