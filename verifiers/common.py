@@ -7,12 +7,13 @@ the whole batch at once. ComfyUI IMAGE batches are [B, H, W, C] floats in [0, 1]
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .base import Verifier
+from .base import Verifier, VerifierError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -131,3 +132,31 @@ def resample(x: torch.Tensor, size: tuple[int, int], mode: str = "bicubic", emul
         return x / 255.0
     x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False, antialias=True)
     return x.clamp(0.0, 1.0) if clamp else x
+
+
+class PromptEmbeddings:
+    """The embeddings of recent prompts, per device: a search scores many batches against one prompt.
+
+    ``get(prompt, device, embed)`` returns the cached embedding or computes ``embed(prompt)``;
+    an empty prompt is an error naming the verifier (``what``).
+    """
+
+    def __init__(self, what: str, size: int = 64):
+        self.what = what
+        self.size = size
+        self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+
+    def get(self, prompt: str, device, embed: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        if not prompt.strip():
+            raise VerifierError(f"{self.what} needs the prompt text: it scores how well an image fits its prompt "
+                                "(the condition text is empty)")
+        key = (prompt, str(device))
+        emb = self._cache.get(key)
+        if emb is None:
+            emb = embed(prompt)
+            self._cache[key] = emb
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return emb

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +37,7 @@ from .base import Condition, VerifierError
 from .common import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
+    PromptEmbeddings,
     TorchVerifier,
     module_device,
     module_dtype,
@@ -94,8 +94,7 @@ class HPSv2Verifier(TorchVerifier):
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.context_length = int(getattr(tokenizer, "context_length", None) or 77)
-        self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._prompts = PromptEmbeddings("HPSv2", text_cache_size)
         self._warned: set[str] = set()
 
     @classmethod
@@ -123,22 +122,12 @@ class HPSv2Verifier(TorchVerifier):
                         "does not affect the score: %.80s...", self.context_length, n, prompt)
 
     def prompt_embedding(self, prompt: str) -> torch.Tensor:
-        if not prompt.strip():
-            raise VerifierError("HPSv2 needs the prompt text: it scores how well an image fits its prompt "
-                                "(the condition text is empty)")
-        device = module_device(self.model)
-        key = (prompt, str(device))
-        emb = self._text_cache.get(key)
-        if emb is None:
-            self._warn_if_truncated(prompt)
-            tokens = self.tokenizer([prompt]).to(device)
-            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)[0]
-            self._text_cache[key] = emb
-            while len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
-        else:
-            self._text_cache.move_to_end(key)
-        return emb
+        return self._prompts.get(prompt, module_device(self.model), self._embed_prompt)
+
+    def _embed_prompt(self, prompt: str) -> torch.Tensor:
+        self._warn_if_truncated(prompt)
+        tokens = self.tokenizer([prompt]).to(module_device(self.model))
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)[0]
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.encode_image(self.preprocess(images)).float(), dim=-1)

@@ -299,16 +299,7 @@ def locate(rel: str, folders: list[str], roots: Mapping[str, str | os.PathLike] 
         path = Path(folder) / rel
         if path.is_file():
             return Found(path, "verifiers folder", Path(folder))
-    entry = OFFICIAL_FILES.get(rel)
-    if entry is None:
-        return None
-    hit = find_in_hf_cache(entry)
-    if hit is not None:
-        return Found(hit, "Hugging Face cache", None)
-    hit = find_elsewhere(entry, roots)
-    if hit is not None:
-        return Found(hit, "other tool's folder", None)
-    return None
+    return _external(rel, roots)
 
 
 # ---------------------------------------------------------------------------------------

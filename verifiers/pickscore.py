@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -40,6 +39,7 @@ from .base import Condition, VerifierError
 from .common import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
+    PromptEmbeddings,
     TorchVerifier,
     module_device,
     module_dtype,
@@ -142,8 +142,7 @@ class PickScoreVerifier(TorchVerifier):
         self.tokenizer = tokenizer
         self.processor = processor
         self.emulate_pil = emulate_pil
-        self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._prompts = PromptEmbeddings("PickScore", text_cache_size)
         self._warned: set[str] = set()
 
     @classmethod
@@ -202,22 +201,13 @@ class PickScoreVerifier(TorchVerifier):
         return {"input_ids": enc["input_ids"].long(), "attention_mask": enc["attention_mask"].long()}
 
     def prompt_embedding(self, prompt: str) -> torch.Tensor:
-        if not prompt.strip():
-            raise VerifierError("PickScore needs the prompt text: it scores how well an image fits its prompt "
-                                "(the condition text is empty)")
+        return self._prompts.get(prompt, module_device(self.model), self._embed_prompt)
+
+    def _embed_prompt(self, prompt: str) -> torch.Tensor:
         device = module_device(self.model)
-        key = (prompt, str(device))
-        emb = self._text_cache.get(key)
-        if emb is None:
-            enc = {k: v.to(device) for k, v in self.tokenize(prompt).items()}
-            pooled = self.model.text_model(**enc).pooler_output
-            emb = F.normalize(self.model.text_projection(pooled).float(), dim=-1)[0]
-            self._text_cache[key] = emb
-            while len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
-        else:
-            self._text_cache.move_to_end(key)
-        return emb
+        enc = {k: v.to(device) for k, v in self.tokenize(prompt).items()}
+        pooled = self.model.text_model(**enc).pooler_output
+        return F.normalize(self.model.text_projection(pooled).float(), dim=-1)[0]
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         pooled = self.model.vision_model(pixel_values=self.preprocess(images)).pooler_output
