@@ -185,7 +185,7 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
     interrupted = False
 
     def dispatch():
-        while pending and idle:
+        while pending and idle and not stop.requested:
             name = idle.popleft()
             task = pending.popleft()
             prompt, outputs = template.build(task)
@@ -196,10 +196,9 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
             inflight[actors[name].run.remote(payload)] = (task, name, time.time())
             bars.status(name, f"running {task.setting.key} | {_short(task.prompt.text)} | seed {task.seed}")
 
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM (Slurm) stops like Ctrl-C
+    stop = _StopOnSignal()
     try:
-        while pending or inflight:
+        while (pending or inflight) and not stop.requested:
             dispatch()
             if not inflight and not recovering:
                 raise SweepAborted(f"every server is lost; {len(pending)} tasks left (run again to resume)")
@@ -250,16 +249,16 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
                         f"failed on {name}: {result.get('error')}")
                     bars.status(name, "idle")
                     idle.append(name)
-    except KeyboardInterrupt:
-        interrupted = True
-        for _, (task, name, _) in list(inflight.items()):
-            try:
-                ray.get(actors[name].cancel.remote(), timeout=10)
-            except (GetTimeoutError, RayActorError):
-                pass
-            store.log_attempt(task.id, name, "cancelled", attempt=attempts[task.id])
+        if stop.requested:
+            interrupted = True
+            for _, (task, name, _) in list(inflight.items()):
+                try:
+                    ray.get(actors[name].cancel.remote(task.id), timeout=10)
+                except (GetTimeoutError, RayActorError):
+                    pass
+                store.log_attempt(task.id, name, "cancelled", attempt=attempts[task.id])
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        stop.restore()
         bars.close()
     if interrupted:
         log(f"interrupted: {len(inflight)} running task(s) cancelled; finished rows are in {store.rows_path}; "
@@ -275,6 +274,33 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
         return 1
     log(f"done: {len(todo)} task(s) run, rows in {store.rows_path}")
     return 0
+
+
+class _StopOnSignal:
+    """Ctrl-C and SIGTERM (how Slurm stops a job) only set a flag: the loop notices it within a
+    second, between two steps, so no signal ever lands between logging a dispatch and
+    recording it, or between an image and its row. A second signal stops at once."""
+
+    def __init__(self):
+        self.requested = None
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                current = signal.getsignal(sig)
+                if current is signal.SIG_IGN:  # e.g. started with nohup / in the background
+                    continue
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _row(task: Task, result: dict, image: str, server: str, attempt: int, t_sent: float) -> dict:

@@ -43,6 +43,7 @@ class ServerWorker:
         self.log_path: str | None = None
         self.client = Client(url) if url else None
         self.current: str | None = None
+        self.cancelled: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> dict:
@@ -118,7 +119,11 @@ class ServerWorker:
             time.sleep(1.0)
         return None
 
-    def cancel(self) -> None:
+    def cancel(self, task_id: str | None = None) -> None:
+        """Cancel a task: drop or interrupt its prompt if queued, or never queue it (``run``
+        may not have reached the server yet: it checks this set before and after queueing)."""
+        if task_id is not None:
+            self.cancelled.add(task_id)
         if self.current is not None and self.client is not None:
             self.client.cancel(self.current)
 
@@ -131,6 +136,8 @@ class ServerWorker:
         out = {"server": self.name, "task": payload["task"]}
         if self._down():
             return {**out, "status": "lost", "error": f"server process exited ({self.proc.returncode})"}
+        if payload["task"] in self.cancelled:
+            return {**out, "status": "cancelled", "error": "cancelled before it was queued"}
         try:
             prompt_id = self.client.queue(payload["prompt"], payload.get("extra_data"))
         except ServerLost as e:
@@ -138,6 +145,10 @@ class ServerWorker:
         except PromptRejected as e:
             return {**out, "status": "error", "error": f"the server refused the prompt: {e}"}
         self.current = prompt_id
+        if payload["task"] in self.cancelled:
+            self.client.cancel(prompt_id)
+            self.current = None
+            return {**out, "status": "cancelled", "error": "cancelled as it was queued"}
         try:
             return {**out, **self._wait(prompt_id, payload, t0)}
         finally:
