@@ -106,3 +106,28 @@ if [ ! -x /usr/bin/chromium ]; then
   [ -x /usr/bin/chromium ] || { echo "[setup] ERROR: apt-get finished but /usr/bin/chromium is missing" >&2; exit 1; }
 fi
 # --- end of browser block ---
+# --- the newest frontend for the browser test (`--browser` only) ---
+# tests/test_web_ui.py runs the editor twice on the same backend: with the frontend the host
+# pins (requirements-host.txt) and with the newest comfyui-frontend-package on the package
+# index, installed here into its own ignored folder and served with --front-end-root.
+# NOISE_SEARCH_NEW_FRONTEND picks another version; "latest" asks the index for its newest.
+# Stamped with the version, like the steps above.
+NEW_FRONTEND=${NOISE_SEARCH_NEW_FRONTEND:-1.58.1}
+if [ "$NEW_FRONTEND" = "latest" ]; then
+  NEW_FRONTEND=$("$VPY" -m pip index versions comfyui-frontend-package 2>/dev/null \
+    | sed -n 's/^comfyui-frontend-package (\(.*\))$/\1/p')
+  [ -n "$NEW_FRONTEND" ] || { echo "[setup] ERROR: the package index did not name a newest comfyui-frontend-package" >&2; exit 1; }
+fi
+FRONTENDS=$ROOT/.frontends
+if [ ! -f "$FRONTENDS/$NEW_FRONTEND/comfyui_frontend_package/static/index.html" ] || ! stamp_ok frontend "$NEW_FRONTEND"; then
+  echo "[setup] installing comfyui-frontend-package $NEW_FRONTEND into $FRONTENDS/$NEW_FRONTEND"
+  rm -rf "$FRONTENDS/$NEW_FRONTEND.partial"
+  "$VPY" -m pip install -q --no-deps --target "$FRONTENDS/$NEW_FRONTEND.partial" "comfyui-frontend-package==$NEW_FRONTEND"
+  rm -rf "${FRONTENDS:?}/$NEW_FRONTEND"
+  mv "$FRONTENDS/$NEW_FRONTEND.partial" "$FRONTENDS/$NEW_FRONTEND"
+  stamp_set frontend "$NEW_FRONTEND"
+fi
+# The test serves whatever `newest` points at.
+ln -sfn "$NEW_FRONTEND" "$FRONTENDS/newest"
+echo "[setup] ready: frontend $NEW_FRONTEND in $FRONTENDS/newest for the browser test"
+# --- end of newest frontend block ---

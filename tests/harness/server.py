@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,21 @@ import websocket
 from .host import PACK_NAME, REPO, comfyui_path
 
 
+def offline_flag(host: Path) -> str:
+    """The flag that keeps the server and its frontend off the internet, on any host.
+
+    v0.3.75 has ``--disable-api-nodes`` (no API nodes, and a Content-Security-Policy that keeps
+    the frontend on this server). Newer hosts split it: ``--offline`` does both and
+    ``--disable-api-nodes`` is its deprecated alias, while ``--offline`` is an unknown argument
+    that stops v0.3.75. So: ``--offline`` where the host's argument parser defines it.
+    """
+    try:
+        source = (Path(host) / "comfy" / "cli_args.py").read_text(errors="replace")
+    except OSError:
+        return "--disable-api-nodes"
+    return "--offline" if re.search(r"""add_argument\(\s*["']--offline["']""", source) else "--disable-api-nodes"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,8 +44,11 @@ def free_port() -> int:
 class ComfyServer:
     """main.py on 127.0.0.1 with its own temporary input/output/model folders."""
 
-    def __init__(self, base: Path, extra_args: list[str] | None = None):
+    def __init__(self, base: Path, extra_args: list[str] | None = None, front_end_root: Path | None = None):
         self.base = Path(base)
+        # A frontend folder (the `static` folder of a comfyui-frontend-package) served instead
+        # of the one the host pins.
+        self.front_end_root = Path(front_end_root) if front_end_root is not None else None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dirs = {name: self.base / name for name in ("input", "output", "temp", "models", "user")}
@@ -73,9 +92,11 @@ class ComfyServer:
             "--temp-directory", str(self.dirs["temp"]),
             "--user-directory", str(self.dirs["user"]),
             "--extra-model-paths-config", str(self._write_model_paths()),
-            "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
+            offline_flag(host), "--database-url", "sqlite:///:memory:",
             "--disable-auto-launch", *self.extra_args,
         ]
+        if self.front_end_root is not None:
+            cmd += ["--front-end-root", str(self.front_end_root)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", NOISE_SEARCH_ALLOW_DOWNLOADS="0")
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, cwd=str(host), stdout=self._log, stderr=subprocess.STDOUT,
