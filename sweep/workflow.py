@@ -37,6 +37,8 @@ FAMILIES = {
     "options": {"random": "SearchRandom", "zero_order": "SearchZeroOrder", "paths": "SearchPaths"},
 }
 EXECUTOR = "NoiseSearch"
+# The option that says how many noises a strategy starts from (zero-order: one pivot).
+INITIAL_NOISES = {"random": "candidates", "paths": "paths"}
 PROMPT_INPUTS = ("text", "clip_l", "t5xxl", "prompt")
 TEXT_ENCODER_MARK = "TextEncode"
 SEED_INPUTS = ("seed", "noise_seed")
@@ -241,7 +243,6 @@ class Template:
     def _set_strategy(self, prompt: dict, task: Task) -> None:
         strategy = task.setting.strategy
         new_class = FAMILIES[self.family][strategy.kind]
-        targets = {self.options_id: new_class}
         opt_node = prompt[self.options_id]
         opt_node["class_type"] = new_class
         opt_node["inputs"] = self._fill(new_class, opt_node["inputs"], f"strategy {strategy.name}")
@@ -254,10 +255,19 @@ class Template:
             elif name in specs_search:
                 search["inputs"][name] = value
             else:
-                raise WorkflowError(f"strategy {strategy.name}: neither {' nor '.join(sorted(set(targets.values()) | {search['class_type']}))} "
+                raise WorkflowError(f"strategy {strategy.name}: neither {new_class} nor {search['class_type']} "
                                     f"has an input {name!r}")
         if self.family == "ksampler" and strategy.kind == "paths":
             search["inputs"]["search_steps"] = 0  # path search refuses a cheaper search schedule
+        # A NoiseCandidates node must supply the noises the strategy starts from (NoiseSearch
+        # refuses a smaller count): raise its count to what this strategy needs.
+        noise = search["inputs"].get("noise")
+        if is_link(noise) and prompt.get(noise[0], {}).get("class_type") == "NoiseCandidates":
+            option = INITIAL_NOISES.get(strategy.kind)
+            need = int(opt_node["inputs"].get(option, 1)) if option else 1
+            count = prompt[noise[0]]["inputs"].get("count")
+            if isinstance(count, int) and count < need:
+                prompt[noise[0]]["inputs"]["count"] = need
 
     def _add_verifier(self, prompt: dict, name: str, made: dict) -> list:
         if name in made:

@@ -9,6 +9,7 @@ evaluation, class "bright") and CLIPScore on a random ViT-S-32 (evaluation, the 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -38,11 +39,23 @@ EXAMPLE = REPO / "example_workflows" / "sd15_random_search_imagereward.json"
 PROMPTS = ["a red cube on a table", "a blue sphere in the snow"]
 
 
+SD15_SET = {"RandomSearch.steps": 2, "EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32}
+SD15_REPLACE = {"v1-5-pruned-emaonly.safetensors": "tiny_sd15.safetensors"}
+ZERO_ORDER = "kind = \"zero_order\"\nneighbours = 2\niterations = 100"
+
+
+def inline(table: dict) -> str:
+    return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items()) + " }"
+
+
 def config_text(workflow: Path, output: Path, urls=(), prompts=PROMPTS, seeds=(0,), budgets=(4, 8),
-                baseline=False, extra="") -> str:
+                baseline=False, extra="", node="RandomSearch", edits_set=None, edits_replace=None,
+                second_strategy=ZERO_ORDER) -> str:
+    edits_set = SD15_SET if edits_set is None else edits_set
+    edits_replace = SD15_REPLACE if edits_replace is None else edits_replace
     return f"""
 workflow = {json.dumps(str(workflow))}
-node = "RandomSearch"
+node = "{node}"
 output = {json.dumps(str(output))}
 budgets = {list(budgets)}
 seeds = {list(seeds)}
@@ -58,9 +71,7 @@ kind = "random"
 candidates = 64
 
 [[strategies]]
-kind = "zero_order"
-neighbours = 2
-iterations = 100
+{second_strategy}
 
 [verifiers.bright]
 class_type = "ClassifierVerifierLoader"
@@ -72,8 +83,8 @@ class_type = "CLIPScoreVerifierLoader"
 inputs = {{ clip_file = "{wc.TEST_CLIP}" }}
 
 [edits]
-set = {{ "RandomSearch.steps" = 2, "EmptyLatentImage.width" = 32, "EmptyLatentImage.height" = 32 }}
-replace = {{ "v1-5-pruned-emaonly.safetensors" = "tiny_sd15.safetensors" }}
+set = {inline(edits_set)}
+replace = {inline(edits_replace)}
 
 [servers]
 urls = {json.dumps(list(urls))}
@@ -501,3 +512,88 @@ def test_launch_mode_starts_and_restarts_its_own_server(two_servers, tmp_path):
 def images_on_folder(folder: Path) -> Counter:
     folder = folder / "noise_search_sweep"
     return Counter(p.name.split("_")[0] for p in folder.glob("*.png"))
+
+
+NOISE_SEARCH_API = {  # the composable form: a Search: Random node feeding NoiseSearch
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+    "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "placeholder"}},
+    "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
+    "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}},
+    "5": {"class_type": "NoiseCandidates", "inputs": {"seed": 0, "count": 1}},
+    "6": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                "cfg": 5.0}},
+    "7": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+    "8": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 2,
+                                                     "denoise": 1.0}},
+    "9": {"class_type": "SearchRandom", "inputs": {"candidates": 4}},
+    "10": {"class_type": "ClassifierVerifierLoader",
+           "inputs": {"classifier_file": "classifiers/brightness.safetensors"}},
+    "11": {"class_type": "NoiseSearch", "inputs": {
+        "noise": ["5", 0], "guider": ["6", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0],
+        "search": ["9", 0], "vae": ["1", 2], "verifier": ["10", 0], "condition": "placeholder", "budget": 0,
+        "top_k": 1, "batch_size": 0}},
+    "12": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "not_in_the_sweep"}},
+    "13": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["1", 2]}},
+}
+
+
+PATHS = "kind = \"paths\"\npaths = 2\nbranches = 2\nstart = 0.5\nforward = 0.2\nbackward = 0.5\ninterval_steps = 1"
+
+
+FLUX_SET = {"BasicScheduler.steps": 2, "EmptySD3LatentImage.width": 32, "EmptySD3LatentImage.height": 32}
+# The FLUX workflows with the tiny SD1.5 parts' names (see tests/harness/workflow_convert.py).
+FLUX_REPLACE = {"flux1-dev.safetensors": "tiny_sd15_unet.safetensors", "ae.safetensors": "tiny_taesd.safetensors"}
+FAMILY_CASES = {  # family, workflow, node, edits, run a task (FLUX's DualCLIPLoader has no tiny stand-in)
+    "ksampler": ("ksampler", EXAMPLE, "RandomSearch", SD15_SET, SD15_REPLACE, True),
+    "advanced": ("advanced", REPO / "tests" / "fixtures" / "saved_v1" / "flux_path_search_clipscore.json",
+                 "PathSearchAdvanced", FLUX_SET, FLUX_REPLACE, False),
+    "options-flux": ("options", REPO / "example_workflows" / "flux_path_search_clipscore.json", "NoiseSearch",
+                     FLUX_SET, FLUX_REPLACE, False),
+    "options-api": ("options", "noise_search_api.json", "NoiseSearch", {}, {}, True),
+}
+
+
+@pytest.mark.parametrize("case", list(FAMILY_CASES))
+def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
+    """Each family of search node (KSampler-style, Advanced, a SEARCH node feeding NoiseSearch)
+    is varied over random and path search; where the server has the models, a path-search task
+    runs through the worker (no Ray): a class swap the server accepts, results that parse."""
+    from sweep.worker import ServerWorker
+    from sweep.workflow import FAMILIES, Template
+
+    family, workflow, node, edits_set, edits_replace, runs = FAMILY_CASES[case]
+    a = two_servers[0]
+    info = a.object_info()
+    if workflow == "noise_search_api.json":
+        workflow = tmp_path / workflow
+        workflow.write_text(json.dumps(NOISE_SEARCH_API))
+    cfg_path = tmp_path / "sweep.toml"
+    cfg_path.write_text(config_text(workflow=workflow, output=tmp_path / "out", prompts=PROMPTS[:1], budgets=(6,),
+                                    node=node, edits_set=edits_set, edits_replace=edits_replace,
+                                    second_strategy=PATHS))
+    cfg = load(cfg_path)
+    template = Template(cfg, info)
+    tasks = all_tasks(cfg)
+    assert {t.setting.strategy.kind for t in tasks} == {"random", "paths"}
+    for task in tasks:
+        prompt, outputs = template.build(task)
+        varied = prompt[template.options_id]
+        assert varied["class_type"] == FAMILIES[family][task.setting.strategy.kind]
+        spec = info[varied["class_type"]]["input"]
+        assert set(varied["inputs"]) <= {*spec["required"], *spec.get("optional", {})}
+        assert "not_in_the_sweep" not in json.dumps(prompt)  # the workflow's own outputs are dropped
+        search = prompt[template.search_id]
+        assert search["inputs"]["budget"] == 6 and search["inputs"]["condition"] == "bright"
+        assert [prompt[n]["inputs"][k] for n, k in template.prompt_targets if k != "condition"] == [PROMPTS[0]]
+        assert prompt[template.seed_target[0]]["inputs"][template.seed_target[1]] == 0
+        if case == "options-api":  # NoiseCandidates supplies what the strategy starts from
+            assert prompt["5"]["inputs"]["count"] == {"random": 64, "paths": 2}[task.setting.strategy.kind]
+    if not runs:
+        return
+    task = next(t for t in tasks if t.setting.strategy.kind == "paths")
+    prompt, outputs = template.build(task)
+    result = ServerWorker("a", url=a.url).run({"task": task.id, "prompt": prompt, "outputs": outputs,
+                                               "timeout": 300})
+    assert result["status"] == "ok", result.get("error")
+    assert result["report"]["algorithm"] == "paths" and set(result["eval"]) == {"bright", "clipscore"}
+    assert Image.open(io.BytesIO(result["png"])).size == (32, 32)
