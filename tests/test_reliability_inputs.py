@@ -144,8 +144,8 @@ CASES = [
     Case("noise_candidates_count_zero", search("RandomSearchAdvanced", candidates=2), R, ("count",), ("min", "1"),
          extra={"patch": {"20": {"count": 0}}}),
     Case("neighbours_huge", search("ZeroOrderSearch", neighbours=10**9), R, ("neighbours",), ("max", "1024")),
-    Case("paths_times_branches_huge", search("PathSearch", paths=1024, branches=1024), R,
-         ("paths", "branches"), ("paths x branches", "4096")),
+    Case("paths_times_branches_huge", search("PathSearch", paths=1024, branches=1024), E, (),
+         ("paths x branches", "4096"), "PathSearch"),
     # 4096 candidates of a 16384 px latent: 256 GiB of noises, refused before allocating.
     Case("candidates_times_latent_too_big", search(candidates=4096, size=16384), E, (),
          ("gib", "fewer candidates or a smaller image"), "RandomSearch"),
