@@ -224,6 +224,13 @@ CASES = [
     # ComfyUI v0.3.75 does not check V3 combo values: the loader reports the missing file.
     Case("missing_verifier_file", loader_prompt(rp.classifier_verifier("classifiers/nope.safetensors")), E,
          (), ("classifiers/nope.safetensors", "not found", "place it at"), "ClassifierVerifierLoader"),
+    # Something at the file's place that is not a file: said what it is, never opened (a FIFO would block).
+    Case("verifier_path_is_a_directory", loader_prompt(rp.classifier_verifier("classifiers/dir.safetensors")), E,
+         (), ("classifiers/dir.safetensors", "is a directory", "not a file"), "ClassifierVerifierLoader"),
+    Case("verifier_path_is_a_fifo", loader_prompt(rp.classifier_verifier("classifiers/fifo.safetensors")), E,
+         (), ("named pipe", "not a file"), "ClassifierVerifierLoader", timeout=60),
+    Case("verifier_path_is_a_symlink_loop", loader_prompt(rp.classifier_verifier("classifiers/loop.safetensors")),
+         E, (), ("symbolic link loop", "not a file"), "ClassifierVerifierLoader"),
     Case("missing_verifier_file_download_off", loader_prompt(aesthetic_loader(
         "aesthetic/sac+logos+ava1-l14-linearMSE.pth")), E, (),
         ("not found", "downloads are switched off", "place it at"), "AestheticVerifierLoader"),
@@ -249,6 +256,14 @@ def hostile_files(server, tmp_path_factory):
         (root / "classifiers" / f"{name}.json").write_bytes(good.with_suffix(".json").read_bytes())
     vf.truncated_copy(good, root / "classifiers" / "truncated.safetensors", keep=0.6)
     (root / "classifiers" / "garbage.safetensors").write_bytes(os.urandom(4096))
+    for name in ("dir", "fifo", "loop"):
+        (root / "classifiers" / f"{name}.json").write_bytes(good.with_suffix(".json").read_bytes())
+    (root / "classifiers" / "dir.safetensors").mkdir(exist_ok=True)
+    if not (root / "classifiers" / "fifo.safetensors").exists():
+        os.mkfifo(root / "classifiers" / "fifo.safetensors")
+    loop = root / "classifiers" / "loop.safetensors"
+    if not loop.is_symlink():
+        loop.symlink_to(loop.name)
     # Unpickling these would create the marker file (in the test's temp dir and in the
     # server's working directory, in case a relative path were resolved there).
     marker = tmp / MARKER_NAME

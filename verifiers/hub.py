@@ -49,6 +49,7 @@ Weights are then read only with safetensors or ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import inspect
 import json
@@ -56,6 +57,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -228,10 +230,34 @@ def normalize_rel(rel: str) -> str:
     return "/".join(parts)
 
 
+def not_a_file(path: Path) -> str | None:
+    """What sits at ``path`` when something is there but it is not a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"a broken symbolic link (to {os.readlink(path)!r})" if path.is_symlink() else None
+    except OSError as e:
+        return "a symbolic link loop" if e.errno == errno.ELOOP else f"unreadable ({e.strerror})"
+    for test, what in ((stat.S_ISREG, None), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "a device file"
+
+
+def check_is_file(rel: str, path: Path) -> None:
+    """Refuse something at a verifier file's place that is not a file, saying what it is."""
+    what = not_a_file(path)
+    if what is not None:
+        raise MissingWeightsError(f"verifier file {rel!r}: {path} is {what}, not a file. Put the file itself "
+                                  f"there (replace or remove what is at that path)")
+
+
 def find_in_folders(rel: str, folders: Iterable[str | os.PathLike]) -> Path | None:
     rel = normalize_rel(rel)
     for folder in folders:
         path = Path(folder) / rel
+        check_is_file(rel, path)
         if path.is_file():
             return path
     return None
@@ -297,6 +323,7 @@ def locate(rel: str, folders: list[str], roots: Mapping[str, str | os.PathLike] 
     rel = normalize_rel(rel)
     for folder in folders:
         path = Path(folder) / rel
+        check_is_file(rel, path)
         if path.is_file():
             return Found(path, "verifiers folder", Path(folder))
     return _external(rel, roots)
@@ -391,6 +418,7 @@ def _fetch(rel: str, folders: list[str], allow_download: bool, roots, tqdm_class
     if not folders:
         raise MissingWeightsError(f"no `verifiers` model folder is registered; cannot find {rel!r}")
     target = Path(folders[0]) / rel
+    check_is_file(rel, target)
     entry = OFFICIAL_FILES.get(rel)
     if entry is None:
         raise MissingWeightsError(
