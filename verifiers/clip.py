@@ -238,4 +238,4 @@ def resolve_class(label: str, class_names: Sequence[str], lookup: dict[str, int]
     shown = ", ".join(f"{i}: {c[:40]}" for i, c in enumerate(class_names[:20]))
     more = f", ... ({len(class_names)} classes)" if len(class_names) > 20 else ""
     what = f"unknown class {quoted(label)}" if label else "no class given (the condition text is empty)"
-    raise VerifierError(f"{what}; give a class name or index. Valid classes: {shown}{more}")
+    raise VerifierError(f"condition: {what}; give a class name or index. Valid classes: {shown}{more}")
