@@ -76,6 +76,7 @@ def _tasks(cfg, shard, as_json: bool) -> int:
             print(json.dumps({**t.describe(), "done": t.id in rows}))
         else:
             print(f"{t.id}  {'done' if t.id in rows else 'todo'}  {t.setting.key}  {t.prompt.id}  seed {t.seed}")
+    sys.stdout.flush()
     print(f"{len(tasks)} tasks, {sum(t.id in rows for t in tasks)} done", file=sys.stderr)
     return 0
 
