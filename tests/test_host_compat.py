@@ -133,3 +133,37 @@ def test_verifier_load_policy(hc, monkeypatch):
     # the stock upscale-model node does); the memory manager's own patchers are left alone.
     assert all(p.device.type == "meta" for p in dynamic.model.parameters())
     assert all(p.device.type == "cpu" for p in plain.model.parameters())
+
+
+def test_verifier_runtime_makes_and_loads_patchers_through_the_shim(hc, monkeypatch):
+    """verifiers/comfy_runtime.py: a verifier's modules get the host's auxiliary-model patcher
+    and are loaded by load_verifier_models before each scoring call."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    rt = pack_module("verifiers.comfy_runtime")
+
+    class Dynamic(comfy.model_patcher.ModelPatcher):
+        def is_dynamic(self):
+            return True
+
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", Dynamic, raising=False)
+    load = Recorder()
+    monkeypatch.setattr(comfy.model_management, "load_models_gpu", load)
+
+    class Plain:  # a verifier that is not one of the pack's TorchVerifiers: its score is wrapped
+        def __init__(self):
+            self.net = torch.nn.Linear(2, 1)
+
+        def score(self, images, condition=None):
+            return self.net(images).squeeze(-1)
+
+    verifier = rt.attach(Plain())
+    try:
+        (patcher,) = verifier.patchers
+        assert type(patcher) is Dynamic and patcher.model.inner is verifier.net
+        assert load.calls == []
+        assert verifier.score(torch.ones(3, 2)).shape == (3,)
+        assert load.calls == [(([patcher],), {"memory_required": 0, "force_full_load": True})]
+    finally:
+        rt.clear_cache()

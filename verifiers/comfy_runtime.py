@@ -231,7 +231,7 @@ def clear_cache() -> None:
 
 def patcher_for(module: torch.nn.Module):
     """The one ModelPatcher of ``module`` (shared modules share their patcher)."""
-    import comfy.model_patcher
+    from ..nodes.host_compat import make_patcher
 
     with _lock:
         hit = _PATCHERS.get(id(module))
@@ -239,8 +239,8 @@ def patcher_for(module: torch.nn.Module):
             return hit[1]
         # The patcher stores its bookkeeping as attributes of the model it manages; a box
         # keeps those off our modules (transformers models even forbid some, e.g. `device`).
-        patcher = comfy.model_patcher.ModelPatcher(ModuleBox(module), load_device=load_device(),
-                                                   offload_device=offload_device())
+        # The host's patcher class for auxiliary models (dynamic VRAM on newer hosts).
+        patcher = make_patcher(ModuleBox(module), load_device(), offload_device())
         _PATCHERS[id(module)] = (module, patcher)
         return patcher
 
@@ -259,8 +259,7 @@ def attach(verifier, modules: list[torch.nn.Module] | None = None):
     Our own verifiers (``TorchVerifier``) call ``prepare`` at the start of ``score``; any
     other verifier gets its ``score`` wrapped to do the same.
     """
-    import comfy.model_management
-
+    from ..nodes.host_compat import load_verifier_models
     from .common import TorchVerifier
 
     if modules is None:
@@ -271,8 +270,8 @@ def attach(verifier, modules: list[torch.nn.Module] | None = None):
     verifier.patchers = patchers
 
     def prepare() -> None:
-        # force_full_load: plain torch modules cannot run partially offloaded (lowvram).
-        comfy.model_management.load_models_gpu(patchers, force_full_load=True)
+        # Whole, as core nodes load auxiliary models (see nodes/host_compat.py).
+        load_verifier_models(patchers)
 
     if isinstance(verifier, TorchVerifier):
         verifier.prepare = prepare
