@@ -13,10 +13,18 @@ Per-candidate randomness: candidate ``id`` of a search with seed ``S`` owns the 
 ``S + id``. Its per-step noise (ancestral and SDE samplers) is drawn from that seed alone,
 as the stock samplers draw it for a batch of one, so results do not depend on how
 candidates are chunked, and a winner replays with a stock sampler on a batch of one.
+
+Latent batches: a latent batch of B is B independent problems (search/lockstep.py batches
+their calls). Row-wise calls take ``problems``, the problem of every row. Problem b's
+candidate ``id`` is element b of what the stock KSampler makes of the whole batch at seed
+``S + id``: initial noise ``prepare_noise(batch, S + id, batch_index)[b]``, per-step noise
+element b of the batch-B draw at that seed; its conditioning, noise mask and verifier
+condition are the batch's element b (tiled as the stock samplers tile shorter batches).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -112,33 +120,58 @@ class CandidateNoise:
         rows = self.count if samples.shape[0] == 1 and self.count else samples.shape[0]
         return torch.cat([comfy.sample.prepare_noise(samples[:1], step_seed(self.seed, i)) for i in range(rows)])
 
+    def candidates(self, latent: torch.Tensor, count: int, batch_index=None) -> torch.Tensor:
+        """[B, count, ...]: problem b's candidate i is element b of the stock KSampler's noise for
+        the whole batch at seed ``seed + i`` (a ``batch_index`` tag selects elements as stock does)."""
+        return torch.stack([comfy.sample.prepare_noise(latent, step_seed(self.seed, i), batch_index)
+                            for i in range(count)], dim=1)
+
 
 class ReplayNoise:
-    """A NOISE that regenerates one search candidate with SamplerCustomAdvanced: its initial
-    noise, and (``seed``) the seed of its per-step noise."""
+    """A NOISE that regenerates search winners with SamplerCustomAdvanced: their initial noises
+    (one per problem) and (``seed``) the seed of the first one's per-step noise. On the latent
+    batch the search ran on it gives every winner's noise; on a batch of one it gives the
+    winner of the problem its ``batch_index`` tag names (LatentFromBatch), else the first."""
 
     def __init__(self, noise: torch.Tensor, seed: int):
         self.noise, self.seed = noise.cpu(), int(seed)
 
     def generate_noise(self, input_latent):
         samples = input_latent["samples"]
-        if samples.shape[0] != 1:
-            raise ValueError("latent_image: this replay noise holds one search winner; use a latent with "
-                             f"batch size 1, got {samples.shape[0]}")
-        if samples[:1].numel() != self.noise.numel():
+        winners = self.noise.shape[0]
+        if samples.shape[0] == winners:
+            noise = self.noise
+        elif samples.shape[0] == 1:
+            tag = (input_latent.get("batch_index") or [0])[0]
+            noise = self.noise[tag: tag + 1] if 0 <= tag < winners else None
+            if noise is None:
+                raise ValueError(f"latent_image: its batch_index {tag} names no winner of this search "
+                                 f"({winners} problems)")
+        else:
+            raise ValueError(f"latent_image: this replay noise holds {winners} search winner(s); use the latent "
+                             f"the search ran on (batch size {winners}) or one element of it, got a batch of "
+                             f"{samples.shape[0]}")
+        if samples[:1].numel() != noise[:1].numel():
             raise ValueError(f"latent_image: shape {tuple(samples.shape)} does not fit the winner's noise "
-                             f"{tuple(self.noise.shape)}; replay on the latent the search ran on")
-        return self.noise.reshape(samples.shape).to(samples.dtype)
+                             f"{tuple(self.noise.shape[1:])}; replay on the latent the search ran on")
+        return noise.reshape(samples.shape).to(samples.dtype)
 
 
-def candidate_noise(noise_source, latent: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` candidate noises from any NOISE object, as rows of one batch, for the latent
-    as the model will see it."""
-    out = noise_source.generate_noise({"samples": latent[:1].expand(count, *latent.shape[1:])})
-    if out.shape[0] < count or out.shape[1:] != latent.shape[1:]:
-        raise ValueError(f"noise: produced shape {tuple(out.shape)}, expected {count} noises of shape "
+def candidate_noise(noise_source, latent: torch.Tensor, count: int, batch_index=None) -> torch.Tensor:
+    """[B, count, ...] candidate noises of every problem (latent element) from any NOISE object,
+    for the latent as the model will see it. NoiseCandidates (and the KSampler-style nodes):
+    problem b's candidate i is element b of the stock noise of the batch at seed + i. Any other
+    NOISE is asked for ``count`` x B rows, the batch repeated once per candidate: problem b's
+    candidate i is its row i·B + b (with B = 1, row i)."""
+    problems = latent.shape[0]
+    if callable(getattr(noise_source, "candidates", None)) and getattr(noise_source, "per_candidate_seed", False):
+        return noise_source.candidates(latent, count, batch_index).float()
+    rows = latent[:1].expand(count, *latent.shape[1:]) if problems == 1 else latent.repeat(count, *[1] * (latent.ndim - 1))
+    out = noise_source.generate_noise({"samples": rows})
+    if out.shape[0] < count * problems or out.shape[1:] != latent.shape[1:]:
+        raise ValueError(f"noise: produced shape {tuple(out.shape)}, expected {count * problems} noises of shape "
                          f"{tuple(latent.shape[1:])}")
-    return out[:count].float()
+    return out[: count * problems].reshape(count, problems, *latent.shape[1:]).transpose(0, 1).float()
 
 
 # -- cost measurement and per-candidate noise --------------------------------------------
@@ -198,39 +231,62 @@ def adaptive(fn) -> bool:
     return False
 
 
-def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
-    """Per-step noise whose row j is what the stock sampler draws for seed ``seeds[j]`` on a
-    batch of one."""
+def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
+                       elements: list[int] | None = None, batch: int = 1):
+    """Per-step noise whose row j is element ``elements[j]`` of what the stock sampler draws for
+    seed ``seeds[j]`` on a latent batch of ``batch`` (by default element 0 of a batch of one).
+    Each distinct seed draws the whole batch once per step, as the stock sampler does."""
+    elements = list(elements) if elements is not None else [0] * len(seeds)
+    distinct = list(dict.fromkeys(seeds))
+    like = x[:1].expand(batch, *x.shape[1:])  # shape, dtype and device of the stock sampler's batch
     if kind[0] == "brownian":
         sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
-        return k_sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=list(seeds), cpu=kind[1])
-    gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
-    shape = (1, *x.shape[1:])
+        trees = {s: k_sampling.BrownianTreeNoiseSampler(like, sigma_min, sigma_max, seed=s, cpu=kind[1])
+                 for s in distinct}
+
+        def draw(sigma, sigma_next):
+            full = {s: tree(sigma, sigma_next) for s, tree in trees.items()}
+            return torch.stack([full[s][e] for s, e in zip(seeds, elements)])
+        return draw
+    gens = {s: torch.Generator(device=x.device).manual_seed(s) for s in distinct}
 
     def draw(sigma, sigma_next):
-        return torch.cat([torch.randn(shape, dtype=x.dtype, layout=x.layout, device=x.device, generator=g)
-                          for g in gens])
+        full = {s: torch.randn(like.shape, dtype=x.dtype, layout=x.layout, device=x.device, generator=g)
+                for s, g in gens.items()}
+        return torch.stack([full[s][e] for s, e in zip(seeds, elements)])
     return draw
 
 
 class Counter:
-    """Counts denoiser evaluations (rows per guider call) and model forward rows, and checks
-    for interruption before every denoiser call. While ``stub`` is set, the conditioned
-    predictions are answered by it (a cost probe): guidance, post-CFG hooks and the sampler
-    run as usual, the model does not, and nothing is counted as spent."""
+    """Counts denoiser evaluations (rows per guider call) and model forward rows, in all and per
+    problem, and checks for interruption before every denoiser call. While ``stub`` is set, the
+    conditioned predictions are answered by it (a cost probe): guidance, post-CFG hooks and the
+    sampler run as usual, the model does not, and nothing is counted as spent."""
 
-    def __init__(self, on_call=None):
+    def __init__(self, on_call=None, problems: int = 1):
         self.nfe = 0
         self.forward = 0
         self.calls = 0
+        self.nfe_by_problem = [0] * problems
+        self.forward_by_problem = [0] * problems
+        self.rows: torch.Tensor | None = None  # the problem of every row of the running call
         self.on_call = on_call
         self.stub = None
+
+    def _share(self, counts: list[int], n: int) -> None:
+        rows = self.rows
+        if rows is None or len(rows) == 0 or n % len(rows):
+            counts[0] += n
+            return
+        for p, c in enumerate(torch.bincount(rows, minlength=len(counts)).tolist()):
+            counts[p] += c * (n // len(rows))
 
     def predict_noise(self, executor, x, *args, **kwargs):
         comfy.model_management.throw_exception_if_processing_interrupted()
         self.calls += 1
         if self.stub is None:
             self.nfe += x.shape[0]
+            self._share(self.nfe_by_problem, x.shape[0])
             if self.on_call:
                 self.on_call(x.shape[0])
         return executor(x, *args, **kwargs)
@@ -244,6 +300,7 @@ class Counter:
 
     def apply_model(self, executor, x, *args, **kwargs):
         self.forward += x.shape[0]
+        self._share(self.forward_by_problem, x.shape[0])
         return executor(x, *args, **kwargs)
 
 
@@ -252,11 +309,13 @@ class Scorer:
     """Decodes latents and verifies them in chunks: [N, V] component scores (V = 1 for a plain
     verifier, one per member for a rank ensemble) and the decoded images."""
 
-    def __init__(self, vae, verifier, condition: str = ""):
+    def __init__(self, vae, verifier, condition: str | list[str] = ""):
         # Duck-typed: any object with score(images, condition_text, early) is a verifier.
         if not callable(getattr(verifier, "score", None)):
             raise VerifierError("verifier: connect a VERIFIER (e.g. from a verifier loader node)")
-        self.vae, self.verifier, self.condition = vae, verifier, condition or ""
+        # One condition for every problem, or one per problem (element b of a latent batch).
+        self.conditions = [c or "" for c in condition] if isinstance(condition, list) else [condition or ""]
+        self.vae, self.verifier, self.condition = vae, verifier, self.conditions[0]
         self.relative = bool(getattr(verifier, "relative_scores", False)) and \
             callable(getattr(verifier, "component_scores", None))
         self.early_level = getattr(verifier, "early_level", None)
@@ -272,34 +331,82 @@ class Scorer:
         self.timings["decode"] += time.perf_counter() - t0
         return images
 
-    def verify(self, images: torch.Tensor, early: torch.Tensor | None) -> torch.Tensor:
+    def condition_of(self, problem: int) -> str:
+        return self.conditions[problem % len(self.conditions)]
+
+    def verify(self, images: torch.Tensor, early: torch.Tensor | None, condition: str | None = None) -> torch.Tensor:
         """[B, V] scores of decoded images; a video candidate ([B, T, H, W, C]) scores the mean
         over its frames."""
         t0 = time.perf_counter()
+        condition = self.condition if condition is None else condition
         frames = images.shape[1] if images.ndim == 5 else 1
         flat = images.reshape(-1, *images.shape[-3:])
         flat_early = early.reshape(-1, *early.shape[-3:]) if early is not None else None
         if self.relative:
-            values = self.verifier.component_scores(flat, self.condition, flat_early).T
+            values = self.verifier.component_scores(flat, condition, flat_early).T
         else:
-            values = self.verifier.score(flat, self.condition, flat_early).reshape(-1, 1)
+            values = self.verifier.score(flat, condition, flat_early).reshape(-1, 1)
         self.timings["score"] += time.perf_counter() - t0
         return values.float().reshape(images.shape[0], frames, -1).mean(1)
 
     @torch.no_grad()
-    def __call__(self, latents: torch.Tensor, early: torch.Tensor | None, chunk: int) -> Scores:
+    def __call__(self, latents: torch.Tensor, early: torch.Tensor | None, chunk: int, problems=None) -> Scores:
+        """Scores of ``latents`` (row j belongs to problem ``problems[j]``): rows are verified in
+        chunks, one verifier call per condition, so problems with other conditions share no call."""
         # No autograd graph even outside ComfyUI's inference mode (scripts, tests): the pool
         # keeps scores across rounds, and a graph behind them would keep every round's
         # decoder and verifier activations alive.
-        def score_chunk(lat, ear):
-            images = self.decode(lat)
-            return self.verify(images, self.decode(ear) if ear is not None else None), images
+        chunk = max(1, min(chunk, self.max_batch))
+        conditions = [self.condition] * latents.shape[0] if problems is None else \
+            [self.condition_of(int(p)) for p in problems]
+        groups: dict[str, list[int]] = {}
+        for j, c in enumerate(conditions):
+            groups.setdefault(c, []).append(j)
+        parts = []
+        for condition, rows in groups.items():
+            def score_chunk(lat, ear, condition=condition):
+                images = self.decode(lat)
+                return self.verify(images, self.decode(ear) if ear is not None else None, condition), images
 
-        values, images = map_chunked(score_chunk, [latents, early], max(1, min(chunk, self.max_batch)))
-        return Scores(values, images)
+            if len(groups) == 1:
+                return Scores(*map_chunked(score_chunk, [latents, early], chunk))
+            idx = torch.tensor(rows)
+            parts.append((idx, *map_chunked(score_chunk, [latents[idx], early[idx] if early is not None else None],
+                                            chunk)))
+        order = torch.argsort(torch.cat([p[0] for p in parts]))
+        return Scores(torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order])
 
     def compare(self, values: torch.Tensor) -> torch.Tensor:
         return self.verifier.combine(values.T).float() if self.relative else values[:, 0]
+
+
+# -- conditioning batches ----------------------------------------------------------------
+def _batched(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] > 1
+
+
+def _cond_has_batch(cond: dict) -> bool:
+    """Whether one converted cond (guider.original_conds entry) carries a batch of tensors."""
+    return any(_batched(v) for v in cond.values()) or \
+        any(_batched(getattr(c, "cond", None)) for c in (cond.get("model_conds") or {}).values())
+
+
+def _cond_rows(cond: dict, problems: torch.Tensor) -> dict:
+    """One converted cond for rows of these problems: every tensor with a batch (the prompt's
+    embedding, pooled output, masks, concat latents, and model conds made before sampling)
+    gives row j its element problems[j], tiled as repeat_to_batch_size tiles a shorter batch."""
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return x[(problems % x.shape[0]).to(x.device)]
+
+    out = {}
+    for key, value in cond.items():
+        if key == "model_conds" and isinstance(value, dict):
+            value = {name: c._copy_with(rows(c.cond)) if _batched(getattr(c, "cond", None)) else c
+                     for name, c in value.items()}
+        elif _batched(value):
+            value = rows(value)
+        out[key] = value
+    return out
 
 
 # -- the backend -------------------------------------------------------------------------
@@ -308,7 +415,13 @@ class ComfyBackend:
                  search_sigmas: torch.Tensor | None = None, seed: int = 0, chunk: int = 0, on_call=None):
         if len(sigmas) < 2:
             raise ValueError("sigmas: need at least one step (two sigma values)")
-        self.counter = Counter(on_call)
+        self.patcher = guider.model_patcher
+        self.latent = fixed_latent(self.patcher, latent)
+        self.problems = 1 if self.latent.is_nested else self.latent.shape[0]
+        tags = latent.get("batch_index")
+        # A batch_index tag (LatentFromBatch) selects noises as the stock samplers do.
+        self.batch_index = list(tags) if tags is not None and len(tags) == self.problems else None
+        self.counter = Counter(on_call, self.problems)
         self.guider = copy.copy(guider)
         self.guider.model_options = comfy.model_patcher.create_model_options_clone(guider.model_options)
         wrappers = comfy.patcher_extension.WrappersMP
@@ -317,14 +430,15 @@ class ComfyBackend:
                          (wrappers.APPLY_MODEL, self.counter.apply_model)):
             comfy.patcher_extension.add_wrapper_with_key(kind, WRAPPER_KEY, fn, self.guider.model_options,
                                                          is_model_options=True)
-        self.patcher = guider.model_patcher
+        # Conditioning with a batch (one prompt per latent): each row gets its problem's element.
+        self.cond_batched = any(_cond_has_batch(c) for conds in getattr(self.guider, "original_conds", {}).values()
+                                for c in conds or [])
         self.model_sampling = self.patcher.get_model_object("model_sampling")
         self.sampler, self.seed, self.scorer = sampler, int(seed), scorer
         self.relative = scorer.relative
         self.noise_kind = step_noise_kind(getattr(sampler, "sampler_function", None))
         self.sigmas = sigmas.cpu().float()
         self.search_sigmas = self.sigmas if search_sigmas is None else search_sigmas.cpu().float()
-        self.latent = fixed_latent(self.patcher, latent)
         self.mask = latent.get("noise_mask")
         self.chunk = chunk if chunk > 0 else self.auto_chunk()
         if adaptive(getattr(sampler, "sampler_function", None)):
@@ -421,41 +535,93 @@ class ComfyBackend:
         calls = self.counter.calls
         self.counter.stub = stub
         try:
-            one = self.latent[:1]
-            self.guider.sample(torch.zeros_like(one), one, self._sampler([0]), sigmas, denoise_mask=self.mask,
-                               disable_pbar=True, seed=self.seed)
+            one, first = self.latent[:1], torch.zeros(1, dtype=torch.long)
+            with self._rows(first):
+                self._guider(first).sample(torch.zeros_like(one), one, self._sampler([0], first), sigmas,
+                                           denoise_mask=self._mask(first), disable_pbar=True, seed=self.seed)
         finally:
             self.counter.stub = None
         return self.counter.calls - calls
 
-    def _sampler(self, ids):
-        """The sampler with each row's per-step noise drawn from its candidate's own seed."""
+    # -- rows of several problems ------------------------------------------------------------
+    def _problems(self, problems, rows: int) -> torch.Tensor:
+        """The problem of every row as a tensor (all 0 when not given)."""
+        if problems is None:
+            return torch.zeros(rows, dtype=torch.long)
+        return torch.as_tensor(problems, dtype=torch.long).reshape(-1)
+
+    @contextlib.contextmanager
+    def _rows(self, problems: torch.Tensor):
+        """Tell the counter whose rows the model call inside the block evaluates."""
+        before, self.counter.rows = self.counter.rows, problems
+        try:
+            yield
+        finally:
+            self.counter.rows = before
+
+    def _guider(self, problems: torch.Tensor):
+        """The guider for rows of these problems: with a conditioning batch, each row gets its
+        problem's element (as the stock samplers give element b of a batch its element b)."""
+        if not self.cond_batched:
+            return self.guider
+        guider = copy.copy(self.guider)
+        guider.original_conds = {k: [_cond_rows(c, problems) for c in conds or []]
+                                 for k, conds in self.guider.original_conds.items()}
+        return guider
+
+    def _mask(self, problems: torch.Tensor):
+        """The noise mask for rows of these problems (a mask batch: each row its problem's mask)."""
+        mask = self.mask
+        if mask is None or self.latent.ndim != 4:
+            return mask
+        flat = mask.reshape(-1, 1, *mask.shape[-2:])
+        return flat[problems % flat.shape[0]] if flat.shape[0] > 1 else mask
+
+    def _sampler(self, ids, problems: torch.Tensor):
+        """The sampler with each row's per-step noise drawn from its candidate's own seed: row j
+        is element problems[j] of the stock sampler's draw for the whole latent batch."""
         fn = getattr(self.sampler, "sampler_function", None)
         if self.noise_kind is None:
             return self.sampler
         seeds, kind = [step_seed(self.seed, i) for i in ids], self.noise_kind
+        elements, batch = problems.tolist(), self.problems
 
         def sampler_function(model, x, sigmas, *args, **kwargs):
-            kwargs["noise_sampler"] = rows_noise_sampler(kind, x, sigmas, seeds)
+            kwargs["noise_sampler"] = rows_noise_sampler(kind, x, sigmas, seeds, elements, batch)
             return fn(model, x, sigmas, *args, **kwargs)
 
         rows = copy.copy(self.sampler)
         rows.sampler_function = sampler_function
         return rows
 
-    def solve(self, state, noise, sigmas, ids):
+    def solve(self, state, noise, sigmas, ids, problems=None):
         rows = len(ids)
-        start = state if state is not None else self.latent.expand(rows, *self.latent.shape[1:])
+        problems = self._problems(problems, rows)
+        if state is not None:
+            start = state
+        elif self.problems == 1:
+            start = self.latent.expand(rows, *self.latent.shape[1:])
+        else:
+            start = self.latent[problems]
         noise = noise if noise is not None else torch.zeros_like(start)
+        ids = torch.tensor(ids, dtype=torch.long)
+        # Rows of one candidate id share its per-step noise draws: chunk them together.
+        order = None
+        if self.noise_kind is not None and self.problems > 1:
+            order = torch.argsort(ids * self.problems + problems, stable=True)
+            start, noise, ids, problems = start[order], noise[order], ids[order], problems[order]
         early_sigma = self.early_sigma(sigmas)
         t0 = time.perf_counter()
-        out, early = map_chunked(lambda s, n, i: self._solve_chunk(s, n, sigmas, i.tolist(), early_sigma),
-                                 [start, noise.to(start.dtype), torch.tensor(ids)], self.chunk,
+        out, early = map_chunked(lambda s, n, i, p: self._solve_chunk(s, n, sigmas, i.tolist(), p, early_sigma),
+                                 [start, noise.to(start.dtype), ids, problems], self.chunk,
                                  on_shrink=self.keep_chunk)
         self.timings["denoise"] += time.perf_counter() - t0
+        if order is not None:
+            back = torch.argsort(order)
+            out, early = out[back], (early[back] if early is not None else None)
         return out, early
 
-    def _solve_chunk(self, start, noise, sigmas, ids, early_sigma):
+    def _solve_chunk(self, start, noise, sigmas, ids, problems, early_sigma):
         at = {}
 
         def callback(step, x0, x, total):
@@ -464,13 +630,15 @@ class ComfyBackend:
             if early_sigma is not None and (float(sigmas[step]) > early_sigma or step == 0):
                 at.update(step=step, x0=x0, x=x)
 
-        out = self.guider.sample(noise, start, self._sampler(ids), sigmas, denoise_mask=self.mask,
-                                 callback=callback, disable_pbar=True, seed=self.seed)
+        with self._rows(problems):
+            out = self._guider(problems).sample(noise, start, self._sampler(ids, problems), sigmas,
+                                                denoise_mask=self._mask(problems), callback=callback,
+                                                disable_pbar=True, seed=self.seed)
         out = out.to(comfy.model_management.intermediate_device()).float()
-        early = None if early_sigma is None else self._early_x0(at, sigmas, early_sigma)
+        early = None if early_sigma is None else self._early_x0(at, sigmas, early_sigma, problems)
         return out, early
 
-    def _early_x0(self, at: dict, sigmas, level: float) -> torch.Tensor:
+    def _early_x0(self, at: dict, sigmas, level: float, problems: torch.Tensor) -> torch.Tensor:
         """The x0-prediction at exactly sigma ``level``: an Euler step from the last trajectory
         point above it to ``level`` (exact on the straight line through that point's x0), then
         one denoiser call there. The trajectory itself is not changed."""
@@ -481,17 +649,19 @@ class ComfyBackend:
         x0 = at["x0"].float()
         x_level = x0 + (level / sigma) * (at["x"].float() - x0)
         state = inner.process_latent_out(self.model_sampling.inverse_noise_scaling(torch.tensor(level), x_level))
-        return self.predict_x0(state.to(comfy.model_management.intermediate_device()), level)
+        return self.predict_x0(state.to(comfy.model_management.intermediate_device()), level, problems)
 
-    def predict_x0(self, state, sigma):
+    def predict_x0(self, state, sigma, problems=None):
         sigmas = torch.tensor([sigma, 0.0])
 
-        def one_step(s, n):
-            out = self.guider.sample(n, s, self.euler, sigmas, denoise_mask=self.mask, disable_pbar=True,
-                                     seed=self.seed)
+        def one_step(s, n, p):
+            with self._rows(p):
+                out = self._guider(p).sample(n, s, self.euler, sigmas, denoise_mask=self._mask(p), disable_pbar=True,
+                                             seed=self.seed)
             return out.to(comfy.model_management.intermediate_device()).float()
 
-        return map_chunked(one_step, [state, torch.zeros_like(state)], self.chunk, on_shrink=self.keep_chunk)[0]
+        return map_chunked(one_step, [state, torch.zeros_like(state), self._problems(problems, state.shape[0])],
+                           self.chunk, on_shrink=self.keep_chunk)[0]
 
     def renoise(self, state, sigma_from, sigma_to, generator):
         a_j, s_j = self._alpha_scale(sigma_from)
@@ -501,8 +671,8 @@ class ComfyBackend:
         eps = torch.randn(state.shape, generator=generator, dtype=torch.float32)
         return state, (c * eps).to(state.dtype)
 
-    def score(self, latents, early=None) -> Scores:
-        return self.scorer(latents, early, self.chunk)
+    def score(self, latents, early=None, problems=None) -> Scores:
+        return self.scorer(latents, early, self.chunk, problems)
 
     def compare(self, values: torch.Tensor) -> torch.Tensor:
         return self.scorer.compare(values)

@@ -22,7 +22,7 @@ from comfy_api.latest import io
 from ..search import Strategy, path_search, random_search, zero_order_search
 from ..verifiers.base import quoted
 from .sampling_adapter import CandidateNoise, ksampler_parts
-from .search_runner import build_backend, latent_outputs, report_json, run_search
+from .search_runner import MAX_PROBLEMS, build_backend, check_latent, latent_outputs, report_json, run_search
 from .types import SearchType, VerifierType
 
 CATEGORY = "sampling/noise_search"
@@ -34,12 +34,18 @@ ANGLE_MIN, ANGLE_MAX = 0.01, 179.99
 
 
 # -- inputs ----------------------------------------------------------------------------
+LATENT_TOOLTIP = (f"A latent or a batch of up to {MAX_PROBLEMS}: each latent is searched as its own problem, all "
+                  "in one pass (a conditioning batch gives latent b its prompt b, as with KSampler). Outputs "
+                  "hold one winner per latent.")
+
+
 def ksampler_inputs(search_steps_tooltip: str | None = None):
     return [
         io.Model.Input("model", tooltip="The diffusion model whose noises are searched."),
         io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                     tooltip="Candidate i is the stock KSampler's sample at seed + i (batch size 1), "
-                             "with any sampler; later random draws of the search derive from it too."),
+                     tooltip="Candidate i is the stock KSampler's sample at seed + i (batch size 1; for a "
+                             "latent batch, element b of the stock batch at seed + i), with any sampler; later "
+                             "random draws of the search derive from it too."),
         io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps of the final sample."),
         io.Int.Input("search_steps", default=0, min=0, max=10000,
                      tooltip=search_steps_tooltip or
@@ -53,8 +59,8 @@ def ksampler_inputs(search_steps_tooltip: str | None = None):
         io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, tooltip="Noise schedule."),
         io.Conditioning.Input("positive", tooltip="What to generate."),
         io.Conditioning.Input("negative", tooltip="What to avoid."),
-        io.Latent.Input("latent_image", tooltip="Latent of batch size 1 (empty, or an image for img2img; "
-                                                "a noise mask makes it inpainting)."),
+        io.Latent.Input("latent_image", tooltip=LATENT_TOOLTIP + " Empty, or an image for img2img; a noise "
+                                                                 "mask makes it inpainting."),
         io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                        tooltip="Below 1: img2img, searching only the last part of the schedule."),
     ]
@@ -67,7 +73,7 @@ def advanced_inputs():
         io.Guider.Input("guider", tooltip="Model and conditioning (CFGGuider, BasicGuider for FLUX, ...)."),
         io.Sampler.Input("sampler", tooltip="The host's sampler."),
         io.Sigmas.Input("sigmas", tooltip="Schedule of the final sample."),
-        io.Latent.Input("latent_image", tooltip="Latent of batch size 1."),
+        io.Latent.Input("latent_image", tooltip=LATENT_TOOLTIP),
     ]
 
 
@@ -83,7 +89,8 @@ def verifier_inputs():
         VerifierType.Input("verifier", tooltip="Scores decoded candidates; higher is better."),
         io.String.Input("condition", default="", multiline=True,
                         tooltip="What the verifier judges against: the prompt text for CLIPScore / "
-                                "ImageReward, a class name or index for classifier verifiers."),
+                                "ImageReward, a class name or index for classifier verifiers. For a latent "
+                                "batch, a JSON list gives each latent its own: [\"a cat\", \"a dog\"]."),
         io.Int.Input("budget", default=0, min=0, max=10**9,
                      tooltip="Total NFEs (search + final denoising, per candidate summed), measured "
                              "for the sampler in use; a round that would exceed it is not started. "
@@ -212,15 +219,18 @@ def check_path_backend(backend, start: float, forward: float) -> None:
 # Output id -> (socket type, display name, tooltip). Ids and display names are those the first
 # release saved, so links in saved workflows keep their meaning.
 OUTPUTS = {
-    "best": (io.Latent, "best", "The winning latent, fully denoised."),
-    "top": (io.Latent, "top_k", "The best top_k latents, best first."),
-    "scores": (io.String, "scores", "JSON list of the returned latents' scores, best first."),
-    "best_score": (io.Float, "best_score", "The returned winner's verifier score."),
+    "best": (io.Latent, "best", "The winning latent, fully denoised (a latent batch: one winner per latent)."),
+    "top": (io.Latent, "top_k", "The best top_k latents, best first (a latent batch: each latent's top_k in "
+                                "turn)."),
+    "scores": (io.String, "scores", "JSON list of the returned top_k latents' scores, in their order."),
+    "best_score": (io.Float, "best_score", "The returned winner's verifier score (a latent batch: latent 0's)."),
     "replay_noise": (io.Noise, "replay_noise",
                      "Regenerates the winner with SamplerCustomAdvanced (same guider, sampler, sigmas; batch "
-                     "size 1), per-step noise of ancestral/SDE samplers included."),
+                     "size 1), per-step noise of ancestral/SDE samplers included. A latent batch: every winner "
+                     "on the same batch (deterministic samplers)."),
     "replay_seed": (io.Int, "seed", "Seed at which a stock KSampler (batch size 1, same settings) gives the "
-                                    "winner: seed + the winner's candidate id."),
+                                    "winner: seed + the winner's candidate id. For a latent batch: the first "
+                                    "latent's winner (every latent's seed is in the report)."),
     "replay_index": (io.Int, "batch_index", "Always 0: the winner is the first (only) element of a batch of one "
                                             "at `seed`. Kept so saved replay graphs (LatentFromBatch) still work."),
     "report": (io.String, "report",
@@ -272,7 +282,8 @@ def check_values(cls, values: dict) -> None:
 
 
 def check_rows(count: int, latent: dict) -> None:
-    """Refuse a round whose noises alone would not fit in memory, before allocating."""
+    """Refuse a round whose noises alone would not fit in memory, before allocating (``count``:
+    candidates of one round, over all problems of a latent batch)."""
     samples = latent["samples"]
     if getattr(samples, "is_nested", False):
         return
@@ -292,20 +303,26 @@ def check_rows(count: int, latent: dict) -> None:
 # -- the core every search node runs -----------------------------------------------------
 def search(cls, strategy: Strategy, values: dict, noise, guider, sampler, sigmas, search_sigmas=None,
            settings: dict | None = None) -> dict:
-    """Run ``strategy`` with the node's values; returns every output by name, and the UI state."""
-    check_rows(strategy.rows, values["latent_image"])
-    backend = build_backend(strategy, noise, guider, sampler, sigmas, values["latent_image"], values["vae"],
+    """Run ``strategy`` with the node's values on every latent of the batch; returns every output
+    by name, and the UI state. With a batch of B: ``best`` holds the B winners, ``top`` each
+    problem's top k in turn (problem-major), ``scores`` their scores in that order; the scalar
+    outputs (best_score, seed, batch_index) describe the first problem's winner."""
+    latent = values["latent_image"]
+    check_latent(latent)
+    check_rows(strategy.rows * latent["samples"].shape[0], latent)
+    backend = build_backend(strategy, noise, guider, sampler, sigmas, latent, values["vae"],
                             values["verifier"], values["condition"], values["batch_size"], search_sigmas)
     if strategy.check is not None:
         strategy.check(backend)
-    result, report, state, replay = run_search(
+    results, report, reports, state, replay = run_search(
         strategy, backend, noise, budget=values["budget"], top_k=values["top_k"],
         settings={"seed": backend.seed, "top_k": values["top_k"], **(settings or {})},
         node_id=cls.hidden.unique_id, extra_pnginfo=cls.hidden.extra_pnginfo)
-    best, top = latent_outputs(values["latent_image"], result)
-    return {"best": best, "top": top, "scores": json.dumps(result.top_scores), "best_score": result.best_score,
+    best, top = latent_outputs(latent, results)
+    return {"best": best, "top": top, "scores": json.dumps([s for r in results for s in r.top_scores]),
+            "best_score": results[0].best_score,
             "replay_noise": replay if replay is not None else NoReplayNoise(),
-            "replay_seed": report["replay"].get("seed", -1), "replay_index": 0, "report": report_json(report),
+            "replay_seed": reports[0]["replay"].get("seed", -1), "replay_index": 0, "report": report_json(report),
             "ui": {"noise_search": [state]}}
 
 

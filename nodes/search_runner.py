@@ -1,6 +1,8 @@
 """Runs one search for a node: checks the parts, drives the strategy, builds the report.
 
-The report is a pure function of the strategy, the result and the backend's counters.
+A latent batch of B is B independent problems searched at once (search/lockstep.py): each
+problem has its own candidates, budget, pool and report; model calls carry all of them.
+The report is a pure function of the strategy, the results and the backend's counters.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 
 from ..search import Strategy
 from ..search.backend import BudgetError
+from ..search.lockstep import run_lockstep
 from .progress import SearchProgress
 from .sampling_adapter import (
     DOWNSCALE_KEYS,
@@ -25,22 +28,45 @@ from .sampling_adapter import (
 )
 
 REPORT_KEY = "noise_search_report"
+# Problems (latents of one batch) one search runs at once: each runs on a worker thread.
+MAX_PROBLEMS = 1024
 
 
 def check_latent(latent: dict) -> None:
     samples = latent["samples"]
-    if samples.is_nested or samples.shape[0] != 1:
-        raise ValueError(f"latent_image: search works on one latent at a time, got a batch of "
-                         f"{samples.shape[0] if not samples.is_nested else 'nested latents'}; "
-                         "use a latent with batch size 1 (candidates are made by the search)")
+    supported = (f"supported: a latent batch of 1 to {MAX_PROBLEMS} latents of one size, each searched as its "
+                 "own problem (candidates are made by the search)")
+    if samples.is_nested:
+        raise ValueError(f"latent_image: nested latents (several sizes in one batch) are not supported; {supported}")
+    if not 1 <= samples.shape[0] <= MAX_PROBLEMS:
+        raise ValueError(f"latent_image: got a batch of {samples.shape[0]} latents; {supported}. Split the batch "
+                         "(LatentFromBatch) and search the parts")
     if not torch.isfinite(samples).all():
         raise ValueError("latent_image contains NaN or infinite values")
+
+
+def problem_conditions(condition: str, problems: int) -> str | list[str]:
+    """The verifier's condition for each problem: one for all, or (latent batches) a JSON list
+    with one condition per latent."""
+    text = (condition or "").strip()
+    if problems == 1 or not (text.startswith("[") and text.endswith("]")):
+        return condition
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:
+        return condition
+    if not isinstance(items, list) or not all(isinstance(c, (str, int)) for c in items):
+        return condition
+    if len(items) not in (1, problems):
+        raise ValueError(f"condition: a JSON list of {len(items)} conditions for a latent batch of {problems}; "
+                         f"give one condition for every latent, or a list of {problems} (one per latent, in order)")
+    return [str(c) for c in items]
 
 
 def build_backend(strategy: Strategy, noise_source, guider, sampler, sigmas, latent: dict, vae, verifier,
                   condition: str, batch_size: int, search_sigmas=None) -> ComfyBackend:
     check_latent(latent)
-    scorer = Scorer(vae, verifier, condition)
+    scorer = Scorer(vae, verifier, problem_conditions(condition, latent["samples"].shape[0]))
     if scorer.early_level is not None and float(sigmas[-1]) > 0:
         raise ValueError("verifier: this verifier compares an early x0-prediction with the final image; a "
                          "segment that stops above sigma 0 has no final image to compare. Use another "
@@ -54,13 +80,22 @@ def build_backend(strategy: Strategy, noise_source, guider, sampler, sigmas, lat
     # any denoising, rather than after the first round.
     class_index = getattr(verifier, "class_index", None)
     if callable(class_index):
-        class_index(scorer.condition)
+        for c in dict.fromkeys(scorer.conditions):
+            class_index(c)
     return backend
+
+
+def problem_seed(seed: int, index: int) -> int:
+    """Seed of the generator of problem ``index``'s later random draws (zero-order directions and
+    restarts, path re-noising): the same for a batch element and for that element searched alone
+    (LatentFromBatch tags its index); index 0 keeps the seed a batch of one always had."""
+    return step_seed(seed, (1 << 63) + index * 0x9E3779B97F4A7C15)
 
 
 def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budget: int, top_k: int,
                settings: dict, node_id=None, extra_pnginfo=None):
-    """Run ``strategy``; returns (result, report, UI state, replay NOISE or None)."""
+    """Run ``strategy`` on every problem of the latent batch at once (search/lockstep.py);
+    returns (results, report, per-problem reports, UI state, replay NOISE or None)."""
     if budget and not backend.cost(backend.sigmas)[1]:
         raise ValueError(f"budget: the {sampler_name(backend.sampler)} sampler chooses its own number of steps, "
                          "so its cost cannot be planned; set budget to 0 (no limit) or choose another sampler")
@@ -69,31 +104,46 @@ def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budge
         # The SEARCH decides how many noises are searched; the NOISE must supply them.
         raise ValueError(f"noise: NoiseCandidates gives {count} noises, but this search starts from "
                          f"{strategy.noises}; raise its count to at least {strategy.noises} or search fewer")
-    noise = candidate_noise(noise_source, backend.latent, strategy.noises)
-    if noise.abs().max() == 0:
+    noises = candidate_noise(noise_source, backend.latent, strategy.noises, backend.batch_index)
+    if noises.abs().max() == 0:
         raise ValueError("noise: every candidate noise is zero (a disabled noise); there is nothing to "
                          "search. Connect a RandomNoise or NoiseCandidates")
+    problems = backend.problems
     progress = SearchProgress(node_id, strategy.name)
     backend.counter.on_call = progress.on_call
-    generator = torch.Generator().manual_seed(step_seed(backend.seed, 1 << 63))
+
+    def first_problem_view(info: dict) -> None:
+        # The live view follows the first problem; the bar is sized for all of them.
+        progress.on_round({**info, "planned": int(info.get("planned") or 0) * problems})
+
+    def job(b: int):
+        index = backend.batch_index[b] if backend.batch_index is not None else b
+        generator = torch.Generator().manual_seed(problem_seed(backend.seed, index))
+        callback = (progress.on_round if problems == 1 else first_problem_view) if b == 0 else None
+        return lambda view: strategy(view, noises[b], backend.sigmas, generator=generator, budget=budget or None,
+                                     top_k=top_k, callback=callback)
+
     t0 = time.perf_counter()
     try:
-        result = strategy(backend, noise, backend.sigmas, generator=generator, budget=budget or None,
-                          top_k=top_k, callback=progress.on_round)
+        results = run_lockstep(backend, [job(b) for b in range(problems)])
     except BudgetError as err:
         raise ValueError(f"budget: {err}") from err
-    report = build_report(strategy, result, backend, noise_source, budget, settings, time.perf_counter() - t0)
-    state = progress.finish(report)
+    elapsed = time.perf_counter() - t0
+    reports = [problem_report(strategy, r, backend, noise_source, budget, settings, b) for b, r in enumerate(results)]
+    report = build_report(strategy, reports, backend, budget, settings, elapsed)
+    state = progress.finish(reports[0])
     if isinstance(extra_pnginfo, dict):
         # SaveImage writes every key of extra_pnginfo into the PNG: the report travels along.
         extra_pnginfo[REPORT_KEY] = report
-    replay = ReplayNoise(result.best_noise, step_seed(backend.seed, result.best_id)) \
-        if result.best_noise is not None else None
-    return result, report, state, replay
+    replay = None
+    if all(r.best_noise is not None for r in results):
+        replay = ReplayNoise(torch.cat([r.best_noise for r in results]), step_seed(backend.seed, results[0].best_id))
+    return results, report, reports, state, replay
 
 
-def build_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, budget: int, settings: dict,
-                 elapsed: float) -> dict:
+def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, budget: int, settings: dict,
+                   b: int) -> dict:
+    """One problem's report: the whole report of a search on a batch of one."""
     return {
         "algorithm": strategy.name,
         "settings": {**settings, **{k: v for k, v in strategy.settings.items() if _plain(v)},
@@ -102,33 +152,69 @@ def build_report(strategy: Strategy, result, backend: ComfyBackend, noise_source
         "top": [{"id": i, "score": s, **({"search_score": ss} if result.search_scores else {})}
                 for i, s, ss in zip(result.top_ids, result.top_scores, result.search_scores or result.top_scores)],
         "top_scores": result.top_scores,
-        "replay": replay_rule(strategy, result, backend, noise_source),
-        "nfe": {"search_total": result.nfe, "planned": result.planned_nfe, "measured": backend.counter.nfe,
-                "forward_passes": backend.counter.forward, "budget": budget or None,
+        "replay": replay_rule(strategy, result, backend, noise_source, b),
+        "nfe": {"search_total": result.nfe, "planned": result.planned_nfe,
+                "measured": backend.counter.nfe_by_problem[b],
+                "forward_passes": backend.counter.forward_by_problem[b], "budget": budget or None,
                 "stopped_by_budget": result.stopped_by_budget},
         "rounds": result.rounds,
         "candidates": result.candidates,
-        "timings": {"total_s": round(elapsed, 4),
-                    **{k + "_s": round(v, 4) for k, v in {**backend.timings, **backend.scorer.timings}.items()}},
         "verifier": getattr(backend.scorer.verifier, "name", type(backend.scorer.verifier).__name__),
-        "condition": backend.scorer.condition,
+        "condition": backend.scorer.condition_of(b),
     }
 
 
-def replay_rule(strategy: Strategy, result, backend: ComfyBackend, noise_source) -> dict:
-    """How to regenerate the winner with stock nodes (see the README's replay section)."""
+def build_report(strategy: Strategy, reports: list[dict], backend: ComfyBackend, budget: int, settings: dict,
+                 elapsed: float) -> dict:
+    """A batch of one: that problem's report with the timings. A batch of B > 1: the shared
+    settings, totals and timings, and every problem's report under ``problems`` (in batch
+    order, each with its ``problem`` index)."""
+    timings = {"total_s": round(elapsed, 4),
+               **{k + "_s": round(v, 4) for k, v in {**backend.timings, **backend.scorer.timings}.items()}}
+    if len(reports) == 1:
+        return {**reports[0], "timings": timings}
+    counter = backend.counter
+    return {
+        "algorithm": strategy.name,
+        "batch": len(reports),
+        "settings": {**reports[0]["settings"], "problems": len(reports)},
+        "nfe": {"search_total": sum(r["nfe"]["search_total"] for r in reports),
+                "planned": sum(r["nfe"]["planned"] for r in reports), "measured": counter.nfe,
+                "forward_passes": counter.forward, "budget_per_problem": budget or None,
+                "stopped_by_budget": sum(bool(r["nfe"]["stopped_by_budget"]) for r in reports)},
+        "timings": timings,
+        "verifier": reports[0]["verifier"],
+        "problems": [{"problem": b, **r} for b, r in enumerate(reports)],
+    }
+
+
+def replay_rule(strategy: Strategy, result, backend: ComfyBackend, noise_source, b: int = 0) -> dict:
+    """How to regenerate problem ``b``'s winner with stock nodes (see the README's replay section)."""
     if result.best_noise is None or strategy.replay == "none":
         return {"how": "not replayable from one noise: path search injects noise along the trajectory"}
     seed = step_seed(backend.seed, result.best_id)
     seeded = getattr(noise_source, "per_candidate_seed", False) and \
         (strategy.replay == "seed" or result.best_id < strategy.noises)
-    rule = {"seed": seed, "candidate": result.best_id,
-            "with_noise": "SamplerCustomAdvanced with the replay_noise output, on a latent of batch size 1, "
-                          "with the same guider, sampler and sigmas"}
-    if seeded:
-        rule["with_seed"] = (f"a stock KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} on a "
-                             "latent of batch size 1, with the same model, conditioning, cfg, sampler, "
-                             "scheduler, steps and denoise")
+    problems = backend.problems
+    if problems == 1:
+        rule = {"seed": seed, "candidate": result.best_id,
+                "with_noise": "SamplerCustomAdvanced with the replay_noise output, on a latent of batch size 1, "
+                              "with the same guider, sampler and sigmas"}
+        if seeded:
+            rule["with_seed"] = (f"a stock KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} on a "
+                                 "latent of batch size 1, with the same model, conditioning, cfg, sampler, "
+                                 "scheduler, steps and denoise")
+    else:
+        rule = {"seed": seed, "candidate": result.best_id, "batch_index": b,
+                "with_noise": f"SamplerCustomAdvanced with the replay_noise output on the same latent batch of "
+                              f"{problems} (element {b} is this winner), with the same guider, sampler and sigmas; "
+                              "exact for deterministic samplers (an ancestral or SDE sampler draws one seed's "
+                              "per-step noise for the whole batch)"}
+        if seeded:
+            rule["with_seed"] = (f"a stock KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} on the "
+                                 f"same latent batch of {problems}: its element {b} (LatentFromBatch batch_index "
+                                 f"{b}), with the same model, conditioning, cfg, sampler, scheduler, steps and "
+                                 "denoise")
     rule["how"] = rule.get("with_seed", rule["with_noise"])
     return rule
 
@@ -137,9 +223,11 @@ def _plain(v) -> bool:
     return isinstance(v, (int, float, str, bool))
 
 
-def latent_outputs(latent: dict, result) -> tuple[dict, dict]:
+def latent_outputs(latent: dict, results: list) -> tuple[dict, dict]:
+    """(best, top): the B winners [B, ...] and every problem's top k, problem-major."""
     best, top = latent.copy(), latent.copy()
-    best["samples"], top["samples"] = result.best, result.top
+    best["samples"] = torch.cat([r.best for r in results])
+    top["samples"] = torch.cat([r.top for r in results])
     for d in (best, top):
         for key in ("batch_index", *DOWNSCALE_KEYS):
             d.pop(key, None)

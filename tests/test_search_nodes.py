@@ -412,9 +412,12 @@ def test_budget_below_one_candidate_is_refused_naming_budget(parts):
         run_node("RandomSearch", **ks_args(parts, candidates=2, budget=2))
 
 
-def test_latent_batch_other_than_one_is_rejected(parts):
-    with pytest.raises(ValueError, match="latent_image"):
-        run_node("RandomSearch", **ks_args(parts, latent_image={"samples": torch.zeros(2, 4, 4, 4)}, candidates=2))
+def test_latent_batch_above_the_limit_is_rejected_saying_what_is_supported(parts):
+    limit = pack_module("nodes.search_runner").MAX_PROBLEMS
+    with pytest.raises(ValueError, match=rf"^latent_image: got a batch of {limit + 1} latents; supported: a latent "
+                                         rf"batch of 1 to {limit}"):
+        run_node("RandomSearch", **ks_args(parts, latent_image={"samples": torch.zeros(limit + 1, 4, 1, 1)},
+                                           candidates=2))
 
 
 def test_disabled_noise_is_refused_naming_noise(parts):
