@@ -162,13 +162,13 @@ def random_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tenso
     run = _Run(model, sigmas, budget, min(top_k, n), callback)
     run.planned = n * run.per + run.reserve
     if run.ledger.budget is not None:
-        # The budget buys candidates after reserving the regeneration of the kept ones.
-        run.ledger.require(run.per + (run.final_per if run.regenerate else 0), "one candidate")
-        n_afford = (run.ledger.budget - run.reserve) // run.per
-        if n_afford < n:
-            n, run.stopped = max(1, n_afford), True
-            run.k = min(run.k, n)
-            run.reserve = run.final_per * run.k if run.regenerate else 0
+        # The budget buys the most candidates whose search plus the regeneration of the kept
+        # ones (at most k of them) it can pay for.
+        regen = run.final_per if run.regenerate else 0
+        run.ledger.require(run.per + regen, "one candidate")
+        afford = max(m for m in range(1, n + 1) if m * run.per + min(run.k, m) * regen <= run.ledger.budget)
+        if afford < n:
+            n, run.stopped, run.k = afford, True, min(run.k, afford)
     # One round per model chunk (the backend's hint), so progress views fill in as
     # candidates finish; the result does not depend on it.
     step, seen = round_size or getattr(model, "chunk", None) or n, []

@@ -304,3 +304,11 @@ def test_every_solve_names_its_rows():
     m = backend(steps=5)
     zero_order_search(m, noise(1), m.schedule(), generator=gen(), neighbours=2, iterations=3, restart=False)
     assert m.solved_ids == list(range(7))
+
+
+def test_random_search_budget_buys_as_many_candidates_as_it_can_regenerate():
+    """3 search NFEs, 12 to regenerate, top_k 4: 30 NFEs pay for 2 candidates (6 + 24), 45 for 3."""
+    for budget, n in ((30, 2), (45, 3), (15, 1), (29, 1)):
+        m = backend(steps=12, search_steps=3)
+        res = random_search(m, noise(8), m.schedule(), top_k=4, budget=budget)
+        assert len(res.candidates) == n and res.nfe == n * 3 + n * 12 <= budget
