@@ -72,7 +72,9 @@ def check_parts_fit(model_patcher, latent: torch.Tensor, vae) -> None:
                          "latents; make it with the model's own empty-latent node (EmptySD3LatentImage for "
                          "SD3/FLUX) or VAEEncode with the model's VAE")
     vae_channels = getattr(vae, "latent_channels", None)
-    if isinstance(vae_channels, int) and vae_channels != channels:
+    # A pixel-space VAE (the latent is the image) hands any channel count through unchanged.
+    pixel_space = type(getattr(vae, "first_stage_model", None)).__name__ == "PixelspaceConversionVAE"
+    if isinstance(vae_channels, int) and vae_channels != channels and not pixel_space:
         raise ValueError(f"vae: decodes {vae_channels}-channel latents, but this model makes {channels}-channel "
                          "latents; connect the VAE that belongs to the model")
 
