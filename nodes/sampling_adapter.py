@@ -42,6 +42,7 @@ import torch
 from ..search.backend import Scores
 from ..search.chunking import map_chunked
 from ..verifiers.base import VerifierError
+from .host_compat import free_memory
 
 WRAPPER_KEY = "noise_search"
 SEED_MOD = 2**64
@@ -463,7 +464,7 @@ class ComfyBackend:
             need = self.patcher.model.memory_required([2] + shape[1:])  # cond + uncond rows
         except Exception:  # noqa: BLE001 (estimate only: some models cannot size themselves)
             return 8
-        free = comfy.model_management.get_free_memory(device)
+        free = free_memory(self.patcher, device)
         if not math.isfinite(need) or need <= 0:
             return 8
         return int(max(1, min(cap, free * 0.6 // need)))

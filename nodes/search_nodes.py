@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import comfy.samplers
-from comfy_api.latest import io
 
 from ..search import Strategy, path_search, random_search, zero_order_search
 from ..verifiers.base import quoted
+from .host_compat import io
 from .sampling_adapter import CandidateNoise, ksampler_parts
 from .search_runner import MAX_PROBLEMS, build_backend, check_latent, latent_outputs, report_json, run_search
 from .types import SearchType, VerifierType

@@ -272,15 +272,43 @@ def test_empty_four_channel_latent_into_sixteen_channel_model_matches_stock(part
     assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
 
 
-def test_latent_with_downscale_ratio_keys_matches_stock_and_drops_them(parts):
-    latent = {"samples": torch.zeros(1, 4, 4, 4), "downscale_ratio_spacial": 8}
-    for node, extra in (("RandomSearch", dict(candidates=2)),
-                        ("ZeroOrderSearch", dict(neighbours=1, iterations=1, angle=20.0, restart=False))):
-        out = search(node, **ks_args(parts, latent_image=latent, **extra))
-        assert "downscale_ratio_spacial" not in out["best"]
-        if node == "RandomSearch":
-            stock = stock_ksampler(parts, latent=latent, seed=out["replay_seed"])
-            assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
+DOWNSCALED = {"samples": torch.zeros(1, 4, 4, 4), "downscale_ratio_spacial": 8}
+ZO_OPTIONS = dict(neighbours=1, iterations=1, angle=20.0, restart=False)
+PATH_OPTIONS = dict(paths=1, branches=2, start=0.4, forward=0.2, backward=0.3, interval_steps=1)
+
+
+@pytest.mark.parametrize("node,options", [
+    ("RandomSearch", dict(candidates=2)), ("ZeroOrderSearch", ZO_OPTIONS), ("PathSearch", PATH_OPTIONS),
+    ("RandomSearchAdvanced", dict(candidates=2)), ("ZeroOrderSearchAdvanced", ZO_OPTIONS),
+    ("PathSearchAdvanced", PATH_OPTIONS), ("NoiseSearch", dict(candidates=2)),
+])
+def test_latent_with_downscale_ratio_keys_matches_stock_and_drops_them(parts, node, options):
+    """A latent as newer hosts' EmptyLatentImage makes it (downscale ratio attached) runs at the
+    stock sampler's resolution in every search node; the keys are dropped from the outputs, as
+    the stock samplers drop them; winners equal the stock sampler's output."""
+    ksampler_style = node in ("RandomSearch", "ZeroOrderSearch", "PathSearch")
+    if ksampler_style:  # the parts the stock KSampler builds
+        guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"],
+                          negative=parts["negative"], cfg=2.0)[0]
+        ksel = run_node("KSamplerSelect", sampler_name="euler")[0]
+        sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 3, 1.0)
+        args = ks_args(parts, latent_image=DOWNSCALED, **options)
+    else:
+        guider, ksel, sigmas = custom_parts(parts, parts["model"])
+        args = dict(noise=run_node("NoiseCandidates", seed=5, count=2)[0], guider=guider, sampler=ksel,
+                    sigmas=sigmas, latent_image=DOWNSCALED, vae=parts["vae"], verifier=ProbeVerifier(),
+                    condition="", budget=0, top_k=1, batch_size=0)
+        args.update({"search": run_node("SearchRandom", **options)[0]} if node == "NoiseSearch" else options)
+    out = search(node, **args)
+    assert "downscale_ratio_spacial" not in out["best"] and "downscale_ratio_spacial" not in out["top"]
+    # The stock custom sampler on the same latent: with the winner's replay noise where there is
+    # one, else (path search) with the seed's noise, for the resolution.
+    noise = out.get("replay_noise") or run_node("RandomNoise", noise_seed=5)[0]
+    stock = run_node("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=ksel, sigmas=sigmas,
+                     latent_image=DOWNSCALED)[0]["samples"]
+    assert out["best"]["samples"].shape == stock.shape
+    if "replay_noise" in out:
+        assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
 
 
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
