@@ -204,9 +204,12 @@ CASES = [
     Case("model_into_verifier", search(verifier=[rp.CKPT_ID, 0]), R, ("verifier",), ("model", "verifier")),
     Case("verifier_missing", search(verifier=None), R, ("verifier",), ("required input is missing",)),
     # -- latents and images the nodes do not support ------------------------------------------
-    Case("latent_batch_2", search(batch=2), E, (), ("latent_image", "batch size 1"), "RandomSearch"),
-    Case("latent_batch_2_paths_advanced", search("PathSearchAdvanced", batch=2), E, (),
-         ("latent_image", "batch size 1"), "PathSearchAdvanced"),
+    # A latent batch is searched as independent problems (up to 1024 latents).
+    Case("latent_batch_2", search(batch=2), "success"),
+    Case("latent_batch_above_limit", search(batch=1025, size=16), E, (),
+         ("latent_image", "batch of 1025", "supported: a latent batch of 1 to 1024"), "RandomSearch"),
+    Case("latent_batch_above_limit_paths_advanced", search("PathSearchAdvanced", batch=1025, size=16), E, (),
+         ("latent_image", "supported: a latent batch of 1 to 1024"), "PathSearchAdvanced"),
     Case("latent_nan", latent_through(("LatentMultiply", {"multiplier": NAN})), E, (),
          ("latent_image", "nan or infinite"), "RandomSearch"),
     Case("latent_inf", inf_latent, E, (), ("latent_image", "nan or infinite"), "RandomSearch"),
