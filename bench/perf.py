@@ -13,6 +13,14 @@ the CPU), the tiny SD1.5-shaped test checkpoint and a tiny verifier, then times:
       (NoiseCandidates: candidate i is the noise of seed + i), one batched VAEDecode, one
       batched verifier pass.
 
+Beside that ladder, latent batches: for each strategy, one search of a latent batch of B = 16
+problems (64 px) against the same 16 problems searched one after another (LatentFromBatch
+elements of the same batch, so both find the same winners, which is checked), each plus the
+VAEDecode of its winners (``batch_speedup_<strategy>`` in the JSON line); the batched random
+search against its own limit (one stock call on all its candidates, one decode, one verifier
+pass: ``batch_overhead_random``); and the peak memory of RandomSearch with 16 problems against
+one at the same batch size (``batch_mem_ratio``).
+
 Everything runs under torch.inference_mode(), as in ComfyUI's executor. Repeats of a, b and c are
 interleaved (the order rotates every repeat) so that load from
 other processes hits all three alike, and medians are reported. A progress hook that does
@@ -76,7 +84,20 @@ MEM_BATCH, QUICK_MEM_BATCH = 16, 2
 ZO = {"neighbours": 4, "iterations": 3, "angle": 30.0, "restart": True}
 PATHS = {"paths": 4, "branches": 4, "start": 0.4, "forward": 0.2, "backward": 0.3, "interval_steps": 2}
 RANDOM_N = 16
-TARGETS = {"overhead": 1.10, "speedup": 1.5, "mem_ratio": 1.2}
+# Latent batches at 64 px (quick: 32 px): B problems in one search against B searches one
+# after another, per strategy (node, options); memory of RandomSearch at batch_size MEM_BATCH
+# with B problems against one. The limit of the batched random search: one stock call on all
+# its B x N candidates, one decode, one verifier pass.
+BATCH_PROBLEMS, QUICK_BATCH_PROBLEMS = 16, 2
+BATCH_STRATEGIES = {
+    "random": ("RandomSearch", {"candidates": 8}),
+    "zero_order": ("ZeroOrderSearch", {"neighbours": 4, "iterations": 3, "angle": 30.0, "restart": True}),
+    "paths": ("PathSearch", {"paths": 2, "branches": 2, "start": 0.4, "forward": 0.2, "backward": 0.3,
+                             "interval_steps": 2}),
+}
+TARGETS = {"overhead": 1.10, "speedup": 1.5, "mem_ratio": 1.2, "batch_speedup": {"random": 2.0, "zero_order": 3.0,
+                                                                                 "paths": 3.0},
+           "batch_mem_ratio": 1.3}
 
 
 _T0 = time.perf_counter()
@@ -392,20 +413,38 @@ class Bench:
                           latent_image=self.latent(px, 1))[0]
         return self.verifier.score(self._decode(latent), PROMPT)
 
-    def _search_args(self, px: int, seed: int, batch_size: int) -> dict:
+    def _search_args(self, px: int, seed: int, batch_size: int, latent: dict | None = None) -> dict:
         return dict(model=self.model, seed=seed, steps=self.steps, search_steps=0, cfg=CFG, sampler_name="euler",
                     scheduler="normal", positive=self.positive, negative=self.negative,
-                    latent_image=self.latent(px, 1), denoise=1.0, vae=self.vae, verifier=self.verifier,
+                    latent_image=latent or self.latent(px, 1), denoise=1.0, vae=self.vae, verifier=self.verifier,
                     condition=PROMPT, budget=0, top_k=1, batch_size=batch_size)
 
-    def search(self, node: str, px: int, seed: int = SEED, batch_size: int = 0, decode: bool = True, **opts):
-        """A search node and (by default) VAEDecode of its winner; returns the parsed report."""
+    def search(self, node: str, px: int, seed: int = SEED, batch_size: int = 0, decode: bool = True,
+               latent: dict | None = None, **opts):
+        """A search node (on ``latent``, default a batch-1 empty latent) and (by default) VAEDecode
+        of its winners; returns the parsed report."""
         from bench.comfy_host import run_node
 
-        out = run_node(node, **self._search_args(px, seed, batch_size), **opts)
+        out = run_node(node, **self._search_args(px, seed, batch_size, latent), **opts)
         if decode:
             self._decode(out[0])
         return json.loads(out[-1])
+
+    def batched(self, node: str, px: int, problems: int, batch_size: int = 0, **opts) -> list[dict]:
+        """One search of a latent batch of ``problems`` (each latent its own problem) plus one
+        VAEDecode of the winners; returns every problem's report."""
+        report = self.search(node, px, batch_size=batch_size, latent=self.latent(px, problems), **opts)
+        return report.get("problems", [report])
+
+    def one_by_one(self, node: str, px: int, problems: int, batch_size: int = 0, **opts) -> list[dict]:
+        """The same problems searched one after another: element b of the same batch (LatentFromBatch,
+        so its noises are the batch's element b, as with a stock KSampler), each with its own
+        VAEDecode; returns every problem's report."""
+        from bench.comfy_host import run_node
+
+        batch = self.latent(px, problems)
+        return [self.search(node, px, batch_size=batch_size, latent=run_node(
+            "LatentFromBatch", samples=batch, batch_index=b, length=1)[0], **opts) for b in range(problems)]
 
     def random_search(self, n: int, px: int, seed: int = SEED, batch_size: int = 0, decode: bool = True):
         return self.search("RandomSearch", px, seed, batch_size, decode, candidates=n)
@@ -517,6 +556,60 @@ def algorithms(bench: Bench, px: int, repeats: int, random_n: int, zo: dict, pat
             f"({v['relative_to_random']:.2f}x RandomSearch)")
     log(f"  settings: RandomSearch N={random_n}; ZeroOrderSearch {zo}; PathSearch {paths}")
     return res
+
+
+def batches(bench: Bench, px: int, problems: int, repeats: int, strategies: dict) -> dict:
+    """Per strategy: one search of a latent batch of ``problems`` against the same problems
+    searched one by one (interleaved repeats, median of per-repeat ratios), and whether both
+    found the same winners; for random search also the batched limit (c)."""
+    jobs = {}
+    for name, (node, opts) in strategies.items():
+        jobs[f"{name} batch"] = lambda node=node, opts=opts: bench.batched(node, px, problems, **opts)
+        jobs[f"{name} one by one"] = lambda node=node, opts=opts: bench.one_by_one(node, px, problems, **opts)
+    n_random = strategies["random"][1]["candidates"] * problems
+    jobs["random limit"] = lambda: bench.limit(n_random, px)
+    _, times, outs = bench.interleaved(jobs, repeats)
+    res = {}
+    log(f"\nLatent batches at {px} px: {problems} problems in one search against {problems} searches one after "
+        "another (each plus VAEDecode of its winners; median of per-repeat ratios):")
+    for name, (node, opts) in strategies.items():
+        batch, seq = times[f"{name} batch"], times[f"{name} one by one"]
+        same = [(p["best"]["id"], round(p["best"]["score"], 3)) for p in outs[f"{name} batch"]] == \
+            [(p["best"]["id"], round(p["best"]["score"], 3)) for p in outs[f"{name} one by one"]]
+        res[name] = {"batch_s": statistics.median(batch), "one_by_one_s": statistics.median(seq),
+                     "speedup": statistics.median(s / b for s, b in zip(seq, batch)), "same_winners": same,
+                     "nfe_per_problem": outs[f"{name} batch"][0]["nfe"]["search_total"], "settings": opts}
+        log(f"  {name:<10} batch {res[name]['batch_s']:7.3f} s, one by one {res[name]['one_by_one_s']:7.3f} s -> "
+            f"speed-up {res[name]['speedup']:.2f} ({res[name]['nfe_per_problem']} NFEs per problem; same winners: "
+            f"{'yes' if same else 'NO'}); {node} {opts}")
+    limit = times["random limit"]
+    res["random"]["limit_s"] = statistics.median(limit)
+    res["random"]["over_limit"] = statistics.median(b / c for b, c in zip(times["random batch"], limit))
+    log(f"  random batch over its limit (one stock call on all {n_random} candidates, one decode, one verifier "
+        f"pass, {res['random']['limit_s']:.3f} s): b/c {res['random']['over_limit']:.2f}")
+    log("  every repeat [s]: " + "  ".join(f"{k}: {' '.join(f'{t:.2f}' for t in v)}" for k, v in times.items()))
+    return res
+
+
+def batch_memory(bench: Bench, px: int, problems: int, mem_batch: int, candidates: int) -> dict:
+    """Peak memory growth of RandomSearch at batch_size=mem_batch: ``problems`` latents against one.
+    Each is measured twice, alternating, and the smaller growth kept (a first run of a new shape
+    can grow the allocators' caches by tens of MiB, in either order)."""
+    steps, bench.steps = bench.steps, min(bench.steps, MEM_STEPS)
+    runs = {1: [], problems: []}
+    try:
+        for _ in range(2):
+            for b in runs:
+                runs[b].append(peak_growth_mib(
+                    lambda b=b: bench.batched("RandomSearch", px, b, mem_batch, candidates=candidates), bench.device))
+    finally:
+        bench.steps = steps
+    one, many = min(runs[1]), min(runs[problems])
+    ratio = many / one if one else float("nan")
+    log(f"RandomSearch ({candidates} candidates) at batch_size={mem_batch}, {px} px: {problems} problems "
+        f"{many:.1f} MiB, 1 problem {one:.1f} MiB -> ratio {ratio:.2f} (runs: 1 problem "
+        f"{' '.join(f'{m:.1f}' for m in runs[1])}, {problems} problems {' '.join(f'{m:.1f}' for m in runs[problems])})")
+    return {"ratio": ratio, "one_mib": one, "batch_mib": many, "runs": {str(k): v for k, v in runs.items()}}
 
 
 def memory_configs(configs, mem_batch: int, mem_pair: tuple[int, int], mem_px: int) -> list[dict]:
@@ -666,12 +759,22 @@ def _main(argv=None) -> int:
                       {**ZO, "iterations": 1} if args.quick else ZO,
                       {**PATHS, "paths": 2, "branches": 2} if args.quick else PATHS)
 
-    mem_ratio, mem_pair_mib = float("nan"), {}
+    section("latent batches: B problems in one search against B searches")
+    problems = QUICK_BATCH_PROBLEMS if args.quick else BATCH_PROBLEMS
+    strategies = BATCH_STRATEGIES
+    if args.quick:
+        strategies = {"random": ("RandomSearch", {"candidates": 2}),
+                      "zero_order": ("ZeroOrderSearch", {**BATCH_STRATEGIES["zero_order"][1], "iterations": 1}),
+                      "paths": BATCH_STRATEGIES["paths"]}
+    batch = batches(bench, small_px, problems, 1 if args.quick else 2, strategies)
+
+    mem_ratio, mem_pair_mib, batch_mem = float("nan"), {}, {"ratio": float("nan")}
     if not args.skip_memory:
         section("peak memory (untimed runs)")
         mem = run_memory(bench, memory_configs(configs, mem_batch, mem_pair, small_px))
         mem_pair_mib = print_memory(rows, mem, mem_batch, mem_pair, small_px)
         mem_ratio = mem_pair_mib["ratio"]
+        batch_mem = batch_memory(bench, small_px, problems, mem_batch, mem_batch)
 
     overhead_max = max(r["b_over_c"] for r in rows)
     # --quick has no 64 px, N=16 rung: its largest rung stands in (named in the summary).
@@ -689,6 +792,15 @@ def _main(argv=None) -> int:
             f"{'met' if gpu_row['a_over_b'] >= 4 else 'NOT met'}")
     log(f"  peak memory N={mem_pair[1]} within {TARGETS['mem_ratio']:.1f}x of N={mem_pair[0]} at batch_size="
         f"{mem_batch}: {mem_ratio:.2f} -> {'met' if mem_ratio <= TARGETS['mem_ratio'] else 'NOT met'}")
+    for name, row in batch.items():
+        target = TARGETS["batch_speedup"][name]
+        log(f"  batch_speedup_{name} >= {target:.0f} ({problems} problems at {small_px} px): {row['speedup']:.2f} -> "
+            f"{'met' if row['speedup'] >= target else 'NOT met'}")
+    log(f"  batched random search over its limit <= {TARGETS['overhead']:.2f}: {batch['random']['over_limit']:.2f} -> "
+        f"{'met' if batch['random']['over_limit'] <= TARGETS['overhead'] else 'NOT met'}")
+    log(f"  peak memory of {problems} problems within {TARGETS['batch_mem_ratio']:.1f}x of one at batch_size="
+        f"{mem_batch}: {batch_mem['ratio']:.2f} -> "
+        f"{'met' if batch_mem['ratio'] <= TARGETS['batch_mem_ratio'] else 'NOT met'}")
     log(f"  second run of the workflow loads no weights: "
         f"{'met' if check['no_loads_on_second_run'] else 'NOT met'}")
     if bench.hook_stats is not None:
@@ -716,6 +828,10 @@ def _main(argv=None) -> int:
         "zero_order_nfe_rel": algo["zero_order"]["relative_to_random"],
         "paths_nfe_rel": algo["paths"]["relative_to_random"],
         "speedup_512px_n16": gpu_row["a_over_b"] if gpu_row else None,
+        **{f"batch_speedup_{k}": v["speedup"] for k, v in batch.items()},
+        "batch_overhead_random": batch["random"]["over_limit"], "batch_mem_ratio": batch_mem["ratio"],
+        "batch_same_winners": all(v["same_winners"] for v in batch.values()), "batch_problems": problems,
+        "batch": batch, "batch_mem_mib": batch_mem,
         "ladder": [{k: v for k, v in r.items() if k != "times"} for r in rows],
         "total_s": time.perf_counter() - t_start,
     }

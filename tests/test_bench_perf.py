@@ -20,9 +20,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "perf.py"
 
-REQUIRED = ("overhead_max", "speedup_64px_n16", "mem_ratio_n64_n16", "device")
+BATCH_KEYS = ("batch_speedup_random", "batch_speedup_zero_order", "batch_speedup_paths", "batch_overhead_random",
+              "batch_mem_ratio")
+REQUIRED = ("overhead_max", "speedup_64px_n16", "mem_ratio_n64_n16", "device", *BATCH_KEYS)
 POSITIVE = ("overhead_max", "speedup_64px_n16", "mem_ratio_n64_n16", "zero_order_nfe_rel", "paths_nfe_rel",
-            "total_s")
+            "total_s", *BATCH_KEYS)
 ROW_POSITIVE = ("a_s", "b_s", "c_s", "a_over_b", "b_over_c")
 
 
@@ -47,6 +49,8 @@ def summary_problems(lines: list[str], device: str) -> list[str]:
         problems.append(f"device is {summary.get('device')!r}, expected {device!r}")
     if summary.get("no_loads_on_second_run") is not True:
         problems.append("the second run of the workflow loaded weights")
+    if summary.get("batch_same_winners") is not True:
+        problems.append("a batched search found other winners than the same problems searched one by one")
     ladder = summary.get("ladder")
     if not isinstance(ladder, list) or not ladder:
         return problems + ["no ladder rows"]
@@ -65,15 +69,19 @@ def summary_problems(lines: list[str], device: str) -> list[str]:
 def test_summary_problems_rejects_bad_output():
     good = {"device": "cpu", "overhead_max": 1.05, "speedup_64px_n16": 1.8, "mem_ratio_n64_n16": 1.01,
             "zero_order_nfe_rel": 0.5, "paths_nfe_rel": 0.9, "total_s": 30.0, "no_loads_on_second_run": True,
+            "batch_speedup_random": 2.1, "batch_speedup_zero_order": 3.2, "batch_speedup_paths": 3.1,
+            "batch_overhead_random": 1.05, "batch_mem_ratio": 1.1, "batch_same_winners": True,
             "ladder": [{"px": 32, "n": 2, "a_s": 1.0, "b_s": 0.6, "c_s": 0.57, "a_over_b": 1.7,
                         "b_over_c": 1.05, "scores_max_abs_diff_b_c": 0.0}]}
     assert summary_problems(["table", json.dumps(good)], "cpu") == []
     for key, value in (("mem_ratio_n64_n16", None), ("overhead_max", float("nan")), ("speedup_64px_n16", -1),
-                       ("device", "cuda"), ("no_loads_on_second_run", False)):
+                       ("device", "cuda"), ("no_loads_on_second_run", False), ("batch_speedup_paths", None),
+                       ("batch_mem_ratio", float("nan")), ("batch_same_winners", False)):
         bad = {**good, key: value}
         assert summary_problems([json.dumps(bad)], "cpu"), key
-    missing = {k: v for k, v in good.items() if k != "overhead_max"}
-    assert summary_problems([json.dumps(missing)], "cpu")
+    for key in ("overhead_max", "batch_speedup_zero_order"):
+        missing = {k: v for k, v in good.items() if k != key}
+        assert summary_problems([json.dumps(missing)], "cpu"), key
     wrong_scores = {**good, "ladder": [{**good["ladder"][0], "scores_max_abs_diff_b_c": 0.5}]}
     assert summary_problems([json.dumps(wrong_scores)], "cpu")
     assert summary_problems(["not json"], "cpu")
@@ -102,5 +110,6 @@ def test_quick_benchmark_prints_its_tables(quick_run):
     proc, _ = quick_run
     out = proc.stdout
     for heading in ("Wall time, median over repeats", "NFE throughput", "Peak memory growth",
-                    "targets (reported, not asserted)", "no weights loaded on the second run"):
+                    "targets (reported, not asserted)", "no weights loaded on the second run",
+                    "Latent batches at", "batch_speedup_zero_order >= 3"):
         assert heading in out, f"{heading!r} missing from the benchmark output:\n{out[-3000:]}"
