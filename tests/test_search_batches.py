@@ -16,7 +16,7 @@ import torch
 
 from tests.harness.host import node_class, pack_module, run_node
 from tests.test_search_nodes import forward_rows, ks_args, outputs, search, stock_ksampler
-from tests.toy_verifier import ProbeVerifier
+from tests.toy_verifier import InterruptingVerifier, ProbeVerifier
 
 B = 3
 BATCH = {"samples": torch.randn(B, 4, 4, 4, generator=torch.Generator().manual_seed(3)) * 0.5}
@@ -183,22 +183,16 @@ def test_latent_batch_size_is_validated_naming_latent_image(parts):
 def test_interrupt_in_a_batch_propagates_and_leaves_no_thread(parts):
     import comfy.model_management as mm
 
-    calls = {"n": 0}
-
-    class InterruptAfterFirst(ProbeVerifier):
-        def _score(self, images, condition, early):
-            calls["n"] += 1
-            mm.interrupt_current_processing(True)
-            return super()._score(images, condition, early)
+    verifier = InterruptingVerifier()
 
     before = threading.active_count()
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            run_node("ZeroOrderSearch", **ks_args(parts, latent_image=BATCH, verifier=InterruptAfterFirst(),
+            run_node("ZeroOrderSearch", **ks_args(parts, latent_image=BATCH, verifier=verifier,
                                                   neighbours=2, iterations=3, angle=30.0, restart=True))
     finally:
         mm.interrupt_current_processing(False)
-    assert calls["n"] == 1
+    assert verifier.calls == 1
     assert threading.active_count() == before
 
 

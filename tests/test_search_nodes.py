@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.harness.host import node_class, pack_module, run_node
-from tests.toy_verifier import ProbeVerifier
+from tests.toy_verifier import InterruptingVerifier, ProbeVerifier
 
 LATENT = {"samples": torch.zeros(1, 4, 4, 4)}  # 32 px: keeps the CPU tests quick
 STOCHASTIC = ["euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde"]
@@ -461,20 +461,14 @@ def test_disabled_noise_is_refused_naming_noise(parts):
 def test_interrupt_propagates_and_is_not_swallowed(parts):
     import comfy.model_management as mm
 
-    calls = {"n": 0}
-
-    class InterruptAfterFirst(ProbeVerifier):
-        def _score(self, images, condition, early):
-            calls["n"] += 1
-            mm.interrupt_current_processing(True)
-            return super()._score(images, condition, early)
+    verifier = InterruptingVerifier()
 
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            run_node("RandomSearch", **ks_args(parts, verifier=InterruptAfterFirst(), candidates=4, batch_size=1))
+            run_node("RandomSearch", **ks_args(parts, verifier=verifier, candidates=4, batch_size=1))
     finally:
         mm.interrupt_current_processing(False)
-    assert calls["n"] == 1  # stopped at the next denoiser call, before a second candidate
+    assert verifier.calls == 1  # stopped at the next denoiser call, before a second candidate
 
 
 def test_video_candidates_score_the_mean_of_their_frames():

@@ -27,3 +27,13 @@ class ProbeVerifier(Verifier):
             e = torch.nn.functional.adaptive_avg_pool2d(early.permute(0, 3, 1, 2), 4).flatten(1)
             score = score + torch.nn.functional.cosine_similarity(x, e, dim=1)
         return score
+
+
+class InterruptingVerifier(ProbeVerifier):
+    """Asks ComfyUI to interrupt the prompt whenever it scores (``calls`` counts its scorings)."""
+
+    def _score(self, images, condition, early):
+        import comfy.model_management as mm
+
+        mm.interrupt_current_processing(True)
+        return super()._score(images, condition, early)
