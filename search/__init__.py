@@ -9,7 +9,15 @@ score, compare); nothing here imports ComfyUI. See search/algorithms.py; a
 :class:`search.strategy.Strategy` bundles one algorithm with its options.
 """
 
-from .algorithms import SEARCHES, compare, path_search, random_search, zero_order_search
+from .algorithms import (
+    SEARCHES,
+    compare,
+    early_rejection,
+    particle_steering,
+    path_search,
+    random_search,
+    zero_order_search,
+)
 from .backend import BudgetError, Scores, SearchBackend, SearchResult
 from .chunking import map_chunked
 from .noise import sphere_neighbours
@@ -17,5 +25,5 @@ from .strategy import Strategy
 
 __all__ = [
     "SEARCHES", "BudgetError", "Scores", "SearchBackend", "SearchResult", "Strategy", "compare",
-    "map_chunked", "path_search", "random_search", "sphere_neighbours", "zero_order_search",
+    "early_rejection", "map_chunked", "particle_steering", "path_search", "random_search", "sphere_neighbours", "zero_order_search",
 ]

@@ -1,4 +1,4 @@
-"""The paper's three search algorithms as short, pure tensor functions.
+"""The paper's three search algorithms, and two that came after it, as short, pure tensor functions.
 
 Shared signature (like k-diffusion's samplers)::
 
@@ -26,6 +26,7 @@ import torch
 
 from .backend import Ledger, SearchBackend, SearchResult
 from .noise import gaussian, sphere_neighbours
+from .smc import effective_sample_size, log_potential, normalized, systematic_resample
 
 Callback = Callable[[dict], None] | None
 
@@ -329,6 +330,176 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     return run.finish()
 
 
-SEARCHES = {"random": random_search, "zero_order": zero_order_search, "paths": path_search}
+def _level_of(model: SearchBackend, sigma: float) -> float:
+    """The noise level t whose sigma is ``sigma`` (level_sigma grows with t: bisection)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if model.level_sigma(mid) < sigma else (lo, mid)
+    return 0.5 * (lo + hi)
 
-__all__ = ["SEARCHES", "compare", "path_search", "random_search", "zero_order_search"]
+
+def _steering_segments(model: SearchBackend, sigmas: torch.Tensor, interval: int, renoise: float):
+    """The schedule pieces particle steering advances along, resampling between them: every
+    ``interval`` steps. Where the pack supplies the stochastic step (``renoise`` > 0 on a
+    deterministic sampler), every piece after the first starts ``renoise`` levels higher than
+    where the last one ended; the particle is re-noised up to there first."""
+    ends = list(range(0, len(sigmas) - 1, interval)) + [len(sigmas) - 1]
+    pieces = []
+    for r, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
+        piece = sigmas[a : b + 1].clone()
+        if r > 0 and renoise > 0:
+            up = model.level_sigma(min(1.0, _level_of(model, float(piece[0])) + renoise))
+            piece[0] = min(max(up, float(piece[0])), float(sigmas[0]))
+        pieces.append(piece)
+    return pieces
+
+
+def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
+                      generator: torch.Generator, budget: int | None = None, top_k: int = 1,
+                      callback: Callback = None, potential: str = "max", lmbda: float = 10.0,
+                      interval: int = 1, ess_threshold: float = 0.5, renoise: float = 0.1) -> SearchResult:
+    """Feynman-Kac steering: K particles advanced together along the schedule with stochastic
+    steps; every ``interval`` steps each is weighted by a potential of the verifier's rewards of
+    its x0-predictions (the ones the sampler just computed: no extra model call), and the
+    particles are resampled (systematic) when the effective sample size falls below
+    ``ess_threshold`` x K. The winner is the best-scoring particle at the end.
+
+    Stochastic steps: the backend's sampler where it injects noise (each particle's draws its
+    own, by id: particles get fresh ids every round, so copies of one particle part ways);
+    otherwise the pack re-noises every particle ``renoise`` levels up before each piece.
+    Rewards are ``compare`` values among the K particles of the round (for a rank ensemble,
+    ranks among them).
+    """
+    k = noise.shape[0]
+    run = _Run(model, sigmas, budget, min(top_k, k), callback)
+    run.regenerate, run.reserve = False, 0  # noise enters along the way: nothing to regenerate
+    own_steps = renoise > 0 and not getattr(model, "stochastic", False)
+    pieces = _steering_segments(model, sigmas, max(1, interval), renoise if own_steps else 0.0)
+    per = sum(model.nfe(p) for p in pieces)
+    run.planned = k * per
+    if run.ledger.budget is not None:
+        run.ledger.require(per, "one particle")
+        if k * per > run.ledger.budget:
+            k, run.stopped = run.ledger.budget // per, True
+            run.k = min(run.k, k)
+    ids, parents, state, fresh = list(range(k)), [None] * k, None, noise[:k]
+    history, log_w, next_id, ended = torch.zeros(k, 0), torch.zeros(k), k, float(sigmas[0])
+    for r, piece in enumerate(pieces):
+        if state is not None:
+            ids, next_id, fresh = list(range(next_id, next_id + k)), next_id + k, None
+            if own_steps:
+                state, fresh = model.renoise(state, ended, float(piece[0]), generator)
+        state, x0 = model.advance(state, fresh, piece, ids)
+        run.ledger.pay(k * model.nfe(piece))
+        ended, last = float(piece[-1]), r == len(pieces) - 1
+        scored = model.score(state if last else x0)
+        values = compare(model, scored.values)
+        level = 0.0 if last else _level_of(model, ended)
+        entries = run.record(ids, values, r, level=level)
+        for entry, parent in zip(entries, parents):
+            if parent is not None:
+                entry["parent"] = parent
+        run.pool = _Pool(model, run.k)
+        run.pool.add(scored.values, state if last else x0, None, ids)
+        if last:
+            run.round_done(r, ids, values, scored, level=0.0)
+            break
+        history = torch.cat([history, values[:, None]], dim=1)
+        log_w = log_w + log_potential(potential, history, lmbda)
+        ess = effective_sample_size(log_w)
+        for entry, w in zip(entries, normalized(log_w).tolist()):
+            entry["weight"] = w
+        # Equal weights give ESS = K up to rounding: that is never a reason to resample.
+        resampled = ess < ess_threshold * k * (1 - 1e-6)
+        order = systematic_resample(log_w, generator) if resampled else torch.arange(k)
+        parents = [ids[i] for i in order.tolist()]
+        state, history = state[order], history[order]
+        if resampled:
+            log_w = torch.zeros(k)
+        run.round_done(r, ids, values, scored, level=level, ess=ess, resampled=resampled, ancestors=parents)
+    return run.finish()
+
+
+def _rejection_steps(model: SearchBackend, sigmas: torch.Tensor, levels) -> list[int]:
+    """Schedule steps where early rejection judges: for each level, the inner step whose sigma
+    is nearest to the level's (the trajectories are not changed to meet a level exactly)."""
+    inner = range(1, len(sigmas) - 1)
+    steps = {min(inner, key=lambda i: abs(float(sigmas[i]) - model.level_sigma(t))) for t in levels} if inner else set()
+    return sorted(steps)
+
+
+def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
+                    generator: torch.Generator | None = None, budget: int | None = None, top_k: int = 1,
+                    callback: Callback = None, keep: float = 0.5,
+                    levels: tuple[float, ...] = (0.7, 0.4)) -> SearchResult:
+    """Early rejection (successive halving): start N candidates; at each level score their
+    x0-predictions (the ones the sampler just computed: no extra model call), keep the best
+    ``keep`` fraction (at least top_k) and continue only those; finish and score the survivors.
+
+    The survivors continue their own trajectories. Where the backend reports that a run split
+    into pieces differs from the run in one piece (a sampler with per-step noise or with a
+    multistep history), the kept candidates are regenerated from their initial noises along the
+    whole schedule (paid), so a winner is always its noise's plain sample. With a budget, N is
+    the most candidates whose rounds (and regeneration) it pays for.
+    """
+    steps = _rejection_steps(model, sigmas, levels)
+    bounds = [0, *steps, len(sigmas) - 1]
+    pieces = [sigmas[a : b + 1] for a, b in zip(bounds[:-1], bounds[1:])]
+    costs = [model.nfe(p) for p in pieces]
+    resumable = bool(model.resumable(sigmas, steps))
+    full = model.nfe(sigmas)
+
+    def survivors(n: int) -> list[int]:
+        counts = [n]
+        for _ in steps:
+            counts.append(max(min(top_k, n), math.ceil(counts[-1] * keep - 1e-9)))
+        return counts
+
+    def cost(n: int) -> int:
+        regen = 0 if resumable else min(top_k, survivors(n)[-1]) * full
+        return sum(c * m for c, m in zip(costs, survivors(n))) + regen
+
+    n = noise.shape[0]
+    run = _Run(model, sigmas, budget, min(top_k, n), callback)
+    run.planned = cost(n)
+    if run.ledger.budget is not None:
+        run.ledger.require(cost(1), "one candidate")
+        afford = max(m for m in range(1, n + 1) if cost(m) <= run.ledger.budget)
+        if afford < n:
+            n, run.stopped = afford, True
+    counts = survivors(n)
+    run.k = min(run.k, counts[-1])
+    run.regenerate, run.final_per = not resumable, full
+    ids, state, next_id = list(range(n)), None, n
+    for r, piece in enumerate(pieces):
+        last = r == len(pieces) - 1
+        # A survivor continues under a fresh id: a sampler with per-step noise draws new noise
+        # for the rest of its trajectory rather than repeat its first draws.
+        lanes = ids if state is None else list(range(next_id, next_id + len(ids)))
+        next_id += 0 if state is None else len(ids)
+        state, x0 = model.advance(state, noise[ids] if r == 0 else None, piece, lanes)
+        run.ledger.pay(len(ids) * costs[r])
+        scored = model.score(state if last else x0)
+        values = compare(model, scored.values)
+        level = 0.0 if last else _level_of(model, float(piece[-1]))
+        run.record(ids, values, r, level=level, step=bounds[r + 1])
+        run.pool = _Pool(model, run.k)
+        if last:
+            run.pool.add(scored.values, state, noise[ids], ids)
+            run.round_done(r, ids, values, scored, level=0.0, step=bounds[r + 1], lanes=lanes)
+            break
+        judged, kept = ids, best_first(values)[: counts[r + 1]]
+        state, ids = state[kept], [judged[i] for i in kept.tolist()]
+        rejected = sorted(set(judged) - set(ids))
+        run.pool.add(scored.values[kept], x0[kept], noise[ids], ids)
+        run.round_done(r, judged, values, scored, level=level, step=bounds[r + 1], lanes=lanes, kept=list(ids),
+                       rejected=rejected)
+    return run.finish()
+
+
+SEARCHES = {"random": random_search, "zero_order": zero_order_search, "paths": path_search,
+            "particles": particle_steering, "rejection": early_rejection}
+
+__all__ = ["SEARCHES", "compare", "early_rejection", "particle_steering", "path_search", "random_search",
+           "zero_order_search"]

@@ -51,6 +51,17 @@ class SearchBackend(Protocol):
 
         The early x0-prediction is captured on the way for verifiers that ask for it."""
 
+    def advance(self, state: torch.Tensor | None, noise: torch.Tensor | None, sigmas: torch.Tensor,
+                ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``solve`` that returns (state, the x0-prediction of the last denoiser call the sampler
+        made on the way): what a verifier can judge mid-trajectory at no extra model call."""
+
+    stochastic: bool  # the sampler injects per-step noise (each row's drawn from its id's stream)
+
+    def resumable(self, sigmas: torch.Tensor, at: list[int]) -> bool:
+        """Whether solving along ``sigmas`` in pieces split at step indices ``at`` (each piece
+        continuing the last one's state under fresh ids) gives the run in one piece."""
+
     def predict_x0(self, state: torch.Tensor, sigma: float) -> torch.Tensor:
         """The model's x0-prediction of ``state`` at ``sigma`` (one NFE per candidate)."""
 

@@ -15,7 +15,7 @@ from verifiers.ensemble import mean_rank
 class GaussianMixtureBackend:
     def __init__(self, means: torch.Tensor, std: float = 0.3, sigma_max: float = 20.0,
                  steps: int = 12, search_steps: int | None = None, target: int = 0,
-                 ensemble: bool = False):
+                 ensemble: bool = False, ancestral: bool = False, seed: int = 0):
         self.means, self.std, self.sigma_max = means.float(), std, sigma_max
         self.steps, self.search_steps, self.target = steps, search_steps or steps, target
         self.calls = 0          # denoiser calls (batches)
@@ -26,6 +26,10 @@ class GaussianMixtureBackend:
         # A rank ensemble of three verifiers (closeness to the target mode in x, in y, and in
         # both): compare() ranks exactly the rows it is given, as the pack's ensemble does.
         self.relative = ensemble
+        # Euler-ancestral steps whose per-step noise row i draws from seed + ids[i] (as the
+        # adapter draws a host sampler's), instead of deterministic Euler steps.
+        self.stochastic, self.seed = ancestral, seed
+        self.solves: list[tuple[list[int], float, float]] = []  # (ids, first sigma, last sigma) per call
 
     # -- the exact model ----------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -50,16 +54,33 @@ class GaussianMixtureBackend:
         return len(sigmas) - 1
 
     def solve(self, state, noise, sigmas, ids):
+        return self.advance(state, noise, sigmas, ids)[0], None
+
+    def advance(self, state, noise, sigmas, ids):
         self.solved_ids += list(ids)
+        self.solves.append((list(ids), float(sigmas[0]), float(sigmas[-1])))
         if state is None:
             self.noise_of.update({i: n for i, n in zip(ids, noise)})
         x = torch.zeros_like(noise) if state is None else state.clone()
         if noise is not None:
             x = x + float(sigmas[0]) * noise
+        gens = [torch.Generator().manual_seed(self.seed + int(i)) for i in ids] if self.stochastic else []
+        x0 = None
         for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-            d = (x - self.denoise(x, s)) / s
-            x = x + d * (s_next - s)
-        return x, None
+            x0 = self.denoise(x, s)
+            if not self.stochastic or s_next == 0:
+                x = x + (x - x0) / s * (s_next - s)
+                continue
+            # Euler ancestral (eta 1): step down to sigma_down, add noise of sigma_up.
+            up = min(s_next, (s_next**2 * (s**2 - s_next**2) / s**2) ** 0.5)
+            down = (s_next**2 - up**2) ** 0.5
+            x = x + (x - x0) / s * (down - s)
+            x = x + up * torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens])
+        return x, x0
+
+    def resumable(self, sigmas, at):
+        # Euler steps carry no history; ancestral ones draw fresh noise under fresh ids.
+        return not self.stochastic or not at
 
     def predict_x0(self, state, sigma):
         return self.denoise(state, sigma)

@@ -1,0 +1,260 @@
+"""Particle steering (FK/SMC) and early rejection on the exact Gaussian-mixture denoiser:
+NFE counts, resampling, the flat potential, rejection, budgets, verifier kinds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from search import BudgetError, early_rejection, particle_steering, random_search
+from search.smc import effective_sample_size, log_potential, normalized, systematic_resample
+from tests.analytic_backend import GaussianMixtureBackend
+
+MEANS = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])
+
+
+def backend(**kw):
+    return GaussianMixtureBackend(MEANS, **kw)
+
+
+def noise(n, seed=0):
+    return torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
+
+
+def gen(seed=1):
+    return torch.Generator().manual_seed(seed)
+
+
+def in_target_mode(x: torch.Tensor) -> torch.Tensor:
+    return ((x - MEANS[0]).norm(dim=1) < 2.0).float()
+
+
+# -- resampling ------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(5))
+def test_systematic_resampling_keeps_the_weighted_mean_within_its_monte_carlo_error(seed):
+    g = torch.Generator().manual_seed(seed)
+    k = 4000
+    x = torch.randn(k, generator=g, dtype=torch.float64)
+    log_w = 1.5 * torch.randn(k, generator=g, dtype=torch.float64)
+    f = torch.sin(3 * x) + x**2  # a known test function of the particles
+    w = normalized(log_w).double()
+    target = float((w * f).sum())
+    resampled = f[systematic_resample(log_w, g)].mean()
+    # Systematic resampling's error is at most multinomial resampling's: sqrt(Var_w(f) / K).
+    error = math.sqrt(float((w * (f - target) ** 2).sum()) / k)
+    assert abs(float(resampled) - target) < 4 * error
+
+
+def test_systematic_resampling_copies_each_particle_floor_or_ceil_of_k_times_its_weight():
+    log_w = torch.log(torch.tensor([0.5, 0.25, 0.125, 0.125]))
+    for seed in range(20):
+        counts = torch.bincount(systematic_resample(log_w, gen(seed)), minlength=4)
+        expected = 4 * normalized(log_w)
+        assert ((counts >= expected.floor()) & (counts <= expected.ceil())).all()
+    equal = systematic_resample(torch.zeros(7), gen(3))
+    assert equal.tolist() == list(range(7))  # equal weights: every particle exactly once
+
+
+def test_ess_and_potentials():
+    assert effective_sample_size(torch.zeros(8)) == pytest.approx(8)
+    assert effective_sample_size(torch.tensor([0.0, -math.inf, -math.inf])) == pytest.approx(1)
+    history = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 4.0]])
+    assert log_potential("max", history, 2.0).tolist() == [6.0, 8.0]
+    assert log_potential("sum", history, 2.0).tolist() == [12.0, 6.0]
+    assert log_potential("difference", history, 2.0).tolist() == [-2.0, 10.0]
+    assert log_potential("difference", history[:, :1], 2.0).tolist() == [2.0, 0.0]
+    assert log_potential("max", history, 0.0).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="potential must be one of max, sum, difference"):
+        log_potential("mean", history, 1.0)
+
+
+# -- particle steering -------------------------------------------------------------------------
+@pytest.mark.parametrize("ancestral", [False, True])
+@pytest.mark.parametrize("interval", [1, 3])
+def test_particle_steering_nfe_is_exact_and_x0_predictions_cost_nothing(ancestral, interval):
+    m = backend(steps=10, ancestral=ancestral)
+    res = particle_steering(m, noise(6), m.schedule(), generator=gen(), lmbda=2.0, interval=interval)
+    assert res.nfe == 6 * 10 == m.rows == res.planned_nfe
+    assert len(res.rounds) == math.ceil(10 / interval)
+    # The winner is the best-scoring final particle, and it is the returned latent.
+    finals = [c for c in res.candidates if c["round"] == len(res.rounds) - 1]
+    best = max(finals, key=lambda c: c["score"])
+    assert res.best_id == best["id"] and res.best_score == pytest.approx(best["score"])
+    assert res.best_score == pytest.approx(float(m.score(res.best).values[0, 0]))
+
+
+def test_particle_steering_budget_buys_whole_particles():
+    m = backend(steps=10)
+    res = particle_steering(m, noise(8), m.schedule(), generator=gen(), budget=35)
+    assert res.stopped_by_budget and res.nfe == 30 == m.rows and res.planned_nfe == 80
+    with pytest.raises(BudgetError, match="budget of 9 NFEs cannot pay for one particle"):
+        particle_steering(backend(steps=10), noise(8), m.schedule(), generator=gen(), budget=9)
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_flat_potential_is_independent_sampling(ancestral):
+    """lambda = 0: weights stay equal and nothing is resampled, even at ess_threshold 1."""
+    m = backend(steps=8, ancestral=ancestral)
+    res = particle_steering(m, noise(5), m.schedule(), generator=gen(), lmbda=0.0, interval=2, ess_threshold=1.0)
+    assert all(r["ess"] == pytest.approx(5) and not r["resampled"] for r in res.rounds[:-1])
+    assert [r["ancestors"] for r in res.rounds[:-1]] == [[r * 5 + i for i in range(5)] for r in range(3)]
+
+
+def test_flat_potential_particle_is_its_own_trajectory_advanced_alone():
+    """With the sampler's own per-step noise, every particle of a flat-potential run is the
+    trajectory of its noise advanced alone, piece by piece, under the ids the report names."""
+    m = backend(steps=8, ancestral=True)
+    res = particle_steering(m, noise(5), m.schedule(), generator=gen(), lmbda=0.0, interval=2, top_k=5)
+    sigmas = m.schedule()
+    for i in range(5):
+        alone, state = backend(steps=8, ancestral=True), None
+        for r, a in enumerate(range(0, 8, 2)):
+            state, _ = alone.advance(state, noise(5)[i : i + 1] if r == 0 else None, sigmas[a : a + 3], [r * 5 + i])
+        assert torch.allclose(res.top[res.top_ids.index(15 + i)], state[0], atol=1e-6)
+
+
+def test_flat_potential_keeps_the_models_marginals():
+    """With lambda = 0 the particles are independent samples of the mixture: each mode holds a
+    quarter of them, within Monte Carlo error, for the pack's re-noising and for ancestral steps."""
+    k = 2000
+    for ancestral in (False, True):
+        m = backend(steps=16, ancestral=ancestral)
+        res = particle_steering(m, noise(k, seed=5), m.schedule(), generator=gen(), lmbda=0.0, top_k=k)
+        share = float(in_target_mode(res.top).mean())
+        assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / k), (ancestral, share)
+
+
+@pytest.mark.parametrize("potential", ["max", "sum", "difference"])
+def test_steering_tilts_particles_toward_the_reward(potential):
+    k = 400
+    m = backend(steps=12)
+    plain = particle_steering(m, noise(k, seed=7), m.schedule(), generator=gen(), lmbda=0.0, top_k=k)
+    steered = particle_steering(backend(steps=12), noise(k, seed=7), m.schedule(), generator=gen(),
+                                potential=potential, lmbda=1.0, top_k=k)
+    assert any(r["resampled"] for r in steered.rounds[:-1])
+    assert float(in_target_mode(steered.top).mean()) > float(in_target_mode(plain.top).mean()) + 0.3
+
+
+def test_resampling_follows_the_ess_threshold_and_reports_ancestors():
+    m = backend(steps=6)
+    never = particle_steering(m, noise(8), m.schedule(), generator=gen(), lmbda=5.0, ess_threshold=0.0)
+    assert not any(r["resampled"] for r in never.rounds[:-1])
+    always = particle_steering(backend(steps=6), noise(8), m.schedule(), generator=gen(), lmbda=5.0,
+                               ess_threshold=1.0)
+    for r in always.rounds[:-1]:
+        assert r["resampled"] == (r["ess"] < 8 * (1 - 1e-6))
+        if r["resampled"]:
+            assert len(set(r["ancestors"])) < 8  # some particles copied, others dropped
+        # Every ancestor is a particle of that round, and the next round's particles name them.
+        round_ids = {c["id"] for c in always.candidates if c["round"] == r["round"]}
+        assert set(r["ancestors"]) <= round_ids
+        children = [c for c in always.candidates if c["round"] == r["round"] + 1]
+        assert [c["parent"] for c in children] == r["ancestors"]
+
+
+def test_resampling_round_keeps_the_weighted_reward_mean():
+    """In a resampling round, the mean reward of the chosen ancestors estimates the weighted mean
+    reward of the round within its Monte Carlo error."""
+    k = 3000
+    m = backend(steps=8)
+    res = particle_steering(m, noise(k, seed=2), m.schedule(), generator=gen(), lmbda=0.5, ess_threshold=1.0)
+    r = next(r for r in res.rounds[:-1] if r["resampled"])
+    entries = {c["id"]: c for c in res.candidates if c["round"] == r["round"]}
+    w = torch.tensor([c["weight"] for c in entries.values()], dtype=torch.float64)
+    f = torch.tensor([c["score"] for c in entries.values()], dtype=torch.float64)
+    target = float((w * f).sum())
+    chosen = torch.tensor([entries[a]["score"] for a in r["ancestors"]], dtype=torch.float64).mean()
+    error = math.sqrt(float((w * (f - target) ** 2).sum()) / k)
+    assert abs(float(chosen) - target) < 4 * error
+
+
+def test_particle_steering_with_a_rank_ensemble_picks_the_best_ranked_final():
+    m = backend(steps=8, ensemble=True)
+    every = particle_steering(m, noise(6), m.schedule(), generator=gen(), lmbda=3.0, top_k=6)
+    # Ranks among all six final particles, best first; the returned latents are those ranked.
+    values = m.compare(m.score(every.top).values)
+    assert every.top_scores == pytest.approx(values.tolist())
+    assert every.top_scores == sorted(every.top_scores, reverse=True)
+    three = particle_steering(backend(steps=8, ensemble=True), noise(6), m.schedule(), generator=gen(), lmbda=3.0,
+                              top_k=3)
+    assert three.top_ids == every.top_ids[:3] and three.top_scores == pytest.approx(every.top_scores[:3])
+
+
+# -- early rejection ---------------------------------------------------------------------------
+def lane_owner(res) -> dict[int, int]:
+    owner = {}
+    for r in res.rounds:
+        judged = [c["id"] for c in res.candidates if c["round"] == r["round"]]
+        owner.update(zip(r["lanes"], judged))
+    return owner
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_early_rejection_never_finishes_a_candidate_it_rejected(ancestral):
+    m = backend(steps=10, ancestral=ancestral)
+    res = early_rejection(m, noise(16), m.schedule(), generator=gen(), keep=0.5, levels=(0.7, 0.4), top_k=2)
+    rejected = {i for r in res.rounds for i in r.get("rejected", [])}
+    assert len(rejected) == 16 - 4
+    owner = lane_owner(res)
+    finished = {owner.get(i, i) for ids, _, end in m.solves if end == 0 for i in ids}
+    assert finished and not finished & rejected
+    for r in res.rounds[1:]:
+        judged = {c["id"] for c in res.candidates if c["round"] == r["round"]}
+        assert not judged & {i for q in res.rounds[: r["round"]] for i in q.get("rejected", [])}
+    assert res.best_id not in rejected and not set(res.top_ids) & rejected
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_early_rejection_nfe_is_exact_and_the_winner_is_its_noises_plain_sample(ancestral):
+    m = backend(steps=10, ancestral=ancestral)
+    res = early_rejection(m, noise(16), m.schedule(), generator=gen(), keep=0.5, levels=(0.7, 0.4))
+    steps = [r["step"] for r in res.rounds]
+    pieces = [b - a for a, b in zip([0, *steps[:-1]], steps)]
+    regen = 10 if ancestral else 0  # per-step noise: the kept candidate is regenerated in one piece
+    assert res.nfe == 16 * pieces[0] + 8 * pieces[1] + 4 * pieces[2] + regen == m.rows == res.planned_nfe
+    plain, _ = backend(steps=10, ancestral=ancestral).solve(None, noise(16)[res.best_id : res.best_id + 1],
+                                                            m.schedule(), [res.best_id])
+    assert torch.allclose(res.best, plain, atol=1e-5)
+    assert torch.equal(res.best_noise, noise(16)[res.best_id : res.best_id + 1])
+
+
+def test_early_rejection_judges_at_schedule_steps_nearest_the_levels():
+    m = backend(steps=10)
+    res = early_rejection(m, noise(8), m.schedule(), generator=gen(), levels=(0.7, 0.4))
+    sigmas = m.schedule()
+    for r, t in zip(res.rounds, (0.7, 0.4)):
+        nearest = min(range(1, 10), key=lambda i: abs(float(sigmas[i]) - m.level_sigma(t)))
+        assert r["step"] == nearest
+    assert res.rounds[-1]["step"] == 10
+
+
+def test_early_rejection_budget_starts_as_many_candidates_as_it_pays_for():
+    m = backend(steps=10)
+    res = early_rejection(m, noise(4096), m.schedule(), generator=gen(), budget=100)
+    assert res.stopped_by_budget and res.nfe <= 100 and res.nfe == m.rows
+    started = sum(c["round"] == 0 for c in res.candidates)
+    more = early_rejection(backend(steps=10), noise(started + 1), m.schedule(), generator=gen())
+    assert more.nfe > 100  # one more candidate would not have been paid for
+    with pytest.raises(BudgetError, match="one candidate"):
+        early_rejection(backend(steps=10), noise(8), m.schedule(), budget=9)
+
+
+def test_early_rejection_beats_random_search_at_equal_nfe_on_average():
+    budget, wins, runs = 120, 0.0, 12
+    for seed in range(runs):
+        m = backend(steps=10)
+        rej = early_rejection(m, noise(4096, seed=seed), m.schedule(), generator=gen(), budget=budget)
+        rnd = random_search(backend(steps=10), noise(4096, seed=seed)[: budget // 10], m.schedule())
+        wins += rej.best_score - rnd.best_score
+    assert wins / runs > 0
+
+
+def test_early_rejection_with_a_rank_ensemble_keeps_the_best_ranked():
+    m = backend(steps=10, ensemble=True)
+    res = early_rejection(m, noise(8), m.schedule(), generator=gen(), keep=0.5, top_k=2)
+    first = [c for c in res.candidates if c["round"] == 0]
+    ranked = sorted(first, key=lambda c: -c["score"])
+    assert sorted(res.rounds[0]["kept"]) == sorted(c["id"] for c in ranked[:4])
+    assert res.top_scores == sorted(res.top_scores, reverse=True)
