@@ -452,6 +452,8 @@ class ComfyBackend:
         self.sigma_max = float(self.model_sampling.sigma_max)
         self.sigma_min = float(self.model_sampling.sigma_min)
         self._costs: dict[tuple, tuple[int, bool]] = {}
+        self._resumable: dict[tuple, bool] = {}
+        self._stochastic: bool | None = None
         self._levels: dict[float, float] = {}
         self.timings = {"denoise": 0.0}
 
@@ -536,15 +538,60 @@ class ComfyBackend:
 
     def _probe(self, sigmas: torch.Tensor, stub) -> int:
         calls = self.counter.calls
+        one = self.latent[:1]
+        self._stub_run(sigmas, stub, one, torch.zeros_like(one), 0)
+        return self.counter.calls - calls
+
+    def _stub_run(self, sigmas, stub, start, noise, candidate: int) -> torch.Tensor:
+        """One row sampled along ``sigmas`` with the denoiser answered by ``stub``."""
         self.counter.stub = stub
         try:
-            one, first = self.latent[:1], torch.zeros(1, dtype=torch.long)
+            first = torch.zeros(1, dtype=torch.long)
             with self._rows(first):
-                self._guider(first).sample(torch.zeros_like(one), one, self._sampler([0], first), sigmas,
-                                           denoise_mask=self._mask(first), disable_pbar=True, seed=self.seed)
+                out = self._guider(first).sample(noise, start, self._sampler([candidate], first), sigmas,
+                                                 denoise_mask=self._mask(first), disable_pbar=True, seed=self.seed)
         finally:
             self.counter.stub = None
-        return self.counter.calls - calls
+        return out.float().cpu()
+
+    @staticmethod
+    def _probe_stub(x):
+        # Depends on its input non-linearly, so a multistep sampler's history shows.
+        return torch.tanh(x) * 0.5
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the sampler injects per-step noise: two candidate ids of one initial noise
+        part ways (measured on a stub denoiser; a sampler that takes a noise sampler but is set
+        to eta 0 is deterministic)."""
+        if self._stochastic is None:
+            sigmas = self.sigmas
+            start, noise = self._probe_inputs()
+            runs = [self._stub_run(sigmas, self._probe_stub, start, noise, c) for c in (0, 1)]
+            self._stochastic = not torch.equal(runs[0], runs[1])
+        return self._stochastic
+
+    def _probe_inputs(self):
+        one = self.latent[:1]
+        noise = torch.randn(one.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+        return one, noise.to(one.dtype)
+
+    def resumable(self, sigmas: torch.Tensor, at: list[int]) -> bool:
+        """Whether solving along ``sigmas`` in pieces split at steps ``at`` (each continuing the
+        last one's state, under fresh ids) gives the run in one piece: measured on a stub
+        denoiser. False for samplers with per-step noise or a multistep history."""
+        if not at:
+            return True
+        key = (tuple(sigmas.tolist()), tuple(at))
+        if key not in self._resumable:
+            start, noise = self._probe_inputs()
+            whole = self._stub_run(sigmas, self._probe_stub, start, noise, 0)
+            bounds, state = [0, *at, len(sigmas) - 1], None
+            for r, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                state = self._stub_run(sigmas[a : b + 1], self._probe_stub, start if state is None else state,
+                                       noise if state is None else torch.zeros_like(noise), r)
+            self._resumable[key] = bool(torch.allclose(whole, state, rtol=1e-4, atol=1e-5))
+        return self._resumable[key]
 
     # -- rows of several problems ------------------------------------------------------------
     def _problems(self, problems, rows: int) -> torch.Tensor:
@@ -598,6 +645,14 @@ class ComfyBackend:
         return rows
 
     def solve(self, state, noise, sigmas, ids, problems=None):
+        return self._run(state, noise, sigmas, ids, problems, self.early_sigma(sigmas))
+
+    def advance(self, state, noise, sigmas, ids, problems=None):
+        """``solve`` returning the x0-prediction of the sampler's last denoiser call (its
+        ``denoised``, as the sampler's callback reports it): no model call of its own."""
+        return self._run(state, noise, sigmas, ids, problems, "last")
+
+    def _run(self, state, noise, sigmas, ids, problems, capture):
         rows = len(ids)
         problems = self._problems(problems, rows)
         if state is not None:
@@ -613,24 +668,25 @@ class ComfyBackend:
         if self.noise_kind is not None and self.problems > 1:
             order = torch.argsort(ids * self.problems + problems, stable=True)
             start, noise, ids, problems = start[order], noise[order], ids[order], problems[order]
-        early_sigma = self.early_sigma(sigmas)
         t0 = time.perf_counter()
-        out, early = map_chunked(lambda s, n, i, p: self._solve_chunk(s, n, sigmas, i.tolist(), p, early_sigma),
+        out, extra = map_chunked(lambda s, n, i, p: self._solve_chunk(s, n, sigmas, i.tolist(), p, capture),
                                  [start, noise.to(start.dtype), ids, problems], self.chunk,
                                  on_shrink=self.keep_chunk)
         self.timings["denoise"] += time.perf_counter() - t0
         if order is not None:
             back = torch.argsort(order)
-            out, early = out[back], (early[back] if early is not None else None)
-        return out, early
+            out, extra = out[back], (extra[back] if extra is not None else None)
+        return out, extra
 
-    def _solve_chunk(self, start, noise, sigmas, ids, problems, early_sigma):
+    def _solve_chunk(self, start, noise, sigmas, ids, problems, capture):
+        """One model-call chunk; ``capture``: "last" for the last x0-prediction, a sigma for the
+        early x0 at that level, None for nothing."""
         at = {}
 
         def callback(step, x0, x, total):
-            # Keep the last point of the trajectory above the early level (or the first one
-            # when the schedule starts below it).
-            if early_sigma is not None and (float(sigmas[step]) > early_sigma or step == 0):
+            # "last": every step's prediction, the last one stays. A level: the last point of
+            # the trajectory above it (or the first one when the schedule starts below it).
+            if capture == "last" or (capture is not None and (float(sigmas[step]) > capture or step == 0)):
                 at.update(step=step, x0=x0, x=x)
 
         with self._rows(problems):
@@ -638,8 +694,16 @@ class ComfyBackend:
                                                 denoise_mask=self._mask(problems), callback=callback,
                                                 disable_pbar=True, seed=self.seed)
         out = out.to(comfy.model_management.intermediate_device()).float()
-        early = None if early_sigma is None else self._early_x0(at, sigmas, early_sigma, problems)
-        return out, early
+        if capture is None:
+            return out, None
+        if capture == "last":
+            if "x0" not in at:
+                raise ValueError(f"sampler: {sampler_name(self.sampler)} does not report its x0-predictions "
+                                 "(no step callback); this search judges them mid-trajectory. Choose another "
+                                 "sampler (euler, euler_ancestral, dpmpp_2m, ...)")
+            x0 = self.patcher.model.process_latent_out(at["x0"].float())
+            return out, x0.to(comfy.model_management.intermediate_device())
+        return out, self._early_x0(at, sigmas, capture, problems)
 
     def _early_x0(self, at: dict, sigmas, level: float, problems: torch.Tensor) -> torch.Tensor:
         """The x0-prediction at exactly sigma ``level``: an Euler step from the last trajectory

@@ -18,7 +18,15 @@ from typing import NamedTuple
 
 import comfy.samplers
 
-from ..search import Strategy, path_search, random_search, zero_order_search
+from ..search import (
+    Strategy,
+    early_rejection,
+    particle_steering,
+    path_search,
+    random_search,
+    zero_order_search,
+)
+from ..search.smc import POTENTIALS
 from ..verifiers.base import quoted
 from .host_compat import io
 from .sampling_adapter import CandidateNoise, ksampler_parts
@@ -152,6 +160,63 @@ def path_inputs():
     ]
 
 
+def particle_inputs():
+    return [
+        io.Int.Input("particles", default=4, min=1, max=MAX_ROWS,
+                     tooltip="K: particles advanced together (the cost is K full samples)."),
+        io.Combo.Input("potential", options=list(POTENTIALS), default="max",
+                       tooltip="How a particle's weight follows the verifier's rewards of its x0-predictions: "
+                               "max (best reward of its lineage), sum (of its lineage's rewards), difference "
+                               "(the latest change)."),
+        io.Float.Input("lmbda", default=10.0, min=0.0, max=10000.0, step=0.1, display_name="lambda",
+                       tooltip="lambda in the potential exp(lambda x reward): 0 = plain sampling (no "
+                               "steering); larger steers harder and keeps fewer distinct particles."),
+        io.Int.Input("interval", default=1, min=1, max=10000,
+                     tooltip="Schedule steps between resampling points, where particles are weighted."),
+        io.Float.Input("ess_threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                       tooltip="Resample when the effective sample size falls below this fraction of K "
+                               "(1 = whenever weights differ, 0 = never)."),
+        io.Float.Input("renoise", default=0.1, min=0.0, max=0.99, step=0.01,
+                       tooltip="For samplers without per-step noise (euler, dpmpp_2m, ...): how far, " +
+                               LEVEL_TOOLTIP.replace("as a noise level", "in noise levels") + ", every "
+                               "particle is re-noised before each interval, so copies part ways. Ancestral "
+                               "and SDE samplers use their own per-step noise instead."),
+    ]
+
+
+def rejection_inputs():
+    return [
+        io.Int.Input("candidates", default=16, min=1, max=MAX_ROWS,
+                     tooltip="N: candidates started (with a budget: as many as it pays for, at most N)."),
+        io.Float.Input("keep", default=0.5, min=0.01, max=1.0, step=0.01,
+                       tooltip="Fraction of candidates kept at every level (at least top_k)."),
+        io.String.Input("levels", default="0.7, 0.4",
+                        tooltip="Noise levels where candidates are judged by their x0-predictions and the rest "
+                                "rejected, comma-separated, " + LEVEL_TOOLTIP + "; each is taken at the "
+                                "schedule step nearest to it."),
+    ]
+
+
+def parse_levels(text) -> tuple[float, ...]:
+    """The noise levels of a ``levels`` widget: numbers in (0, 1), comma- or space-separated."""
+    valid = "give noise levels between 0 and 1 (exclusive), comma-separated, e.g. \"0.7, 0.4\""
+    if not isinstance(text, str):
+        raise ValueError(f"levels must be text; {valid}")
+    items = [t for t in text.replace(",", " ").split() if t]
+    try:
+        levels = tuple(float(t) for t in items)
+    except ValueError:
+        raise ValueError(f"levels {quoted(text)} is not a list of numbers; {valid}") from None
+    if not levels:
+        raise ValueError(f"levels is empty; {valid}")
+    if len(levels) > 64:
+        raise ValueError(f"levels: {len(levels)} levels given, at most 64")
+    bad = [t for t in levels if not 0.0 < t < 1.0]
+    if bad:
+        raise ValueError(f"levels: {bad[0]} is outside (0, 1); {valid}")
+    return levels
+
+
 # -- strategies ------------------------------------------------------------------------
 def random_strategy(candidates) -> Strategy:
     return Strategy("random", random_search, candidates, "seed", rows=candidates,
@@ -174,6 +239,24 @@ def path_strategy(paths, branches, start, forward, backward, interval_steps) -> 
                     check=lambda backend: check_path_backend(backend, start, forward))
 
 
+def particle_strategy(particles, potential, lmbda, interval, ess_threshold, renoise) -> Strategy:
+    if potential not in POTENTIALS:
+        raise ValueError(f"potential {quoted(potential)} is not one of: {', '.join(POTENTIALS)}")
+    options = {"potential": potential, "lmbda": lmbda, "interval": interval, "ess_threshold": ess_threshold,
+               "renoise": renoise}
+    return Strategy("particles", particle_steering, particles, "none", options,
+                    settings={"particles": particles, **options}, rows=particles, uses_search_schedule=False,
+                    check=lambda backend: check_trajectory_backend(backend, "particle steering"))
+
+
+def rejection_strategy(candidates, keep, levels) -> Strategy:
+    parsed = parse_levels(levels)
+    return Strategy("rejection", early_rejection, candidates, "seed", {"keep": keep, "levels": parsed},
+                    settings={"candidates": candidates, "keep": keep, "levels": ", ".join(map(str, parsed))},
+                    rows=candidates, uses_search_schedule=False,
+                    check=lambda backend: check_trajectory_backend(backend, "early rejection"))
+
+
 class Options(NamedTuple):
     inputs: Callable[[], list]
     strategy: Callable[..., Strategy]
@@ -185,6 +268,8 @@ class Options(NamedTuple):
 RANDOM = Options(random_inputs, random_strategy)
 ZERO_ORDER = Options(zero_order_inputs, zero_order_strategy)
 PATHS = Options(path_inputs, path_strategy)
+PARTICLES = Options(particle_inputs, particle_strategy)
+REJECTION = Options(rejection_inputs, rejection_strategy)
 
 
 def validate_paths(start, forward, backward, paths, branches) -> bool | str:
@@ -199,16 +284,21 @@ def validate_paths(start, forward, backward, paths, branches) -> bool | str:
     return True
 
 
-def check_path_backend(backend, start: float, forward: float) -> None:
+def check_trajectory_backend(backend, name: str) -> None:
+    """What a search that judges and continues trajectories midway cannot run on."""
     if float(backend.sigmas[-1]) > 0:
-        raise ValueError("sigmas: path search runs to the end of the schedule (sigma 0); searching a segment "
+        raise ValueError(f"sigmas: {name} runs to the end of the schedule (sigma 0); searching a segment "
                          "that hands leftover noise on works with random and zero-order search")
     if backend.mask is not None:
-        raise ValueError("latent_image: path search does not support noise masks (inpainting); "
+        raise ValueError(f"latent_image: {name} does not support noise masks (inpainting); "
                          "use RandomSearch or ZeroOrderSearch")
     if backend.scorer.early_level is not None:
-        raise ValueError("verifier: this verifier compares against an early x0-prediction of a full "
-                         "trajectory; use it with RandomSearch or ZeroOrderSearch")
+        raise ValueError(f"verifier: this verifier compares against an early x0-prediction of a full "
+                         f"trajectory, which {name} does not run; use it with RandomSearch or ZeroOrderSearch")
+
+
+def check_path_backend(backend, start: float, forward: float) -> None:
+    check_trajectory_backend(backend, "path search")
     top = float(backend.sigmas[0])
     if backend.level_sigma(start + forward) > top * (1 + 1e-4):
         raise ValueError(f"start + forward ({start + forward:.2f}) re-noises above where this run starts "
@@ -427,11 +517,25 @@ class SearchPaths(_SearchOptionsNode):
     NODE = ("SearchPaths", "Search: Paths", "Search over paths: branch, re-noise, denoise, keep the best N.")
 
 
+class SearchParticles(_SearchOptionsNode):
+    OPTIONS = PARTICLES
+    NODE = ("SearchParticles", "Search: Particle Steering (FK)",
+            "Feynman-Kac steering: K particles sampled together, weighted by the verifier's rewards of their "
+            "x0-predictions and resampled along the way; keep the best at the end.")
+
+
+class SearchEarlyRejection(_SearchOptionsNode):
+    OPTIONS = REJECTION
+    NODE = ("SearchEarlyRejection", "Search: Early Rejection",
+            "Successive halving: start N candidates, judge their x0-predictions at a few noise levels, keep "
+            "the best fraction each time, finish only the survivors.")
+
+
 class NoiseSearch(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema("NoiseSearch", "Noise Search (Custom)",
-                      "Runs any SEARCH (random, zero-order, paths) with SamplerCustomAdvanced's parts: "
+                      "Runs any SEARCH (random, zero-order, paths, particles, early rejection) with SamplerCustomAdvanced's parts: "
                       "candidates are denoised by the host's guider and sampler and scored by the verifier.",
                       advanced_inputs() + [SearchType.Input("search", tooltip="What to search and how "
                                                                              "(Search: ... nodes)."),
@@ -473,6 +577,12 @@ class ZeroOrderSearch(io.ComfyNode):
 
 PATH_SEARCH_STEPS = ("Not used by path search (it searches on the full schedule: noise is injected along the "
                      "way, so nothing can be regenerated); must be 0. Kept so saved workflows load.")
+FULL_SCHEDULE_STEPS = "Must be 0: {name} searches on the full schedule (its trajectories are judged midway)."
+
+
+def full_schedule_only(values: dict, name: str) -> None:
+    if values["search_steps"]:
+        raise ValueError(f"search_steps must be 0 for {name}, got {values['search_steps']}")
 
 
 class PathSearch(io.ComfyNode):
@@ -497,6 +607,47 @@ class PathSearch(io.ComfyNode):
         if values["search_steps"]:
             raise ValueError(f"search_steps must be 0 for path search, got {values['search_steps']}")
         return run_ksampler_style(cls, PATHS, values)
+
+
+class ParticleSteering(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("ParticleSteering", "Particle Steering (FK)",
+                      "Feynman-Kac steering (Singhal et al. 2025): K particles sampled together with stochastic "
+                      "steps, weighted by the verifier's rewards of their x0-predictions (free: the sampler "
+                      "computes them) and resampled when the weights grow uneven; the best final particle wins.",
+                      ksampler_inputs(FULL_SCHEDULE_STEPS.format(name="particle steering")) + particle_inputs()
+                      + verifier_inputs(), ("best", "top", "scores", "best_score", "report"))
+
+    @classmethod
+    def validate_inputs(cls, search_steps=None):
+        return f"search_steps must be 0 for particle steering, got {search_steps}" if search_steps else True
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        full_schedule_only(values, "particle steering")
+        return run_ksampler_style(cls, PARTICLES, values)
+
+
+class EarlyRejectionSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("EarlyRejectionSearch", "Early Rejection Search",
+                      "Successive halving: starts N candidate noises, judges their x0-predictions (free: the "
+                      "sampler computes them) at a few noise levels, keeps the best fraction each time and "
+                      "finishes only the survivors. The winner is the stock KSampler's sample at its seed.",
+                      ksampler_inputs(FULL_SCHEDULE_STEPS.format(name="early rejection")) + rejection_inputs()
+                      + verifier_inputs(),
+                      ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report"))
+
+    @classmethod
+    def validate_inputs(cls, search_steps=None):
+        return f"search_steps must be 0 for early rejection, got {search_steps}" if search_steps else True
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        full_schedule_only(values, "early rejection")
+        return run_ksampler_style(cls, REJECTION, values)
 
 
 def _advanced(node_id, display_name, options: Options, output_names, with_search_sigmas=True):
@@ -526,5 +677,6 @@ ZeroOrderSearchAdvanced = _advanced("ZeroOrderSearchAdvanced", "Zero-Order Searc
 PathSearchAdvanced = _advanced("PathSearchAdvanced", "Path Search (Advanced)", PATHS,
                                ("best", "top", "scores", "best_score", "report"), with_search_sigmas=False)
 
-SEARCH_NODES = [NoiseCandidates, SearchRandom, SearchZeroOrder, SearchPaths, NoiseSearch, RandomSearch,
-                RandomSearchAdvanced, ZeroOrderSearch, ZeroOrderSearchAdvanced, PathSearch, PathSearchAdvanced]
+SEARCH_NODES = [NoiseCandidates, SearchRandom, SearchZeroOrder, SearchPaths, SearchParticles, SearchEarlyRejection,
+                NoiseSearch, RandomSearch, RandomSearchAdvanced, ZeroOrderSearch, ZeroOrderSearchAdvanced, PathSearch,
+                PathSearchAdvanced, ParticleSteering, EarlyRejectionSearch]

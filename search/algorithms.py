@@ -376,7 +376,12 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     run.regenerate, run.reserve = False, 0  # noise enters along the way: nothing to regenerate
     own_steps = renoise > 0 and not getattr(model, "stochastic", False)
     pieces = _steering_segments(model, sigmas, max(1, interval), renoise if own_steps else 0.0)
-    per = sum(model.nfe(p) for p in pieces)
+    # The sampler's last x0-prediction of a piece is made at the start of its last step. In a
+    # one-step piece that starts where resampling left the particles (no re-noising), copies of
+    # one particle would all get their parent's prediction: there, the particles' own
+    # x0-predictions are asked of the model (one NFE each, counted).
+    asks = [len(p) == 2 and r > 0 and not own_steps for r, p in enumerate(pieces[:-1])] + [False]
+    per = sum(model.nfe(p) + ask for p, ask in zip(pieces, asks))
     run.planned = k * per
     if run.ledger.budget is not None:
         run.ledger.require(per, "one particle")
@@ -391,8 +396,10 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
             if own_steps:
                 state, fresh = model.renoise(state, ended, float(piece[0]), generator)
         state, x0 = model.advance(state, fresh, piece, ids)
-        run.ledger.pay(k * model.nfe(piece))
         ended, last = float(piece[-1]), r == len(pieces) - 1
+        if asks[r]:
+            x0 = model.predict_x0(state, ended)
+        run.ledger.pay(k * (model.nfe(piece) + asks[r]))
         scored = model.score(state if last else x0)
         values = compare(model, scored.values)
         level = 0.0 if last else _level_of(model, ended)
@@ -417,7 +424,8 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         state, history = state[order], history[order]
         if resampled:
             log_w = torch.zeros(k)
-        run.round_done(r, ids, values, scored, level=level, ess=ess, resampled=resampled, ancestors=parents)
+        run.round_done(r, ids, values, scored, level=level, ess=ess, resampled=resampled, ancestors=parents,
+                       x0="model call" if asks[r] else "sampler")
     return run.finish()
 
 

@@ -6,6 +6,7 @@ for problem b alone, on one shared backend whose row-wise methods also take ``pr
 problem of every row::
 
     backend.solve(state, noise, sigmas, ids, problems=[...])  # state None: the problem's latent
+    backend.advance(state, noise, sigmas, ids, problems=[...])
     backend.predict_x0(state, sigma, problems=[...])
     backend.score(latents, early, problems=[...])
 
@@ -62,7 +63,7 @@ class _Call:
     @property
     def key(self) -> tuple:
         """Calls with equal keys can share one backend call."""
-        if self.method == "solve":
+        if self.method in ("solve", "advance"):
             state, noise, sigmas, _ = self.args
             return (self.method, state is None, noise is None, tuple(float(s) for s in sigmas.tolist()))
         if self.method == "predict_x0":
@@ -93,6 +94,13 @@ class ProblemView:
     def nfe(self, sigmas: torch.Tensor) -> int:
         return self.backend.nfe(sigmas)
 
+    @property
+    def stochastic(self) -> bool:
+        return bool(getattr(self.backend, "stochastic", False))
+
+    def resumable(self, sigmas: torch.Tensor, at: list[int]) -> bool:
+        return self.backend.resumable(sigmas, at)
+
     def renoise(self, state, sigma_from, sigma_to, generator):
         return self.backend.renoise(state, sigma_from, sigma_to, generator)
 
@@ -102,6 +110,10 @@ class ProblemView:
     def solve(self, state, noise, sigmas, ids):
         ids = [int(i) for i in ids]
         return self._post(_Call(self.index, "solve", (state, noise, sigmas, ids), len(ids)))
+
+    def advance(self, state, noise, sigmas, ids):
+        ids = [int(i) for i in ids]
+        return self._post(_Call(self.index, "advance", (state, noise, sigmas, ids), len(ids)))
 
     def predict_x0(self, state, sigma):
         return self._post(_Call(self.index, "predict_x0", (state, sigma), state.shape[0]))
@@ -125,9 +137,10 @@ def execute(backend, calls: list[_Call]) -> None:
     first, rows = calls[0], [c.rows for c in calls]
     problems = [c.problem for c in calls for _ in range(c.rows)]
     parts = list(zip(*(c.args for c in calls)))
-    if first.method == "solve":
+    if first.method in ("solve", "advance"):
         ids = [i for c in calls for i in c.args[3]]
-        out, early = backend.solve(_cat(parts[0]), _cat(parts[1]), first.args[2], ids, problems=problems)
+        run = backend.solve if first.method == "solve" else backend.advance
+        out, early = run(_cat(parts[0]), _cat(parts[1]), first.args[2], ids, problems=problems)
         results = list(zip(_split(out, rows), _split(early, rows)))
     elif first.method == "predict_x0":
         results = _split(backend.predict_x0(_cat(parts[0]), first.args[1], problems=problems), rows)

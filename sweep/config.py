@@ -16,9 +16,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         tomllib = None
 
-KINDS = ("random", "zero_order", "paths")
+KINDS = ("random", "zero_order", "paths", "particles", "rejection")
 # What the strategy kinds are called in tables when the config gives no name.
-KIND_LABELS = {"random": "random", "zero_order": "zero-order", "paths": "paths"}
+KIND_LABELS = {"random": "random", "zero_order": "zero-order", "paths": "paths", "particles": "particles (FK)",
+               "rejection": "early rejection"}
 BASELINE = "no search"
 WORKFLOW_VERIFIER = "workflow"
 

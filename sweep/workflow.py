@@ -31,14 +31,18 @@ from .tasks import Task
 
 PACK = Path(__file__).resolve().parents[1]
 FAMILIES = {
-    "ksampler": {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch"},
+    "ksampler": {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch",
+                 "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch"},
     "advanced": {"random": "RandomSearchAdvanced", "zero_order": "ZeroOrderSearchAdvanced",
                  "paths": "PathSearchAdvanced"},
-    "options": {"random": "SearchRandom", "zero_order": "SearchZeroOrder", "paths": "SearchPaths"},
+    "options": {"random": "SearchRandom", "zero_order": "SearchZeroOrder", "paths": "SearchPaths",
+                "particles": "SearchParticles", "rejection": "SearchEarlyRejection"},
 }
+# Strategies that search on the full schedule only (their KSampler-style nodes refuse search_steps).
+FULL_SCHEDULE = ("paths", "particles", "rejection")
 EXECUTOR = "NoiseSearch"
 # The option that says how many noises a strategy starts from (zero-order: one pivot).
-INITIAL_NOISES = {"random": "candidates", "paths": "paths"}
+INITIAL_NOISES = {"random": "candidates", "paths": "paths", "particles": "particles", "rejection": "candidates"}
 PROMPT_INPUTS = ("text", "clip_l", "t5xxl", "prompt")
 TEXT_ENCODER_MARK = "TextEncode"
 SEED_INPUTS = ("seed", "noise_seed")
@@ -150,11 +154,11 @@ class Template:
             link = base[self.search_id]["inputs"].get("search")
             if not is_link(link) or base.get(link[0], {}).get("class_type") not in FAMILIES["options"].values():
                 raise WorkflowError(f"node {self.search_id} (NoiseSearch): its search input must come from a "
-                                    f"Search: Random / Zero-Order / Paths node")
+                                    f"Search: ... node (Random, Zero-Order, Paths, Particle Steering, Early Rejection)")
             self.family, self.options_id = "options", link[0]
         else:
             raise WorkflowError(f"node {cfg.node!r} is a {cls}, not a search node (RandomSearch, ZeroOrderSearch, "
-                                "PathSearch, their Advanced versions, or NoiseSearch)")
+                                "PathSearch, ParticleSteering, EarlyRejectionSearch, the Advanced versions, or NoiseSearch)")
         self.prompt_targets = self._targets(cfg.prompt_targets) if cfg.prompt_targets else self._find_prompt_targets()
         self.seed_target = self._targets([cfg.seed_target])[0] if cfg.seed_target else self._find_seed_target()
         if not self.prompt_targets:
@@ -242,6 +246,10 @@ class Template:
 
     def _set_strategy(self, prompt: dict, task: Task) -> None:
         strategy = task.setting.strategy
+        if strategy.kind not in FAMILIES[self.family]:
+            raise WorkflowError(f"strategy {strategy.name}: {strategy.kind} has no node of the first release's "
+                                f"Advanced family; search with NoiseSearch and its Search: ... node, or a "
+                                f"KSampler-style node")
         new_class = FAMILIES[self.family][strategy.kind]
         opt_node = prompt[self.options_id]
         opt_node["class_type"] = new_class
@@ -257,8 +265,8 @@ class Template:
             else:
                 raise WorkflowError(f"strategy {strategy.name}: neither {new_class} nor {search['class_type']} "
                                     f"has an input {name!r}")
-        if self.family == "ksampler" and strategy.kind == "paths":
-            search["inputs"]["search_steps"] = 0  # path search refuses a cheaper search schedule
+        if self.family == "ksampler" and strategy.kind in FULL_SCHEDULE:
+            search["inputs"]["search_steps"] = 0  # these refuse a cheaper search schedule
         # A NoiseCandidates node must supply the noises the strategy starts from (NoiseSearch
         # refuses a smaller count): raise its count to what this strategy needs.
         noise = search["inputs"].get("noise")

@@ -29,7 +29,7 @@ class GaussianMixtureBackend:
         # Euler-ancestral steps whose per-step noise row i draws from seed + ids[i] (as the
         # adapter draws a host sampler's), instead of deterministic Euler steps.
         self.stochastic, self.seed = ancestral, seed
-        self.solves: list[tuple[list[int], float, float]] = []  # (ids, first sigma, last sigma) per call
+        self.runs: list[tuple[list[int], float, float]] = []  # (ids, first sigma, last sigma) per call
 
     # -- the exact model ----------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -58,7 +58,7 @@ class GaussianMixtureBackend:
 
     def advance(self, state, noise, sigmas, ids):
         self.solved_ids += list(ids)
-        self.solves.append((list(ids), float(sigmas[0]), float(sigmas[-1])))
+        self.runs.append((list(ids), float(sigmas[0]), float(sigmas[-1])))
         if state is None:
             self.noise_of.update({i: n for i, n in zip(ids, noise)})
         x = torch.zeros_like(noise) if state is None else state.clone()

@@ -28,7 +28,8 @@ from tests.harness.server import ComfyServer
 # The README's node table: every one must load from either install route.
 README_NODES = [
     "NoiseCandidates", "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch",
-    "ZeroOrderSearchAdvanced", "PathSearch", "PathSearchAdvanced", "VerifierScore",
+    "ZeroOrderSearchAdvanced", "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch",
+    "SearchParticles", "SearchEarlyRejection", "VerifierScore",
     "CLIPScoreVerifierLoader", "ImageRewardVerifierLoader", "AestheticVerifierLoader",
     "CLIPZeroShotVerifierLoader", "DINOv2VerifierLoader", "ClassifierVerifierLoader", "VerifierEnsemble",
 ]

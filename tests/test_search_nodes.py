@@ -478,14 +478,16 @@ def test_video_candidates_score_the_mean_of_their_frames():
     assert torch.allclose(scorer.verify(frames, None)[:, 0], per_frame)
 
 
-def test_only_path_search_has_a_validation_rule_and_it_names_one_input(comfy):
+def test_only_full_schedule_searches_have_a_validation_rule_and_it_names_one_input(comfy):
     """ComfyUI reports a validate_inputs failure under every input the function names and skips
     its own range checks for them: the nodes leave ranges to the schema."""
     import inspect
 
     for node in ("RandomSearch", "ZeroOrderSearch", "NoiseSearch", "SearchRandom", "SearchZeroOrder",
-                 "SearchPaths", "RandomSearchAdvanced", "ZeroOrderSearchAdvanced", "PathSearchAdvanced"):
+                 "SearchPaths", "SearchParticles", "SearchEarlyRejection", "RandomSearchAdvanced",
+                 "ZeroOrderSearchAdvanced", "PathSearchAdvanced"):
         assert "validate_inputs" not in vars(node_class(node)), node
-    validate = node_class("PathSearch").validate_inputs
-    assert list(inspect.signature(validate).parameters) == ["search_steps"]
-    assert validate() is True  # a linked value is absent at validation
+    for node in ("PathSearch", "ParticleSteering", "EarlyRejectionSearch"):
+        validate = node_class(node).validate_inputs
+        assert list(inspect.signature(validate).parameters) == ["search_steps"], node
+        assert validate() is True  # a linked value is absent at validation

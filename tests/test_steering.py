@@ -76,7 +76,11 @@ def test_ess_and_potentials():
 def test_particle_steering_nfe_is_exact_and_x0_predictions_cost_nothing(ancestral, interval):
     m = backend(steps=10, ancestral=ancestral)
     res = particle_steering(m, noise(6), m.schedule(), generator=gen(), lmbda=2.0, interval=interval)
-    assert res.nfe == 6 * 10 == m.rows == res.planned_nfe
+    # One-step pieces of a stochastic sampler: the 8 inner resampling points (after the first)
+    # ask the model for the particles' own x0-predictions, one NFE each.
+    asked = 6 * 8 if ancestral and interval == 1 else 0
+    assert res.nfe == 6 * 10 + asked == m.rows == res.planned_nfe
+    assert [r.get("x0") for r in res.rounds[1:-1]] == ["model call" if asked else "sampler"] * (len(res.rounds) - 2)
     assert len(res.rounds) == math.ceil(10 / interval)
     # The winner is the best-scoring final particle, and it is the returned latent.
     finals = [c for c in res.candidates if c["round"] == len(res.rounds) - 1]
@@ -198,7 +202,7 @@ def test_early_rejection_never_finishes_a_candidate_it_rejected(ancestral):
     rejected = {i for r in res.rounds for i in r.get("rejected", [])}
     assert len(rejected) == 16 - 4
     owner = lane_owner(res)
-    finished = {owner.get(i, i) for ids, _, end in m.solves if end == 0 for i in ids}
+    finished = {owner.get(i, i) for ids, _, end in m.runs if end == 0 for i in ids}
     assert finished and not finished & rejected
     for r in res.rounds[1:]:
         judged = {c["id"] for c in res.candidates if c["round"] == r["round"]}
