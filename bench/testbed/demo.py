@@ -1,24 +1,30 @@
-"""`make demo`: the paper's class-conditional scaling findings, reproduced offline.
+"""`make demo`: the paper's class-conditional scaling study, reproduced offline, with intervals.
 
 A small class-conditional diffusion model of sklearn's digits runs through the pack's search
-nodes and ComfyUI's sampler (in-process, exactly as a graph runs them). For a ladder of
-total-NFE budgets it compares the baseline of adding denoising steps with random search,
-zero-order search and path search, all guided by one classifier (the verifier, loaded by the
-pack's ClassifierVerifierLoader node) and judged by another, trained on disjoint data (the
-evaluator: Inception-Score-style IS, Frechet distance in its feature space against real
-digits neither it nor the denoiser saw, per-class diversity).
+nodes and ComfyUI's sampler (in-process, exactly as a graph runs them), in the paper's
+class-conditional setting: guidance 1.0 (no CFG; ComfyUI skips the unconditional pass). For a
+ladder of total-NFE budgets it compares adding denoising steps with random search, zero-order
+search, search over paths, particle steering (Feynman-Kac SMC) and early rejection (successive
+halving), all guided by one classifier (the verifier, loaded by the pack's
+ClassifierVerifierLoader node) and judged by another, trained on disjoint data (the evaluator:
+accuracy, Inception-Score-style IS, Frechet distance in its feature space against real digits
+neither it nor the denoiser saw, per-class diversity).
 
-Outputs in demo_output/: results.json, scaling.png, grid.png, samples.npz, table.txt.
+Every metric comes with a 95% percentile-bootstrap interval (resampling samples within
+classes), and every row is compared with NO SEARCH AT ALL (the first budget's row: the plain
+sample of the same noises) by a paired bootstrap. After the tables the demo prints the issue's
+targets, one line each, met or not met, with the numbers they rest on.
 
-Conventions: the first budget of the ladder equals --search-steps, where every method is
-the same plain sample (one noise, one solve: no search yet); search methods appear from the
-second budget on. All samples of a row are made in ONE call: the plain samples are one stock
-batch (latent batch of 10 x per-class, a conditioning batch of their classes) at seed 1000,
-and each search method x budget is one batched search node call on that same latent and
-conditioning batch (a latent batch is searched as independent problems, one per sample).
-Sample b starts from element b of the stock batch noise at seed 1000, so the methods are
-compared on the same noises (random search's candidate 0 and zero-order search's first
-pivot are exactly the plain sample's noise).
+Outputs in demo_output/: results.json, table.txt, scaling.png, grid.png, samples.npz.
+
+Conventions: the first budget of the ladder equals --search-steps, where every method is the
+same plain sample (one noise, one solve: no search yet); search methods appear from the first
+budget that pays for one round of them. All samples of a row are made in ONE call: the plain
+samples are one stock batch (latent batch of 10 x per-class, a conditioning batch of their
+classes) at seed 1000, and each search method x budget is one batched search node call on that
+same latent and conditioning batch (a latent batch is searched as independent problems, one per
+sample). Sample b starts from element b of the stock batch noise at seed 1000, so the methods
+are compared on the same noises and classes, which is what makes the paired comparisons paired.
 """
 
 from __future__ import annotations
@@ -40,29 +46,45 @@ if str(ROOT) not in sys.path:
 
 from bench.comfy_host import load_host, pack_module, run_node  # noqa: E402
 
-METHODS = ("steps", "random", "zero_order", "paths")
+METHODS = ("steps", "random", "zero_order", "paths", "particles", "rejection")
 SEARCHES = METHODS[1:]
 LABELS = {"steps": "more denoising steps", "random": "random search", "zero_order": "zero-order search (ZO-2)",
-          "paths": "search over paths"}
+          "paths": "search over paths", "particles": "particle steering (FK)", "rejection": "early rejection"}
+NODES = {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch",
+         "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch"}
+METRICS = ("verifier_score", "inception_score", "accuracy", "frechet_distance", "diversity")
+METRIC_NAMES = {"verifier_score": "verifier", "inception_score": "IS", "accuracy": "acc",
+                "frechet_distance": "FD", "diversity": "divers."}
+# Decimals each metric is printed with.
+DIGITS = {"verifier_score": 2, "inception_score": 2, "accuracy": 3, "frechet_distance": 1, "diversity": 2}
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 # Defaults of `make demo` (see bench/testbed/README.md for how they were chosen).
-BUDGETS = (4, 16, 32)
+BUDGETS = (4, 8, 16, 32, 64)
 PER_CLASS = 50
 SEED = 1000
 # Candidates per model call of the batched searches: the model is tiny, so large calls.
 BATCH_SIZE = 1024
 SEARCH_STEPS = 4
-CFG = 2.0
+CFG = 1.0
 ZERO_ORDER = {"neighbours": 2, "angle": 30.0, "restart": True}
 PATHS = {"branches": 2, "start": 0.3, "forward": 0.2, "backward": 0.3, "interval_steps": 1}
+# Particle steering: the node's defaults except lambda (see the README: chosen once, before the
+# demo's runs, from the verifier's logit scale), on the same Euler sampler as every other row,
+# re-noised `renoise` levels before each step so resampled copies part ways.
+PARTICLES = {"potential": "max", "lmbda": 2.0, "interval": 1, "ess_threshold": 0.5, "renoise": 0.1,
+             "sampler": "euler"}
+# Early rejection: the node's defaults; a budget buys as many candidates as it pays for.
+REJECTION = {"keep": 0.5, "levels": "0.7, 0.4"}
+MAX_CANDIDATES = 4096  # the nodes' limit: the budget decides how many start
 
 
 class Testbed:
     """The model, VAE and verifier as a user's graph would load them, plus the evaluator."""
 
     def __init__(self, search_steps: int = SEARCH_STEPS, cfg: float = CFG, weights: Path = WEIGHTS,
-                 zero_order: dict | None = None, paths: dict | None = None):
+                 zero_order: dict | None = None, paths: dict | None = None, particles: dict | None = None,
+                 rejection: dict | None = None):
         load_host()
         import comfy.utils
         import folder_paths
@@ -80,6 +102,8 @@ class Testbed:
         self.search_steps, self.cfg = search_steps, cfg
         self.zero_order = {**ZERO_ORDER, **(zero_order or {})}
         self.paths = {**PATHS, **(paths or {})}
+        self.particles = {**PARTICLES, **(particles or {})}
+        self.rejection = {**REJECTION, **(rejection or {})}
 
     def conditioning(self, labels: list[int]) -> list:
         """One CONDITIONING batch: element b is the class of sample b (as stock nodes batch prompts)."""
@@ -102,18 +126,33 @@ class Testbed:
         out = run_node("PathSearch", **self._search_args([0], 0, 0), paths=1, **self.paths)
         return int(json.loads(out[-1])["nfe"]["search_total"])
 
+    def min_budget(self, method: str) -> int:
+        """The smallest budget at which ``method`` searches at all (one round beyond the plain sample)."""
+        s = self.search_steps
+        return {"steps": s, "random": 2 * s, "zero_order": s * (1 + self.zero_order["neighbours"]),
+                "paths": self.path_cost, "particles": 2 * s, "rejection": 2 * s}[method]
+
     def search(self, method: str, budget: int, labels: list[int], seed: int) -> tuple[torch.Tensor, list[int]]:
         """Every sample of ``labels`` at ``budget`` total NFEs each, in one batched search (sample b is
         problem b); returns (latents [n,1,16,16], NFEs each sample spent)."""
         args = self._search_args(labels, seed, budget)
         if method == "random":
-            out = run_node("RandomSearch", **args, candidates=max(1, budget // self.search_steps))
+            options = {"candidates": max(1, budget // self.search_steps)}
         elif method == "zero_order":
-            out = run_node("ZeroOrderSearch", **args, iterations=10_000, **self.zero_order)
+            options = {"iterations": 10_000, **self.zero_order}
         elif method == "paths":
-            out = run_node("PathSearch", **args, paths=max(1, budget // self.path_cost), **self.paths)
+            options = {"paths": max(1, budget // self.path_cost), **self.paths}
+        elif method == "particles":
+            options = {"particles": max(1, budget // self.search_steps), **self.particles}
+            args["sampler_name"] = options.pop("sampler")
+        elif method == "rejection":
+            # Every candidate costs at least one NFE, so `budget` candidates are more than any
+            # budget pays for: the node starts as many as it does (asking for the nodes' limit
+            # instead costs ~20 s of noise for 4096 candidates per sample at 500 samples).
+            options = {"candidates": min(MAX_CANDIDATES, budget), **self.rejection}
         else:
             raise ValueError(method)
+        out = run_node(NODES[method], **args, **options)
         report = json.loads(out[-1])
         return out[0]["samples"], [int(p["nfe"]["search_total"]) for p in report.get("problems", [report])]
 
@@ -136,19 +175,15 @@ class Testbed:
         with torch.no_grad():
             return self.evaluator.module.features(self.evaluator.preprocess(images))
 
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> dict:
-        from bench.testbed.metrics import class_diversity, frechet_distance, inception_score
-
+    def judge(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Per-sample judgements, in sample order: the verifier's score of the intended class [N],
+        the evaluator's class probabilities [N, 10] and its features [N, 64]."""
         with torch.no_grad():
             probs = self.evaluator.logits(images).softmax(-1)
-        feats = self.features(images)
-        # The verifier scores one condition per call: one call per class.
-        verifier = torch.cat([self.verifier.score(images[labels == c], str(int(c))) for c in labels.unique()])
-        return {"verifier_score": float(verifier.mean()),
-                "inception_score": inception_score(probs),
-                "accuracy": float((probs.argmax(-1) == labels).float().mean()),
-                "frechet_distance": frechet_distance(feats, reference),
-                "diversity": class_diversity(feats, labels)}
+        verifier = torch.empty(len(labels))
+        for c in labels.unique():  # the verifier scores one condition per call: one call per class
+            verifier[labels == c] = self.verifier.score(images[labels == c], str(int(c))).float()
+        return {"verifier": verifier, "probs": probs, "features": self.features(images)}
 
 
 def real_images(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +199,7 @@ def reference_rows(bed: Testbed, reference: torch.Tensor, per_class: int, draws:
     """What real digits score at the demo's sample size: per_class digits of each class from
     the denoiser's training split, against the reference set (which neither the denoiser nor
     the evaluator saw), averaged over ``draws`` fixed random draws. The Frechet distance of
-    100 samples in 64 features is noisy and biased upwards: read the table against this row."""
+    500 samples in 64 features is noisy and biased upwards: read the table against this row."""
     from bench.testbed.metrics import class_diversity, frechet_distance, inception_score
 
     x, y = real_images("denoiser")
@@ -185,36 +220,53 @@ def reference_rows(bed: Testbed, reference: torch.Tensor, per_class: int, draws:
 
 def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "demo_output",
         search_steps: int = SEARCH_STEPS, cfg: float = CFG, methods=METHODS, zero_order: dict | None = None,
-        paths: dict | None = None, weights: Path = WEIGHTS, log=print, progress: bool = True) -> dict:
-    """Generate every method x budget (one batched call each), evaluate, and write results.json
-    and samples.npz."""
+        paths: dict | None = None, particles: dict | None = None, rejection: dict | None = None,
+        weights: Path = WEIGHTS, resamples: int | None = None, log=print, progress: bool = True) -> dict:
+    """Generate every method x budget (one batched call each), evaluate with bootstrap intervals,
+    compare with no search, check the targets, and write results.json and samples.npz."""
+    from bench.testbed import metrics
+
     budgets = [int(b) for b in budgets]
     if budgets[0] != search_steps or budgets != sorted(set(budgets)):
         raise ValueError("budgets must ascend and start at search_steps (the common no-search point)")
+    resamples = metrics.BOOTSTRAP_RESAMPLES if resamples is None else int(resamples)
     t_start = time.perf_counter()
     # One thread: the model is tiny and its batches small, so a second thread gains little,
     # and on shared cores OpenMP's spin-waiting made runs 10-40x slower in our measurements.
     torch.set_num_threads(1)
     log(f"[demo] loading the testbed through ComfyUI ({len(budgets)} budgets x {len(methods)} methods, "
-        f"{per_class} samples per class)")
-    bed = Testbed(search_steps, cfg, weights, zero_order, paths)
+        f"{per_class} samples per class, cfg {cfg})")
+    bed = Testbed(search_steps, cfg, weights, zero_order, paths, particles, rejection)
     ref_x, _ = real_images("verifier_clf")
     reference = bed.features(ref_x)
     labels = torch.arange(10).repeat_interleave(per_class)
+    resample_idx = metrics.stratified_resamples(labels, resamples)
+    identity = torch.arange(len(labels))[None]
     settings = {"budgets": budgets, "per_class": per_class, "search_steps": search_steps, "cfg": cfg,
                 "sampler": "euler", "scheduler": "normal", "seed": SEED, "batch_size": BATCH_SIZE,
                 "noises": f"sample b is element b of the stock batch of all samples at seed {SEED}; a search's "
                           f"candidate i of sample b: element b at seed {SEED} + i",
                 "random": {"candidates": "budget // search_steps"},
-                "zero_order": bed.zero_order, "paths": {**bed.paths, "paths": "budget // path_cost"}}
+                "zero_order": bed.zero_order, "paths": {**bed.paths, "paths": "budget // path_cost"},
+                "particles": {**bed.particles, "particles": "budget // search_steps"},
+                "rejection": {**bed.rejection, "candidates": "as many as the budget pays for (asked: budget)"},
+                "bootstrap": {"resamples": resamples, "seed": metrics.BOOTSTRAP_SEED,
+                              "confidence": metrics.CONFIDENCE,
+                              "method": "percentile; samples resampled with replacement within each class "
+                                        "(per-class counts kept); the same resamples for every row, so "
+                                        "differences between rows are paired; Frechet distance intervals "
+                                        "shifted by the bootstrap's bias estimate (point - mean of resamples)"}}
     if "paths" in methods:
         settings["paths"]["path_cost"] = bed.path_cost
+    settings["min_budget"] = {m: bed.min_budget(m) for m in methods}
     results = {"settings": settings, "real_digits": reference_rows(bed, reference, per_class), "rows": []}
-    samples = []
+    samples, boots = [], {}
     for budget in budgets:
         for method in methods:
             if budget == budgets[0] and method != "steps":
                 continue  # the first budget is the common starting point: no search yet
+            if budget < bed.min_budget(method):
+                continue  # the budget does not pay for one round of this search
             t0 = time.perf_counter()
             desc = f"{method:>10} @ {budget:>3} NFEs"
             with progress_bar(desc, progress):
@@ -222,15 +274,27 @@ def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "dem
                     lat, nfes = bed.plain(budget, labels.tolist(), SEED), [budget] * len(labels)
                 else:
                     lat, nfes = bed.search(method, budget, labels.tolist(), SEED)
+            seconds = round(time.perf_counter() - t0, 2)
             images = bed.images(lat)
+            judged = bed.judge(images, labels)
+            point = metrics.resampled_metrics(judged, labels, reference, identity)
+            boot = metrics.resampled_metrics(judged, labels, reference, resample_idx)
+            boots[(method, budget)] = boot
             row = {"method": method, "budget": budget, "nfe_mean": float(np.mean(nfes)), "nfe_max": int(max(nfes)),
-                   **bed.evaluate(images, labels, reference), "seconds": round(time.perf_counter() - t0, 2)}
+                   **{k: float(point[k][0]) for k in METRICS},
+                   "ci": {k: metrics.interval(k, boot[k], float(point[k][0])) for k in METRICS}, "seconds": seconds}
             results["rows"].append(row)
             samples.append((images[..., 0].float().numpy(), labels.numpy(), method, np.array(nfes)))
             log(f"[demo] {desc}: verifier {row['verifier_score']:6.2f}  IS {row['inception_score']:.3f}  "
                 f"acc {row['accuracy']:.3f}  FD {row['frechet_distance']:6.2f}  diversity {row['diversity']:.3f}  "
-                f"spent {row['nfe_mean']:.1f}  ({row['seconds']:.1f} s)")
+                f"spent {row['nfe_mean']:.1f}  ({seconds:.1f} s)")
+    base = (METHODS[0], budgets[0])
+    for row in results["rows"]:
+        if (row["method"], row["budget"]) != base:
+            row["vs_no_search"] = {k: paired(results["rows"], boots, (row["method"], row["budget"]), base, k)
+                                   for k in METRICS}
     results["findings"] = findings(results["rows"], budgets)
+    results["targets"] = targets(results["rows"], boots, budgets)
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,30 +331,49 @@ def progress_bar(desc: str, enabled: bool):
         bar.close()
 
 
-def cell(rows: list[dict], method: str, budget: int) -> dict | None:
-    """The row of ``method`` at ``budget``; at the first budget every method is the plain sample."""
-    first = min(r["budget"] for r in rows)
+# ---------------------------------------------------------------- comparisons, findings, targets
+
+
+def _row(rows: list[dict], method: str, budget: int) -> dict | None:
     for r in rows:
-        if r["budget"] == budget and (r["method"] == method or (budget == first and r["method"] == "steps")):
+        if r["method"] == method and r["budget"] == budget:
             return r
     return None
 
 
+def cell(rows: list[dict], method: str, budget: int) -> dict | None:
+    """The row of ``method`` at ``budget``; at the first budget every method is the plain sample."""
+    first = min(r["budget"] for r in rows)
+    return _row(rows, "steps" if budget == first else method, budget)
+
+
+def paired(rows: list[dict], boots: dict, a: tuple[str, int], b: tuple[str, int], metric: str) -> dict:
+    """Row a minus row b on ``metric``: the point difference and its paired percentile-bootstrap
+    interval (the same resampled sample indices for both rows: sample b is the same noise and
+    class in every row)."""
+    from bench.testbed.metrics import interval
+
+    diff = _row(rows, *a)[metric] - _row(rows, *b)[metric]
+    lo, hi = interval(metric, boots[a][metric] - boots[b][metric], diff)
+    return {"diff": float(diff), "ci": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
 def findings(rows: list[dict], budgets: list[int]) -> dict:
-    """The claims the demo checks, computed from its own table (nothing here is asserted)."""
+    """The paper's claims, computed from the demo's own table (point estimates; nothing here is asserted)."""
     out = {"search_beats_steps_on_is": {}, "verifier_by_budget": {}, "verifier_monotone": {}}
     for method in SEARCHES:
-        if not any(r["method"] == method for r in rows):
+        present = [b for b in budgets if cell(rows, method, b) is not None]
+        if len(present) < 2:
             continue
         out["search_beats_steps_on_is"][method] = {
             str(b): cell(rows, method, b)["inception_score"] > cell(rows, "steps", b)["inception_score"]
-            for b in budgets[1:]}
-        scores = [cell(rows, method, b)["verifier_score"] for b in budgets]
-        out["verifier_by_budget"][method] = scores
+            for b in present[1:]}
+        scores = [cell(rows, method, b)["verifier_score"] for b in present]
+        out["verifier_by_budget"][method] = dict(zip(map(str, present), scores))
         out["verifier_monotone"][method] = all(b >= a for a, b in zip(scores, scores[1:]))
     top, plain_top, start = (cell(rows, "random", budgets[-1]), cell(rows, "steps", budgets[-1]),
                              cell(rows, "steps", budgets[0]))
-    if top is not None:
+    if top is not None and top["method"] == "random":
         for key in ("diversity", "frechet_distance"):
             out[f"{key}_random_largest"] = {
                 "budget": budgets[-1], "random": top[key], "steps_same_budget": plain_top[key],
@@ -302,22 +385,123 @@ def findings(rows: list[dict], budgets: list[int]) -> dict:
     return out
 
 
+def targets(rows: list[dict], boots: dict, budgets: list[int]) -> dict:
+    """The issue's three targets, each {"met": bool, "rule": str, ...the comparisons it rests on}.
+
+    (a) particle steering reaches random search's verifier score at the two largest budgets with
+        at most half of random search's NFEs, and keeps per-class diversity at least as high as
+        random search at equal NFEs (every budget both ran);
+    (b) early rejection beats random search's verifier score at equal NFEs (every budget both ran);
+    (c) at the largest budget, every search strategy raises the evaluator's accuracy over no
+        search with a 95% interval that excludes zero.
+    (a) and (b) are judged on the point estimates (their paired intervals are reported beside
+    them); (c) on the interval."""
+    def present(method):
+        return [b for b in budgets[1:] if _row(rows, method, b) is not None]
+
+    out = {}
+    # (a)
+    half, equal = [], []
+    for b in present("random")[-2:]:
+        spent = _row(rows, "random", b)["nfe_mean"]
+        cheaper = [p for p in present("particles") if _row(rows, "particles", p)["nfe_mean"] <= spent / 2]
+        if not cheaper:
+            half.append({"random_budget": b, "particles_budget": None, "reaches": False})
+            continue
+        p = cheaper[-1]
+        d = paired(rows, boots, ("particles", p), ("random", b), "verifier_score")
+        half.append({"random_budget": b, "random_nfe": spent, "particles_budget": p,
+                     "particles_nfe": _row(rows, "particles", p)["nfe_mean"],
+                     "random": _row(rows, "random", b)["verifier_score"],
+                     "particles": _row(rows, "particles", p)["verifier_score"], **d, "reaches": d["diff"] >= 0})
+    for b in (x for x in present("particles") if x in present("random")):
+        d = paired(rows, boots, ("particles", b), ("random", b), "diversity")
+        equal.append({"budget": b, "random": _row(rows, "random", b)["diversity"],
+                      "particles": _row(rows, "particles", b)["diversity"], **d, "at_least": d["diff"] >= 0})
+    out["a"] = {"rule": "particle steering's verifier score at <= half of random search's NFEs >= random "
+                        "search's, at random search's two largest budgets; and particle steering's per-class "
+                        "diversity >= random search's at every budget both ran (point estimates)",
+                "verifier_at_half_nfe": half, "diversity_equal_nfe": equal,
+                "met": bool(len(half) == 2 and all(h["reaches"] for h in half) and equal
+                            and all(e["at_least"] for e in equal))}
+    # (b)
+    beats = []
+    for b in (x for x in present("rejection") if x in present("random")):
+        d = paired(rows, boots, ("rejection", b), ("random", b), "verifier_score")
+        beats.append({"budget": b, "random": _row(rows, "random", b)["verifier_score"],
+                      "rejection": _row(rows, "rejection", b)["verifier_score"],
+                      "rejection_nfe": _row(rows, "rejection", b)["nfe_mean"], **d, "beats": d["diff"] > 0})
+    out["b"] = {"rule": "early rejection's verifier score > random search's at every budget both ran "
+                        "(point estimates)", "comparisons": beats,
+                "met": bool(beats and all(x["beats"] for x in beats))}
+    # (c)
+    top, base = budgets[-1], (METHODS[0], budgets[0])
+    gains = []
+    for method in SEARCHES:
+        if _row(rows, method, top) is None:
+            continue
+        d = paired(rows, boots, (method, top), base, "accuracy")
+        gains.append({"method": method, "budget": top, "accuracy": _row(rows, method, top)["accuracy"],
+                      "no_search": _row(rows, *base)["accuracy"], **d, "raises": d["ci"][0] > 0})
+    out["c"] = {"rule": f"at the largest budget ({top} NFEs) every search strategy's accuracy gain over no "
+                        f"search has a 95% paired-bootstrap interval above zero", "gains": gains,
+                "met": bool(gains and all(g["raises"] for g in gains))}
+    return out
+
+
 def _relative(a: float, b: float) -> float:
     return a / b - 1 if b else float("nan")
 
 
+def _ci(d: dict, digits: int = 2) -> str:
+    lo, hi = d["ci"]
+    return f"{d['diff']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def target_lines(results: dict) -> list[str]:
+    """One line per target: met / NOT met, with the numbers and paired intervals it rests on."""
+    t = results["targets"]
+    word = {True: "met", False: "NOT met"}
+
+    def excl(d):
+        return "CI excludes 0" if d["excludes_zero"] else "CI includes 0"
+
+    a = t["a"]
+    parts = []
+    for h in a["verifier_at_half_nfe"]:
+        if h["particles_budget"] is None:
+            parts.append(f"no particle-steering row at <= half of random search's {h['random_budget']} NFEs")
+            continue
+        parts.append(f"particles@{h['particles_nfe']:.0f} NFEs {h['particles']:.2f} vs random@{h['random_nfe']:.0f} "
+                     f"{h['random']:.2f} (diff {_ci(h)}, {excl(h)})")
+    div = ", ".join(f"@{e['budget']}: {e['particles']:.2f} vs {e['random']:.2f} ({_ci(e)})"
+                    for e in a["diversity_equal_nfe"])
+    lines = [f"(a) {word[a['met']]}: particle steering vs random search, verifier at half the NFEs: "
+             + "; ".join(parts) + f" | diversity at equal NFEs, particles vs random: {div or 'no common budget'}"]
+    b = t["b"]
+    lines.append(f"(b) {word[b['met']]}: early rejection vs random search, verifier at equal budgets: "
+                 + "; ".join(f"@{x['budget']}: {x['rejection']:.2f} vs {x['random']:.2f} (diff {_ci(x)}, {excl(x)})"
+                             for x in b["comparisons"]))
+    c = t["c"]
+    lines.append(f"(c) {word[c['met']]}: accuracy gain over no search at {results['settings']['budgets'][-1]} NFEs "
+                 f"(95% paired CI): "
+                 + "; ".join(f"{g['method']} {_ci(g, 3)}{'' if g['raises'] else ' (CI not above 0)'}"
+                             for g in c["gains"]))
+    return lines
+
+
 def describe(results: dict) -> list[str]:
     """The findings as sentences for the console and the README."""
-    f, budgets = results["findings"], results["settings"]["budgets"]
+    f = results["findings"]
     lines = []
     for method, beats in f["search_beats_steps_on_is"].items():
         won = [b for b, ok in beats.items() if ok]
         lost = [b for b, ok in beats.items() if not ok]
         lines.append(f"{LABELS[method]} beats more steps on evaluator IS at "
-                     f"{'every budget from ' + str(budgets[1]) if not lost else 'budgets ' + ', '.join(won) or 'no budget'}"
+                     f"{'every budget it ran (' + ', '.join(won) + ')' if not lost else 'budgets ' + (', '.join(won) or 'none')}"
                      + (f"; NOT at {', '.join(lost)}" if lost else ""))
     for method, ok in f["verifier_monotone"].items():
-        scores = ", ".join(f"{s:.2f}" for s in f["verifier_by_budget"][method])
+        scores = ", ".join(f"{s:.2f}" for s in f["verifier_by_budget"][method].values())
         lines.append(f"{LABELS[method]}: verifier score {'rises monotonically' if ok else 'does NOT rise monotonically'}"
                      f" with budget ({scores})")
     for key, name in (("diversity", "diversity"), ("frechet_distance", "Frechet distance")):
@@ -330,35 +514,67 @@ def describe(results: dict) -> list[str]:
     return lines
 
 
+def _value_ci(row: dict, key: str) -> str:
+    d = DIGITS[key]
+    lo, hi = row["ci"][key]
+    return f"{row[key]:.{d}f} [{lo:.{d}f},{hi:.{d}f}]"
+
+
 def table(results: dict) -> str:
-    head = (f"{'method':<26}{'budget':>7}{'spent':>7}{'verifier':>10}{'IS':>7}{'acc':>7}{'FD':>8}"
-            f"{'divers.':>9}{'sec':>7}")
-    lines = [head, "-" * len(head)]
-    for r in results["rows"]:
-        lines.append(f"{LABELS[r['method']]:<26}{r['budget']:>7}{r['nfe_mean']:>7.1f}{r['verifier_score']:>10.2f}"
-                     f"{r['inception_score']:>7.3f}{r['accuracy']:>7.3f}{r['frechet_distance']:>8.2f}"
-                     f"{r['diversity']:>9.3f}{r['seconds']:>7.1f}")
+    """The absolute table (each metric with its 95% interval) and the table of differences to no
+    search (paired intervals; '*' where the interval excludes zero)."""
+    rows, conf = results["rows"], int(round(100 * results["settings"]["bootstrap"]["confidence"]))
+    width = {k: max(len(_value_ci(r, k)) for r in rows) + 2 for k in METRICS}
+    head = f"{'method':<26}{'budget':>7}{'spent':>7}" + "".join(f"{METRIC_NAMES[k]:>{width[k]}}" for k in METRICS)
+    lines = [f"each metric with its {conf}% bootstrap interval (samples resampled within classes)", head,
+             "-" * (len(head) + 7)]
+    lines[1] += f"{'sec':>7}"
+    for r in rows:
+        lines.append(f"{LABELS[r['method']]:<26}{r['budget']:>7}{r['nfe_mean']:>7.1f}"
+                     + "".join(f"{_value_ci(r, k):>{width[k]}}" for k in METRICS) + f"{r['seconds']:>7.1f}")
     real = results["real_digits"]
-    lines.append(f"{'real digits (reference)':<26}{'':>7}{'':>7}{'':>10}{real['inception_score']:>7.3f}"
-                 f"{real['accuracy']:>7.3f}{real['frechet_distance']:>8.2f}{real['diversity']:>9.3f}")
+    lines.append(f"{'real digits (reference)':<26}{'':>7}{'':>7}{'':>{width['verifier_score']}}"
+                 + "".join(f"{real[k]:>{width[k]}.{DIGITS[k]}f}" for k in METRICS[1:]))
+    base = rows[0]
+    diff = {k: max(len(_ci(r['vs_no_search'][k], DIGITS[k])) for r in rows[1:]) + 3 for k in METRICS} if rows[1:] else {}
+    lines += ["", f"difference to NO SEARCH ({LABELS[base['method']]}, {base['budget']} NFEs: the same noises, "
+                  f"unsearched), paired {conf}% bootstrap interval; * = the interval excludes zero",
+              f"{'method':<26}{'budget':>7}{'spent':>7}" + "".join(f"{'d ' + METRIC_NAMES[k]:>{diff[k]}}" for k in diff)]
+    lines.append("-" * len(lines[-1]))
+    for r in rows[1:]:
+        lines.append(f"{LABELS[r['method']]:<26}{r['budget']:>7}{r['nfe_mean']:>7.1f}" + "".join(
+            f"{_ci(r['vs_no_search'][k], DIGITS[k]) + (' *' if r['vs_no_search'][k]['excludes_zero'] else '  '):>{diff[k]}}"
+            for k in diff))
     return "\n".join(lines)
 
 
-def plot(results: dict, out_dir: Path) -> None:
+def plot(results: dict, out_dir: Path) -> dict:
+    """scaling.png: every metric against total NFEs per sample, one curve per strategy, with its
+    95% bootstrap band (the first point of every curve is the common no-search sample). Returns
+    what was drawn: {metric: {method: [(nfe, value, low, high), ...]}}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows, budgets, real = results["rows"], results["settings"]["budgets"], results["real_digits"]
-    panels = [("verifier_score", "verifier score (class logit)"), ("inception_score", "evaluator IS (higher is better)"),
+    panels = [("verifier_score", "verifier score (class logit)"), ("accuracy", "evaluator accuracy"),
+              ("inception_score", "evaluator IS (higher is better)"),
               ("frechet_distance", "Frechet distance (lower is better)"), ("diversity", "per-class diversity")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8))
+    drawn = {key: {} for key, _ in panels}
     for ax, (key, title) in zip(axes, panels):
-        for method in METHODS:
-            pts = [(cell(rows, method, b)["nfe_mean"], cell(rows, method, b)[key]) for b in budgets
-                   if cell(rows, method, b)]
-            ax.plot(*zip(*pts), marker="o", ms=4, label=LABELS[method])
+        for i, method in enumerate(METHODS):
+            pts = [cell(rows, method, b) for b in budgets]
+            pts = [p for p in pts if p is not None]
+            if len(pts) < 2:
+                continue
+            x = [p["nfe_mean"] for p in pts]
+            lo, hi = zip(*(p["ci"][key] for p in pts))
+            color = f"C{i}"
+            ax.plot(x, [p[key] for p in pts], marker="o", ms=3.5, color=color, label=LABELS[method])
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+            drawn[key][method] = [(xi, p[key], a, b) for xi, p, a, b in zip(x, pts, lo, hi)]
         if key in real:
             ax.axhline(real[key], color="gray", ls="--", lw=1, label="real digits")
         ax.set_xscale("log", base=2)
@@ -366,12 +582,15 @@ def plot(results: dict, out_dir: Path) -> None:
         ax.set_xlabel("total NFEs per sample")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("Search vs. more denoising steps on a small digits model (CPU, through ComfyUI's sampler)",
-                 fontsize=11)
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    cfg = results["settings"]["cfg"]
+    fig.suptitle(f"Search vs. more denoising steps on a small digits model (cfg {cfg:g}, CPU, through ComfyUI's "
+                 f"sampler); bands: 95% bootstrap intervals", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out_dir / "scaling.png", dpi=80)
     plt.close(fig)
+    return drawn
 
 
 def grid(out_dir: Path, budgets: list[int], per_class: int, k: int = 4) -> None:
@@ -385,14 +604,14 @@ def grid(out_dir: Path, budgets: list[int], per_class: int, k: int = 4) -> None:
     data = np.load(out_dir / "samples.npz")
     images, method, nfe = data["images"], data["method"], data["nfe"]
     k = min(k, per_class)
-    groups = []
+    groups = [("no search", images[:10 * per_class])]  # the first row: the plain sample at the first budget
     for m in METHODS:
         sel = method == m
         if m == "steps":
             sel = sel & (nfe == budgets[-1])
             title = f"plain, {budgets[-1]} steps"
         else:
-            title = f"{LABELS[m].split(' (')[0]}, {budgets[-1]} NFEs"
+            title = f"{LABELS[m].split(' (')[0]}, {budgets[-1]}"
         if sel.any():
             groups.append((title, images[sel][-10 * per_class:]))  # the last block: the largest budget
     cell_px = 17
@@ -405,7 +624,7 @@ def grid(out_dir: Path, budgets: list[int], per_class: int, k: int = 4) -> None:
     fig, ax = plt.subplots(figsize=(len(groups) * 2.3, 5.2))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     for g, (title, _) in enumerate(groups):
-        ax.text(g * (k * cell_px + 6) + k * cell_px / 2, -4, title, ha="center", fontsize=8)
+        ax.text(g * (k * cell_px + 6) + k * cell_px / 2, -4, title, ha="center", fontsize=7)
     ax.set_yticks([c * cell_px + 8 for c in range(10)], [str(c) for c in range(10)])
     ax.set_xticks([])
     for s in ax.spines.values():
@@ -431,6 +650,13 @@ def reuse_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 31)
 
 
+def report(results: dict) -> str:
+    """Everything the console shows after the runs: the tables, the findings, the targets."""
+    lines = [table(results), "", "findings:"] + [f"  - {line}" for line in describe(results)]
+    lines += ["", "targets:"] + [f"  {line}" for line in target_lines(results)]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
@@ -439,6 +665,9 @@ def main(argv=None) -> int:
     ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS,
                     help="Euler steps of every search candidate (the paper's NFEs/iter)")
     ap.add_argument("--cfg", type=float, default=CFG)
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    ap.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 1000)")
+    ap.add_argument("--weights", default=str(WEIGHTS), help="folder of the denoiser and the two classifiers")
     ap.add_argument("--out", default=str(ROOT / "demo_output"))
     ap.add_argument("--no-progress", action="store_true", help="log lines only, no progress bars")
     args = ap.parse_args(argv)
@@ -446,16 +675,18 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     budgets = [int(b) for b in args.budgets.split(",")]
-    results = run(budgets, args.per_class, out, args.search_steps, args.cfg, progress=not args.no_progress)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if methods[0] != "steps" or set(methods) - set(METHODS):
+        ap.error(f"--methods must start with steps and name only {', '.join(METHODS)}")
+    results = run(budgets, args.per_class, out, args.search_steps, args.cfg, methods=methods,
+                  weights=Path(args.weights), resamples=args.resamples, progress=not args.no_progress)
     plot(results, out)
     grid(out, budgets, args.per_class)
-    text = table(results)
+    text = report(results)
     (out / "table.txt").write_text(text + "\n")
     print(text)
-    print("\nfindings:")
-    for line in describe(results):
-        print(f"  - {line}")
-    print(f"[demo] wrote {out}/results.json, scaling.png, grid.png, samples.npz in {time.perf_counter() - t0:.0f} s")
+    print(f"[demo] wrote {out}/results.json, table.txt, scaling.png, grid.png, samples.npz in "
+          f"{time.perf_counter() - t0:.0f} s")
     return 0
 
 
