@@ -24,6 +24,7 @@ from ..search import (
     particle_steering,
     path_search,
     random_search,
+    tree_search,
     zero_order_search,
 )
 from ..search.smc import POTENTIALS
@@ -197,6 +198,29 @@ def rejection_inputs():
     ]
 
 
+def tree_inputs():
+    return [
+        io.Int.Input("rollouts", default=16, min=1, max=100000,
+                     tooltip="Rollouts to a clean sample (with a budget: as many as it pays for). A rollout "
+                             "that branches off deep in the tree pays only the steps below the branch."),
+        io.Int.Input("branches", default=2, min=1, max=1024,
+                     tooltip="Most children of a node (the root's children are the first initial noises)."),
+        io.Float.Input("lmbda", default=1.0, min=0.0, max=10000.0, step=0.1, display_name="lambda",
+                       tooltip="lambda of the soft values, v = 1/lambda log E[exp(lambda reward)] (0: the mean), "
+                               "and of the descent's Boltzmann choice when greedy is off."),
+        io.Boolean.Input("greedy", default=True,
+                         tooltip="On: descend to the child of highest soft value (tree search, DTS*). Off: choose "
+                                 "children in proportion to exp(lambda v) (tree sampling, DTS)."),
+        io.Int.Input("wave", default=4, min=1, max=MAX_ROWS,
+                     tooltip="Rollouts chosen together, whose model calls are batched (values are updated "
+                             "between waves)."),
+        io.Float.Input("renoise", default=0.1, min=0.0, max=0.99, step=0.01,
+                       tooltip="For samplers without per-step noise: how far, in noise levels, a state is "
+                               "re-noised before each step so children differ. Ancestral and SDE samplers use "
+                               "their own per-step noise instead."),
+    ]
+
+
 def parse_levels(text) -> tuple[float, ...]:
     """The noise levels of a ``levels`` widget: numbers in (0, 1), comma- or space-separated."""
     valid = "give noise levels between 0 and 1 (exclusive), comma-separated, e.g. \"0.7, 0.4\""
@@ -257,6 +281,14 @@ def rejection_strategy(candidates, keep, levels) -> Strategy:
                     check=lambda backend: check_trajectory_backend(backend, "early rejection"))
 
 
+def tree_strategy(rollouts, branches, lmbda, greedy, wave, renoise) -> Strategy:
+    options = {"rollouts": rollouts, "branches": branches, "lmbda": lmbda, "greedy": greedy, "wave": wave,
+               "renoise": renoise}
+    return Strategy("tree", tree_search, branches, "none", options, settings=options, rows=wave,
+                    uses_search_schedule=False,
+                    check=lambda backend: check_trajectory_backend(backend, "diffusion tree search"))
+
+
 class Options(NamedTuple):
     inputs: Callable[[], list]
     strategy: Callable[..., Strategy]
@@ -270,6 +302,7 @@ ZERO_ORDER = Options(zero_order_inputs, zero_order_strategy)
 PATHS = Options(path_inputs, path_strategy)
 PARTICLES = Options(particle_inputs, particle_strategy)
 REJECTION = Options(rejection_inputs, rejection_strategy)
+TREE = Options(tree_inputs, tree_strategy)
 
 
 def validate_paths(start, forward, backward, paths, branches) -> bool | str:
@@ -531,11 +564,18 @@ class SearchEarlyRejection(_SearchOptionsNode):
             "the best fraction each time, finish only the survivors.")
 
 
+class SearchTree(_SearchOptionsNode):
+    OPTIONS = TREE
+    NODE = ("SearchTree", "Search: Diffusion Tree",
+            "Diffusion tree search: the denoising chain as a tree of stochastic steps; rollouts descend by "
+            "soft values backed up from the verifier's rewards, branch, and finish to clean samples.")
+
+
 class NoiseSearch(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema("NoiseSearch", "Noise Search (Custom)",
-                      "Runs any SEARCH (random, zero-order, paths, particles, early rejection) with SamplerCustomAdvanced's parts: "
+                      "Runs any SEARCH (random, zero-order, paths, particles, early rejection, tree) with SamplerCustomAdvanced's parts: "
                       "candidates are denoised by the host's guider and sampler and scored by the verifier.",
                       advanced_inputs() + [SearchType.Input("search", tooltip="What to search and how "
                                                                              "(Search: ... nodes)."),
@@ -650,6 +690,27 @@ class EarlyRejectionSearch(io.ComfyNode):
         return run_ksampler_style(cls, REJECTION, values)
 
 
+class DiffusionTreeSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("DiffusionTreeSearch", "Diffusion Tree Search",
+                      "Diffusion tree sampling / search (Jain et al. 2025): rollouts through a tree of stochastic "
+                      "sampler steps, descending by soft values backed up from the verifier's rewards of finished "
+                      "samples; later rollouts branch off deep in the tree and pay only the steps below. The best "
+                      "finished sample wins.",
+                      ksampler_inputs(FULL_SCHEDULE_STEPS.format(name="diffusion tree search")) + tree_inputs()
+                      + verifier_inputs(), ("best", "top", "scores", "best_score", "report"))
+
+    @classmethod
+    def validate_inputs(cls, search_steps=None):
+        return f"search_steps must be 0 for diffusion tree search, got {search_steps}" if search_steps else True
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        full_schedule_only(values, "diffusion tree search")
+        return run_ksampler_style(cls, TREE, values)
+
+
 def _advanced(node_id, display_name, options: Options, output_names, with_search_sigmas=True):
     """A node of the first release's Advanced family, kept so saved workflows load and run:
     NoiseSearch's core with the options as widgets."""
@@ -678,5 +739,5 @@ PathSearchAdvanced = _advanced("PathSearchAdvanced", "Path Search (Advanced)", P
                                ("best", "top", "scores", "best_score", "report"), with_search_sigmas=False)
 
 SEARCH_NODES = [NoiseCandidates, SearchRandom, SearchZeroOrder, SearchPaths, SearchParticles, SearchEarlyRejection,
-                NoiseSearch, RandomSearch, RandomSearchAdvanced, ZeroOrderSearch, ZeroOrderSearchAdvanced, PathSearch,
-                PathSearchAdvanced, ParticleSteering, EarlyRejectionSearch]
+                SearchTree, NoiseSearch, RandomSearch, RandomSearchAdvanced, ZeroOrderSearch, ZeroOrderSearchAdvanced,
+                PathSearch, PathSearchAdvanced, ParticleSteering, EarlyRejectionSearch, DiffusionTreeSearch]

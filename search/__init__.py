@@ -16,6 +16,7 @@ from .algorithms import (
     particle_steering,
     path_search,
     random_search,
+    tree_search,
     zero_order_search,
 )
 from .backend import BudgetError, Scores, SearchBackend, SearchResult
@@ -25,5 +26,5 @@ from .strategy import Strategy
 
 __all__ = [
     "SEARCHES", "BudgetError", "Scores", "SearchBackend", "SearchResult", "Strategy", "compare",
-    "early_rejection", "map_chunked", "particle_steering", "path_search", "random_search", "sphere_neighbours", "zero_order_search",
+    "early_rejection", "map_chunked", "particle_steering", "path_search", "random_search", "sphere_neighbours", "tree_search", "zero_order_search",
 ]

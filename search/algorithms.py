@@ -506,8 +506,197 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
     return run.finish()
 
 
+class _Tree:
+    """Diffusion tree search's tree: node 0 is a virtual root above the initial noises; a node
+    at step s holds the state at sigmas[s] (step 0: the initial noise itself). Children are
+    always created after their parent, so a reverse sweep over nodes visits children first."""
+
+    def __init__(self):
+        self.step, self.parent, self.children = [-1], [None], [[]]
+        self.states: list = [None]
+        self.ids: list = [None]
+        self.leaf_rows: dict[int, int] = {}   # node -> row of the leaf tables
+        self.open = [True]
+
+    def add(self, parent: int, state, node_id: int) -> int:
+        self.step.append(self.step[parent] + 1)
+        self.parent.append(parent)
+        self.children.append([])
+        self.states.append(state)
+        self.ids.append(node_id)
+        self.open.append(True)
+        self.children[parent].append(len(self.step) - 1)
+        return len(self.step) - 1
+
+
+def _soft_values(tree: _Tree, leaf_values: torch.Tensor, lmbda: float):
+    """Every node's soft value (the leaves' rewards backed up with the soft Bellman backup,
+    v = 1/lambda log of the leaf-count-weighted mean of exp(lambda v_child); the weighted mean
+    at lambda 0) and its number of leaves."""
+    n = len(tree.step)
+    value, count = [-math.inf] * n, [0] * n
+    for node in range(n - 1, -1, -1):
+        if node in tree.leaf_rows:
+            value[node], count[node] = float(leaf_values[tree.leaf_rows[node]]), 1
+            continue
+        kids = [c for c in tree.children[node] if count[c]]
+        if not kids:
+            continue
+        counts = torch.tensor([count[c] for c in kids], dtype=torch.float64)
+        vals = torch.tensor([value[c] for c in kids], dtype=torch.float64)
+        count[node] = int(counts.sum())
+        finite = torch.isfinite(vals)
+        if not finite.any():
+            continue
+        counts, vals = counts[finite], vals[finite]
+        if lmbda == 0:
+            value[node] = float((counts * vals).sum() / counts.sum())
+        else:
+            value[node] = float((torch.logsumexp(lmbda * vals + counts.log(), 0) - counts.sum().log()) / lmbda)
+    return value, count
+
+
+def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
+                generator: torch.Generator, budget: int | None = None, top_k: int = 1,
+                callback: Callback = None, rollouts: int = 16, branches: int = 2, lmbda: float = 1.0,
+                greedy: bool = True, wave: int = 4, renoise: float = 0.1) -> SearchResult:
+    """Diffusion tree sampling / search (Jain et al. 2025, arXiv 2506.20701): the denoising chain
+    as a tree whose edges are stochastic sampler steps. Each rollout descends from the root by
+    the children's soft values (``greedy``: the best one, DTS*; otherwise sampled in proportion
+    to exp(lambda v), DTS), expands the first node with fewer than ``branches`` children (the
+    root's children are the first ``branches`` initial noises), and rolls out to a clean sample, adding every state on
+    the way to the tree; the rewards are backed up with the soft Bellman backup. ``wave``
+    rollouts share their model calls. The winner is the best-scoring clean sample found.
+
+    Stochastic steps as in particle steering: the sampler's own per-step noise under a fresh
+    id per node, or, for samplers without it, re-noising ``renoise`` levels up before each
+    step (there the initial noise's first step is deterministic: one child per initial noise).
+    """
+    steps = len(sigmas) - 1
+    run = _Run(model, sigmas, budget, top_k, callback)
+    run.regenerate, run.reserve = False, 0
+    own_steps = renoise > 0 and not getattr(model, "stochastic", False)
+
+    def piece(j: int) -> torch.Tensor:
+        p = sigmas[j : j + 2].clone()
+        if own_steps and j > 0:
+            up = model.level_sigma(min(1.0, _level_of(model, float(p[0])) + renoise))
+            p[0] = min(max(up, float(p[0])), float(sigmas[0]))
+        return p
+
+    pieces = [piece(j) for j in range(steps)]
+    step_cost = [model.nfe(p) for p in pieces]
+    run.planned = rollouts * sum(step_cost)  # at most: a rollout from the root pays every step
+
+    def max_children(node: int) -> int:
+        if node == 0:
+            return min(branches, noise.shape[0])
+        s = tree.step[node]
+        if s == steps:
+            return 0
+        # A step that adds no noise gives one child: without per-step noise, the first step
+        # from an initial noise (nothing above it to re-noise to) and every step at renoise 0;
+        # with it, the last step (samplers add no noise on the step to sigma 0).
+        noisy = (own_steps and s > 0) or (model_stochastic and float(sigmas[s + 1]) > 0)
+        return branches if noisy else 1
+
+    model_stochastic = bool(getattr(model, "stochastic", False))
+    run.ledger.require(sum(step_cost), "one rollout")
+    tree, next_id = _Tree(), 0
+    leaf_scores, leaf_states, leaf_nodes = None, None, []
+    done, r = 0, 0
+    while done < rollouts:
+        values, _ = _soft_values(tree, compare(model, leaf_scores) if leaf_scores is not None else None, lmbda)
+        pending = [0] * len(tree.step)
+        starts = []
+        for _ in range(min(wave, rollouts - done)):
+            node = 0
+            while tree.open[node] and len(tree.children[node]) + pending[node] >= max_children(node):
+                kids = [c for c in tree.children[node] if tree.open[c]]
+                if not kids:
+                    node = None
+                    break
+                v = torch.tensor([values[c] for c in kids], dtype=torch.float64)
+                v = torch.where(torch.isfinite(v), v, torch.full_like(v, -1e30))
+                if greedy:
+                    node = kids[int(torch.argmax(v))]
+                else:
+                    p = torch.softmax(lmbda * v, 0) if lmbda else torch.full_like(v, 1 / len(kids))
+                    node = kids[int(torch.multinomial(p, 1, generator=generator))]
+            if node is None or not tree.open[node]:
+                break
+            pending[node] += 1
+            starts.append(node)
+        if not starts:
+            break  # every node of the tree is fully expanded
+        cost = [sum(step_cost[max(0, tree.step[n]) :]) for n in starts]
+        while starts and not run.ledger.affords(sum(cost)):
+            starts.pop(), cost.pop()
+            run.stopped = True
+        if not starts:
+            break
+        # Expand: a new initial noise under the root, otherwise a step from the chosen node.
+        branched = [tree.step[n] for n in starts]  # -1: a new initial noise
+        parents = [tree.ids[n] for n in starts]    # None: the root
+        current = []
+        for n in starts:
+            if n == 0:
+                i = len(tree.children[0])
+                current.append(tree.add(0, noise[i : i + 1], next_id))
+                next_id += 1
+            else:
+                current.append(n)
+        for j in range(min(tree.step[c] for c in current), steps):
+            rows = [k for k, c in enumerate(current) if tree.step[c] == j]
+            if not rows:
+                continue
+            ids = list(range(next_id, next_id + len(rows)))
+            next_id += len(rows)
+            states = torch.cat([tree.states[current[k]] for k in rows])
+            if j == 0:
+                out, _ = model.advance(None, states, pieces[0], ids)
+            else:
+                fresh = None
+                if own_steps:
+                    states, fresh = model.renoise(states, float(sigmas[j]), float(pieces[j][0]), generator)
+                out, _ = model.advance(states, fresh, pieces[j], ids)
+            run.ledger.pay(len(rows) * step_cost[j])
+            for k, state, node_id in zip(rows, out, ids):
+                current[k] = tree.add(current[k], state[None], node_id)
+        scored = model.score(torch.cat([tree.states[c] for c in current]))
+        for c in current:
+            tree.leaf_rows[c] = len(leaf_nodes)
+            leaf_nodes.append(c)
+        leaf_scores = _cat(leaf_scores, scored.values)
+        leaf_states = _cat(leaf_states, torch.cat([tree.states[c] for c in current]))
+        for c in current:
+            tree.states[c] = None  # a leaf's latent lives in the leaf table
+            node = c
+            while node is not None:
+                tree.open[node] = len(tree.children[node]) < max_children(node) or \
+                    any(tree.open[k] for k in tree.children[node])
+                node = tree.parent[node]
+        everyone = compare(model, leaf_scores)
+        new = everyone[-len(current):]
+        leaf_ids = [tree.ids[c] for c in current]
+        entries = run.record(leaf_ids, new, r)
+        for entry, step, parent in zip(entries, branched, parents):
+            entry["branched_at"], entry["branched_from"] = step, parent
+        run.pool = _Pool(model, run.k)
+        run.pool.add(leaf_scores, leaf_states, None, [tree.ids[c] for c in leaf_nodes])
+        done += len(current)
+        run.round_done(r, leaf_ids, new, scored, rollouts=len(current), nodes=len(tree.step) - 1,
+                       branched_at=branched)
+        r += 1
+    # A candidate's score is its value among every leaf (for a rank ensemble, its rank in the
+    # final ranking, the one that picked the winner); entries are in leaf order.
+    for entry, value in zip(run.candidates, compare(model, leaf_scores).tolist()):
+        entry["score"] = value
+    return run.finish()
+
+
 SEARCHES = {"random": random_search, "zero_order": zero_order_search, "paths": path_search,
-            "particles": particle_steering, "rejection": early_rejection}
+            "particles": particle_steering, "rejection": early_rejection, "tree": tree_search}
 
 __all__ = ["SEARCHES", "compare", "early_rejection", "particle_steering", "path_search", "random_search",
-           "zero_order_search"]
+           "tree_search", "zero_order_search"]

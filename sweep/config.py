@@ -16,10 +16,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         tomllib = None
 
-KINDS = ("random", "zero_order", "paths", "particles", "rejection")
+KINDS = ("random", "zero_order", "paths", "particles", "rejection", "tree")
 # What the strategy kinds are called in tables when the config gives no name.
 KIND_LABELS = {"random": "random", "zero_order": "zero-order", "paths": "paths", "particles": "particles (FK)",
-               "rejection": "early rejection"}
+               "rejection": "early rejection", "tree": "tree"}
 BASELINE = "no search"
 WORKFLOW_VERIFIER = "workflow"
 

@@ -32,17 +32,17 @@ from .tasks import Task
 PACK = Path(__file__).resolve().parents[1]
 FAMILIES = {
     "ksampler": {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch",
-                 "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch"},
+                 "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch", "tree": "DiffusionTreeSearch"},
     "advanced": {"random": "RandomSearchAdvanced", "zero_order": "ZeroOrderSearchAdvanced",
                  "paths": "PathSearchAdvanced"},
     "options": {"random": "SearchRandom", "zero_order": "SearchZeroOrder", "paths": "SearchPaths",
-                "particles": "SearchParticles", "rejection": "SearchEarlyRejection"},
+                "particles": "SearchParticles", "rejection": "SearchEarlyRejection", "tree": "SearchTree"},
 }
 # Strategies that search on the full schedule only (their KSampler-style nodes refuse search_steps).
-FULL_SCHEDULE = ("paths", "particles", "rejection")
+FULL_SCHEDULE = ("paths", "particles", "rejection", "tree")
 EXECUTOR = "NoiseSearch"
 # The option that says how many noises a strategy starts from (zero-order: one pivot).
-INITIAL_NOISES = {"random": "candidates", "paths": "paths", "particles": "particles", "rejection": "candidates"}
+INITIAL_NOISES = {"random": "candidates", "paths": "paths", "particles": "particles", "rejection": "candidates", "tree": "branches"}
 PROMPT_INPUTS = ("text", "clip_l", "t5xxl", "prompt")
 TEXT_ENCODER_MARK = "TextEncode"
 SEED_INPUTS = ("seed", "noise_seed")
@@ -154,11 +154,11 @@ class Template:
             link = base[self.search_id]["inputs"].get("search")
             if not is_link(link) or base.get(link[0], {}).get("class_type") not in FAMILIES["options"].values():
                 raise WorkflowError(f"node {self.search_id} (NoiseSearch): its search input must come from a "
-                                    f"Search: ... node (Random, Zero-Order, Paths, Particle Steering, Early Rejection)")
+                                    f"Search: ... node (Random, Zero-Order, Paths, Particle Steering, Early Rejection, Diffusion Tree)")
             self.family, self.options_id = "options", link[0]
         else:
             raise WorkflowError(f"node {cfg.node!r} is a {cls}, not a search node (RandomSearch, ZeroOrderSearch, "
-                                "PathSearch, ParticleSteering, EarlyRejectionSearch, the Advanced versions, or NoiseSearch)")
+                                "PathSearch, ParticleSteering, EarlyRejectionSearch, DiffusionTreeSearch, the Advanced versions, or NoiseSearch)")
         self.prompt_targets = self._targets(cfg.prompt_targets) if cfg.prompt_targets else self._find_prompt_targets()
         self.seed_target = self._targets([cfg.seed_target])[0] if cfg.seed_target else self._find_seed_target()
         if not self.prompt_targets:

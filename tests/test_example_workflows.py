@@ -21,7 +21,8 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # File names the examples use that the test server does not have (official model files).
 OFFICIAL_FILES = set(wc.MODEL_SUBSTITUTES) | {"clip_l.safetensors", "t5xxl_fp16.safetensors"}
 SEARCH_TYPES = {"RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
-                "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch", "NoiseSearch"}
+                "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch", "DiffusionTreeSearch",
+                "NoiseSearch"}
 # The examples as the first release saved them (node ids and widget orders of that release).
 SAVED_V1 = sorted((REPO / "tests" / "fixtures" / "saved_v1").glob("*.json"))
 

@@ -29,7 +29,7 @@ from tests.harness.server import ComfyServer
 README_NODES = [
     "NoiseCandidates", "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch",
     "ZeroOrderSearchAdvanced", "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch",
-    "SearchParticles", "SearchEarlyRejection", "VerifierScore",
+    "SearchParticles", "SearchEarlyRejection", "DiffusionTreeSearch", "SearchTree", "VerifierScore",
     "CLIPScoreVerifierLoader", "ImageRewardVerifierLoader", "AestheticVerifierLoader",
     "CLIPZeroShotVerifierLoader", "DINOv2VerifierLoader", "ClassifierVerifierLoader", "VerifierEnsemble",
 ]

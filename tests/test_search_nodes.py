@@ -484,10 +484,10 @@ def test_only_full_schedule_searches_have_a_validation_rule_and_it_names_one_inp
     import inspect
 
     for node in ("RandomSearch", "ZeroOrderSearch", "NoiseSearch", "SearchRandom", "SearchZeroOrder",
-                 "SearchPaths", "SearchParticles", "SearchEarlyRejection", "RandomSearchAdvanced",
+                 "SearchPaths", "SearchParticles", "SearchEarlyRejection", "SearchTree", "RandomSearchAdvanced",
                  "ZeroOrderSearchAdvanced", "PathSearchAdvanced"):
         assert "validate_inputs" not in vars(node_class(node)), node
-    for node in ("PathSearch", "ParticleSteering", "EarlyRejectionSearch"):
+    for node in ("PathSearch", "ParticleSteering", "EarlyRejectionSearch", "DiffusionTreeSearch"):
         validate = node_class(node).validate_inputs
         assert list(inspect.signature(validate).parameters) == ["search_steps"], node
         assert validate() is True  # a linked value is absent at validation

@@ -1,5 +1,6 @@
-"""Particle steering (FK/SMC) and early rejection on the exact Gaussian-mixture denoiser:
-NFE counts, resampling, the flat potential, rejection, budgets, verifier kinds."""
+"""Particle steering (FK/SMC), early rejection and diffusion tree search on the exact
+Gaussian-mixture denoiser: NFE counts, resampling, the flat potential, rejection, the tree,
+budgets, verifier kinds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import pytest
 import torch
 
-from search import BudgetError, early_rejection, particle_steering, random_search
+from search import BudgetError, early_rejection, particle_steering, random_search, tree_search
 from search.smc import effective_sample_size, log_potential, normalized, systematic_resample
 from tests.analytic_backend import GaussianMixtureBackend
 
@@ -261,4 +262,73 @@ def test_early_rejection_with_a_rank_ensemble_keeps_the_best_ranked():
     first = [c for c in res.candidates if c["round"] == 0]
     ranked = sorted(first, key=lambda c: -c["score"])
     assert sorted(res.rounds[0]["kept"]) == sorted(c["id"] for c in ranked[:4])
+    assert res.top_scores == sorted(res.top_scores, reverse=True)
+
+
+# -- diffusion tree search ---------------------------------------------------------------------
+def tree_nodes(res, steps: int) -> int:
+    """Nodes a run's rollouts added: a new initial noise adds itself and one node per step; a
+    branch from a node at step s adds the steps below it."""
+    return sum(steps - c["branched_at"] for c in res.candidates)
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+@pytest.mark.parametrize("greedy", [False, True])
+def test_tree_search_nfe_is_exact_and_the_tree_grows_by_its_rollouts(ancestral, greedy):
+    m = backend(steps=8, ancestral=ancestral)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=12, branches=2, wave=3, greedy=greedy)
+    assert len(res.candidates) == 12
+    # Every rollout pays one NFE per step below where it branched (Euler steps: 1 NFE each).
+    assert res.nfe == sum(8 - max(0, c["branched_at"]) for c in res.candidates) == m.rows
+    assert res.planned_nfe == 12 * 8 >= res.nfe
+    assert res.rounds[-1]["nodes"] == tree_nodes(res, 8)
+    assert sum(c["branched_at"] == -1 for c in res.candidates) == 2  # the root holds `branches` noises
+    assert any(c["branched_at"] > 0 for c in res.candidates)  # later rollouts branch inside the tree
+    # The winner is the best leaf found, and the returned latent is that leaf.
+    best = max(res.candidates, key=lambda c: c["score"])
+    assert res.best_id == best["id"] and res.best_score == pytest.approx(best["score"])
+    assert res.best_score == pytest.approx(float(m.score(res.best).values[0, 0]))
+
+
+def test_tree_search_budget_is_never_exceeded():
+    for budget in (8, 20, 37, 60):
+        m = backend(steps=8)
+        res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=1000, budget=budget)
+        assert res.nfe == m.rows <= budget and res.stopped_by_budget, budget
+        # Nothing that the rest of the budget could pay for was left out: the next rollout costs more.
+        assert budget - res.nfe < 8
+    with pytest.raises(BudgetError, match="one rollout"):
+        tree_search(backend(steps=8), noise(4), backend().schedule(), generator=gen(), budget=7)
+
+
+def test_tree_search_without_any_noise_along_the_way_is_random_search_over_its_root():
+    """A deterministic sampler and renoise 0: every step has one possible child, so the tree is
+    `branches` independent samples and the search is best-of-`branches`."""
+    m = backend(steps=8)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=50, branches=3, renoise=0.0)
+    plain = random_search(backend(steps=8), noise(4)[:3], m.schedule())
+    assert len(res.candidates) == 3 and res.nfe == 3 * 8  # the tree was exhausted after three rollouts
+    assert torch.allclose(res.best, plain.best) and res.best_score == pytest.approx(plain.best_score)
+
+
+def test_tree_search_children_never_exceed_branches():
+    m = backend(steps=6, ancestral=True)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=40, branches=3, wave=4, greedy=False,
+                      lmbda=0.0)
+    # At lambda 0 the descent is uniform: rollouts branch at many depths.
+    depths = [c["branched_at"] for c in res.candidates]
+    assert depths.count(-1) == 3 and len(set(depths)) >= 4
+    # A node's children: the rollouts that branched from it, plus the one that made it.
+    from collections import Counter
+
+    branches = Counter(c["branched_from"] for c in res.candidates)
+    assert branches.pop(None) == 3
+    assert branches and max(branches.values()) + 1 <= 3
+
+
+def test_tree_search_with_a_rank_ensemble_ranks_every_leaf():
+    m = backend(steps=6, ensemble=True, ancestral=True)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=9, top_k=9)
+    values = m.compare(m.score(res.top).values)
+    assert res.top_scores == pytest.approx(values.tolist())
     assert res.top_scores == sorted(res.top_scores, reverse=True)

@@ -1,4 +1,4 @@
-"""Particle steering and early rejection through ComfyUI's real sampler (tiny SD1.5-shaped UNet,
+"""Particle steering, early rejection and diffusion tree search through ComfyUI's real sampler (tiny SD1.5-shaped UNet,
 in-process): NFEs planned == measured, chunk invariance, EPS and flow models, interrupts,
 replays, verifier kinds, and the inputs they refuse."""
 
@@ -13,6 +13,8 @@ from tests.toy_verifier import InterruptingVerifier, ProbeVerifier
 
 FK = dict(particles=3, potential="max", lmbda=20.0, interval=1, ess_threshold=1.0, renoise=0.2)
 REJECT = dict(candidates=6, keep=0.5, levels="0.8, 0.3")
+TREE = dict(rollouts=6, branches=2, lmbda=1.0, greedy=True, wave=3, renoise=0.2)
+NEW = [("ParticleSteering", FK), ("EarlyRejectionSearch", REJECT), ("DiffusionTreeSearch", TREE)]
 
 
 def same_rounds(a: list[dict], b: list[dict]) -> bool:
@@ -100,17 +102,21 @@ def test_flat_potential_particles_are_plain_ancestral_samples(parts):
     assert not any(r["resampled"] for r in steered["report"]["rounds"][:-1])
 
 
-def test_particle_steering_interrupts_within_one_denoiser_call(parts):
+@pytest.mark.parametrize("node,options,first", [("ParticleSteering", FK, 3), ("EarlyRejectionSearch", REJECT, 6),
+                                                ("DiffusionTreeSearch", TREE, 2 * 4)])
+def test_interrupts_within_one_denoiser_call(parts, node, options, first):
     import comfy.model_management as mm
 
     verifier = InterruptingVerifier()
     try:
         with forward_rows(parts["model"]) as counts, pytest.raises(mm.InterruptProcessingException):
-            run_node("ParticleSteering", **ks_args(parts, steps=4, verifier=verifier, **FK))
+            run_node(node, **ks_args(parts, steps=4, verifier=verifier, **options))
     finally:
         mm.interrupt_current_processing(False)
     assert verifier.calls == 1
-    assert counts["rows"] == 2 * 3  # the first round (one step of 3 particles); nothing after the request
+    # The NFEs of the first scored round (3 particles x 1 step; 6 candidates x 1 step; the tree's
+    # first wave: its two root rollouts x 4 steps), nothing after the request.
+    assert counts["rows"] == 2 * first
 
 
 def test_noise_search_runs_the_particle_and_rejection_searches_as_their_nodes(parts):
@@ -118,7 +124,8 @@ def test_noise_search_runs_the_particle_and_rejection_searches_as_their_nodes(pa
                       cfg=2.0)[0]
     sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 4, 1.0)
     for option_node, node, options in (("SearchParticles", "ParticleSteering", FK),
-                                       ("SearchEarlyRejection", "EarlyRejectionSearch", REJECT)):
+                                       ("SearchEarlyRejection", "EarlyRejectionSearch", REJECT),
+                                       ("SearchTree", "DiffusionTreeSearch", TREE)):
         a = search(node, **ks_args(parts, steps=4, **options))
         b = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=8)[0], guider=guider,
                    sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
@@ -126,6 +133,30 @@ def test_noise_search_runs_the_particle_and_rejection_searches_as_their_nodes(pa
                    condition="", budget=0, top_k=1, batch_size=0)
         assert a["report"]["best"] == b["report"]["best"], node
         assert torch.allclose(a["best"]["samples"], b["best"]["samples"], atol=1e-5), node
+
+
+# -- diffusion tree search ---------------------------------------------------------------------
+@pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_tree_search_counts_exactly_and_is_chunk_invariant(parts, flow, sampler):
+    model = model_of(parts, flow)
+    runs = {}
+    for bs in (1, 0):
+        with forward_rows(parts["model"]) as counts:
+            runs[bs] = search("DiffusionTreeSearch", **ks_args(parts, model=model, steps=4, sampler_name=sampler,
+                                                               batch_size=bs, top_k=2, **TREE))
+        rep = runs[bs]["report"]
+        # A rollout pays the steps below where it branched off.
+        spent = sum(4 - max(0, c["branched_at"]) for c in rep["candidates"])
+        assert rep["nfe"]["search_total"] == rep["nfe"]["measured"] == spent <= rep["nfe"]["planned"] == 6 * 4
+        assert counts["rows"] == 2 * spent
+    assert same_rounds(runs[1]["report"]["rounds"], runs[0]["report"]["rounds"])
+    assert torch.allclose(runs[1]["top"]["samples"], runs[0]["top"]["samples"], atol=1e-5)
+    rep = runs[0]["report"]
+    assert len(rep["candidates"]) == 6 and any(c["branched_at"] > 0 for c in rep["candidates"])
+    best = max(rep["candidates"], key=lambda c: c["score"])
+    assert rep["best"]["id"] == best["id"]
+    assert runs[0]["best_score"] == pytest.approx(float(scores_of(parts, runs[0]["best"]["samples"])[0]), abs=1e-4)
 
 
 # -- early rejection ---------------------------------------------------------------------------
@@ -167,17 +198,19 @@ def test_early_rejection_budget_starts_what_it_pays_for(parts):
 
 
 # -- verifier kinds ----------------------------------------------------------------------------
-@pytest.mark.parametrize("node,options", [("ParticleSteering", FK), ("EarlyRejectionSearch", REJECT)])
+@pytest.mark.parametrize("node,options", NEW)
 def test_rank_ensemble_ranks_the_finished_candidates_together(parts, node, options):
     ens = pack_module("verifiers.ensemble").EnsembleVerifier([ProbeVerifier(seed=1), ProbeVerifier(seed=2)])
     out = search(node, **ks_args(parts, steps=4, verifier=ens, top_k=2, **options))
     last = out["report"]["rounds"][-1]["round"]
-    finals = sorted((c for c in out["report"]["candidates"] if c["round"] == last), key=lambda c: -c["score"])
+    # Finished: the last round's particles or survivors; every rollout's leaf of the tree.
+    finished = [c for c in out["report"]["candidates"] if c["round"] == last or node == "DiffusionTreeSearch"]
+    finals = sorted(finished, key=lambda c: -c["score"])
     assert out["report"]["best"]["id"] == finals[0]["id"]
     assert [t["score"] for t in out["report"]["top"]] == pytest.approx([c["score"] for c in finals[:2]])
 
 
-@pytest.mark.parametrize("node,options", [("ParticleSteering", FK), ("EarlyRejectionSearch", REJECT)])
+@pytest.mark.parametrize("node,options", NEW)
 def test_early_x0_verifiers_and_masks_are_refused_before_any_denoising(parts, node, options):
     for args, needle in ((ks_args(parts, verifier=ProbeVerifier(early_level=0.4), **options), "^verifier: "),
                          (ks_args(parts, latent_image={**LATENT, "noise_mask": torch.ones(1, 1, 32, 32)},
@@ -185,6 +218,20 @@ def test_early_x0_verifiers_and_masks_are_refused_before_any_denoising(parts, no
         with forward_rows(parts["model"]) as counts, pytest.raises(ValueError, match=needle):
             run_node(node, **args)
         assert counts["rows"] == 0
+
+
+@pytest.mark.parametrize("option_node,options", [("SearchParticles", FK), ("SearchEarlyRejection", REJECT),
+                                                 ("SearchTree", TREE)])
+def test_a_schedule_that_stops_above_zero_is_refused(parts, option_node, options):
+    guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"], negative=parts["negative"],
+                      cfg=2.0)[0]
+    sigmas = run_node("BasicScheduler", model=parts["model"], scheduler="normal", steps=4, denoise=1.0)[0][:-1]
+    with forward_rows(parts["model"]) as counts, pytest.raises(ValueError, match="^sigmas: .* runs to the end"):
+        run_node("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=8)[0], guider=guider,
+                 sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
+                 search=run_node(option_node, **options)[0], vae=parts["vae"], verifier=ProbeVerifier(),
+                 condition="", budget=0, top_k=1, batch_size=0)
+    assert counts["rows"] == 0
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -201,7 +248,7 @@ def test_bad_levels_are_refused_naming_levels(parts, levels, needle):
         assert counts["rows"] == 0
 
 
-@pytest.mark.parametrize("node,options", [("ParticleSteering", FK), ("EarlyRejectionSearch", REJECT)])
+@pytest.mark.parametrize("node,options", NEW)
 def test_search_steps_must_be_zero(parts, node, options):
     msg = node_class(node).validate_inputs(search_steps=2)
     assert msg is not True and "search_steps" in msg
@@ -215,7 +262,7 @@ def test_unknown_potential_is_refused(parts):
 
 
 # -- latent batches ----------------------------------------------------------------------------
-@pytest.mark.parametrize("node,options", [("ParticleSteering", FK), ("EarlyRejectionSearch", REJECT)])
+@pytest.mark.parametrize("node,options", NEW)
 def test_a_latent_batch_searches_each_latent_as_alone(parts, node, options):
     """Latent 0 of a batch is searched as it is alone (a deterministic sampler: an ancestral one
     draws element 0 of the whole batch's per-step noise, as the stock KSampler does)."""

@@ -11,7 +11,7 @@ import { api } from "../../scripts/api.js";
 const EVENT = "noise-search.progress";
 const SEARCH_NODES = new Set([
   "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
-  "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch", "NoiseSearch",
+  "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch", "DiffusionTreeSearch", "NoiseSearch",
 ]);
 const WIDGET_NAME = "noise_search_view";
 // The last state is kept in the node's properties so it survives saving and reopening the
@@ -21,7 +21,7 @@ const PROPERTY = "noise_search_state";
 const KEEP_THUMBS = 16;
 const ALGORITHMS = {
   random: "Random search", zero_order: "Zero-order search", paths: "Path search",
-  particles: "Particle steering", rejection: "Early rejection",
+  particles: "Particle steering", rejection: "Early rejection", tree: "Diffusion tree search",
 };
 const SVG_NS = "http://www.w3.org/2000/svg";
 // The view's least height. The classic canvas sizes a DOM widget from getMinHeight; Nodes 2.0
