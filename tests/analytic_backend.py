@@ -54,9 +54,12 @@ class GaussianMixtureBackend:
         return len(sigmas) - 1
 
     def solve(self, state, noise, sigmas, ids):
-        return self.advance(state, noise, sigmas, ids)[0], None
+        return self._run(state, noise, sigmas, ids)[0], None
 
     def advance(self, state, noise, sigmas, ids):
+        return self._run(state, noise, sigmas, ids)
+
+    def _run(self, state, noise, sigmas, ids):
         self.solved_ids += list(ids)
         self.runs.append((list(ids), float(sigmas[0]), float(sigmas[-1])))
         if state is None:

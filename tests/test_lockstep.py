@@ -9,7 +9,14 @@ import threading
 import pytest
 import torch
 
-from search import path_search, random_search, zero_order_search
+from search import (
+    early_rejection,
+    particle_steering,
+    path_search,
+    random_search,
+    tree_search,
+    zero_order_search,
+)
 from search.backend import Scores
 from search.lockstep import run_lockstep
 from tests.analytic_backend import GaussianMixtureBackend
@@ -39,6 +46,12 @@ class BatchedMixture(GaussianMixtureBackend):
             noise = noise + torch.tensor(self.starts)[p, None]
         return super().solve(state, noise, sigmas, ids)
 
+    def advance(self, state, noise, sigmas, ids, problems=None):
+        p = self._rows("advance", problems, len(ids))
+        if state is None:
+            noise = noise + torch.tensor(self.starts)[p, None]
+        return super().advance(state, noise, sigmas, ids)
+
     def predict_x0(self, state, sigma, problems=None):
         self._rows("predict_x0", problems, state.shape[0])
         return super().predict_x0(state, sigma)
@@ -60,7 +73,12 @@ STRATEGIES = {
     "random": (random_search, dict(round_size=3), 7),
     "zero_order": (zero_order_search, dict(neighbours=3, iterations=6, angle=40.0, restart=True), 1),
     "paths": (path_search, dict(branches=3, start=0.5, forward=0.2, backward=0.3, interval_steps=2), 3),
+    "particles": (particle_steering, dict(lmbda=2.0, interval=2), 4),
+    "rejection": (early_rejection, dict(keep=0.5, levels=(0.7, 0.4)), 8),
+    "tree": (tree_search, dict(rollouts=6, branches=2, wave=2), 2),
 }
+# Strategies whose problems fall out of step (restarts, budgets, trees of their own shape).
+OUT_OF_STEP = ("zero_order", "tree")
 
 
 def noises(b: int, n: int) -> torch.Tensor:
@@ -86,9 +104,9 @@ def same_result(a, b) -> bool:
 def test_each_problem_gets_what_it_gets_alone(name, ensemble):
     fn, options, n = STRATEGIES[name]
     targets, starts = [0, 1, 2, 3, 1], [0.0, 0.5, -0.5, 1.0, 0.0]
-    search_steps = 4 if name != "paths" else None
+    search_steps = 4 if name in ("random", "zero_order") else None
     batch = BatchedMixture(targets, starts, steps=8, search_steps=search_steps, ensemble=ensemble)
-    budget = {"random": 60, "zero_order": 90, "paths": None}[name]
+    budget = {"random": 60, "zero_order": 90, "tree": 40}.get(name)
     together = run_lockstep(batch, jobs(fn, options, n, len(targets), budget))
     calls_alone = []
     for b in range(len(targets)):
@@ -96,11 +114,11 @@ def test_each_problem_gets_what_it_gets_alone(name, ensemble):
         (by_itself,) = run_lockstep(one, [jobs(fn, options, n, b + 1, budget)[b]])
         assert same_result(together[b], by_itself), (name, b)
         # The shared model evaluated each problem's rows exactly as often as alone.
-        assert sum(sum(p == b for p in problems) for m, problems in batch.log if m == "solve") == \
-            sum(len(problems) for m, problems in one.log if m == "solve")
+        assert sum(sum(p == b for p in problems) for m, problems in batch.log if m in ("solve", "advance")) == \
+            sum(len(problems) for m, problems in one.log if m in ("solve", "advance"))
         calls_alone.append(len(one.log))
     assert any(len(set(problems)) == len(targets) for _, problems in batch.log)
-    if name == "zero_order":
+    if name in OUT_OF_STEP:
         # Restarts and budgets put problems out of step now and then: a round may need a
         # call per schedule, yet far fewer calls than the problems alone.
         assert len(batch.log) < 2 * max(calls_alone) < sum(calls_alone)
