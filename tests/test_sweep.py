@@ -597,3 +597,54 @@ def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
     assert result["status"] == "ok", result.get("error")
     assert result["report"]["algorithm"] == "paths" and set(result["eval"]) == {"bright", "clipscore"}
     assert Image.open(io.BytesIO(result["png"])).size == (32, 32)
+
+
+NEWER = ("kind = \"particles\"\nparticles = 2\nlmbda = 5.0\n\n[[strategies]]\nkind = \"rejection\"\n"
+         "candidates = 4\nlevels = \"0.6\"\n\n[[strategies]]\nkind = \"tree\"\nrollouts = 3\nbranches = 2")
+
+
+@pytest.mark.parametrize("case", ["ksampler", "options-api", "advanced"])
+def test_particle_rejection_and_tree_strategies_are_swept(two_servers, tmp_path, case):
+    """The three newer strategies vary a KSampler-style node and a SEARCH node feeding
+    NoiseSearch (an Advanced node has no such version: the sweep says so); a particle-steering
+    task runs through the worker."""
+    from sweep.worker import ServerWorker
+    from sweep.workflow import FAMILIES, Template, WorkflowError
+
+    family, workflow, node, edits_set, edits_replace, runs = FAMILY_CASES[case]
+    a = two_servers[0]
+    info = a.object_info()
+    if workflow == "noise_search_api.json":
+        workflow = tmp_path / workflow
+        workflow.write_text(json.dumps(NOISE_SEARCH_API))
+    cfg_path = tmp_path / "sweep.toml"
+    cfg_path.write_text(config_text(workflow=workflow, output=tmp_path / "out", prompts=PROMPTS[:1], budgets=(0,),
+                                    node=node, edits_set=edits_set, edits_replace=edits_replace,
+                                    second_strategy=NEWER))
+    cfg = load(cfg_path)
+    template = Template(cfg, info)
+    tasks = [t for t in all_tasks(cfg) if t.setting.strategy.kind != "random"]
+    assert {t.setting.strategy.kind for t in tasks} == {"particles", "rejection", "tree"}
+    for task in tasks:
+        if family == "advanced":
+            with pytest.raises(WorkflowError, match="no node of the first release's Advanced family"):
+                template.build(task)
+            continue
+        prompt, _ = template.build(task)
+        varied = prompt[template.options_id]
+        assert varied["class_type"] == FAMILIES[family][task.setting.strategy.kind]
+        spec = info[varied["class_type"]]["input"]
+        assert set(varied["inputs"]) <= {*spec["required"], *spec.get("optional", {})}
+        if family == "ksampler":
+            assert prompt[template.search_id]["inputs"]["search_steps"] == 0
+        if case == "options-api":
+            need = {"particles": 2, "rejection": 4, "tree": 2}[task.setting.strategy.kind]
+            assert prompt["5"]["inputs"]["count"] >= need
+    if not runs or family != "ksampler":
+        return
+    task = next(t for t in tasks if t.setting.strategy.kind == "particles")
+    prompt, outputs = template.build(task)
+    result = ServerWorker("a", url=a.url).run({"task": task.id, "prompt": prompt, "outputs": outputs,
+                                               "timeout": 300})
+    assert result["status"] == "ok", result.get("error")
+    assert result["report"]["algorithm"] == "particles"
