@@ -586,7 +586,7 @@ def plot(results: dict, out_dir: Path) -> dict:
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
     cfg = results["settings"]["cfg"]
     fig.suptitle(f"Search vs. more denoising steps on a small digits model (cfg {cfg:g}, CPU, through ComfyUI's "
-                 f"sampler); bands: 95% bootstrap intervals", fontsize=11)
+                 f"sampler); bands: 95% bootstrap intervals; dashed: real digits", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out_dir / "scaling.png", dpi=80)
     plt.close(fig)
