@@ -564,7 +564,8 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     as a tree whose edges are stochastic sampler steps. Each rollout descends from the root by
     the children's soft values (``greedy``: the best one, DTS*; otherwise sampled in proportion
     to exp(lambda v), DTS), expands the first node with fewer than ``branches`` children (the
-    root's children are the first ``branches`` initial noises), and rolls out to a clean sample, adding every state on
+    root's children are initial noises: ``branches`` of them, one more whenever the whole tree
+    is grown out, drawn from ``generator`` beyond those given), and rolls out to a clean sample, adding every state on
     the way to the tree; the rewards are backed up with the soft Bellman backup. ``wave``
     rollouts share their model calls. The winner is the best-scoring clean sample found.
 
@@ -590,7 +591,7 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
 
     def max_children(node: int) -> int:
         if node == 0:
-            return min(branches, noise.shape[0])
+            return roots
         s = tree.step[node]
         if s == steps:
             return 0
@@ -602,7 +603,7 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
 
     model_stochastic = bool(getattr(model, "stochastic", False))
     run.ledger.require(sum(step_cost), "one rollout")
-    tree, next_id = _Tree(), 0
+    tree, next_id, roots = _Tree(), 0, branches
     leaf_scores, leaf_states, leaf_nodes = None, None, []
     done, r = 0, 0
     while done < rollouts:
@@ -611,6 +612,9 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         starts = []
         for _ in range(min(wave, rollouts - done)):
             node = 0
+            if not tree.open[0]:
+                # Every branch of the tree is grown out: start another initial noise (anytime).
+                roots, tree.open[0] = roots + 1, True
             while tree.open[node] and len(tree.children[node]) + pending[node] >= max_children(node):
                 kids = [c for c in tree.children[node] if tree.open[c]]
                 if not kids:
@@ -642,7 +646,9 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         for n in starts:
             if n == 0:
                 i = len(tree.children[0])
-                current.append(tree.add(0, noise[i : i + 1], next_id))
+                fresh = noise[i : i + 1] if i < noise.shape[0] else \
+                    gaussian((1, *noise.shape[1:]), generator).to(noise.dtype)
+                current.append(tree.add(0, fresh, next_id))
                 next_id += 1
             else:
                 current.append(n)

@@ -305,10 +305,15 @@ def test_tree_search_without_any_noise_along_the_way_is_random_search_over_its_r
     """A deterministic sampler and renoise 0: every step has one possible child, so the tree is
     `branches` independent samples and the search is best-of-`branches`."""
     m = backend(steps=8)
-    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=50, branches=3, renoise=0.0)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=3, branches=3, renoise=0.0)
     plain = random_search(backend(steps=8), noise(4)[:3], m.schedule())
-    assert len(res.candidates) == 3 and res.nfe == 3 * 8  # the tree was exhausted after three rollouts
+    assert len(res.candidates) == 3 and res.nfe == 3 * 8
     assert torch.allclose(res.best, plain.best) and res.best_score == pytest.approx(plain.best_score)
+    # A grown-out tree goes on from further initial noises (drawn beyond the given ones).
+    more = tree_search(backend(steps=8), noise(4), m.schedule(), generator=gen(), rollouts=6, branches=3,
+                       renoise=0.0)
+    assert [c["branched_at"] for c in more.candidates] == [-1] * 6 and more.nfe == 6 * 8
+    assert more.best_score >= res.best_score
 
 
 def test_tree_search_children_never_exceed_branches():

@@ -90,8 +90,8 @@ def test_rows_cover_every_method_and_budget(demo_run):
     results, _, _ = demo_run
     keys = {(r["method"], r["budget"]) for r in results["rows"]}
     assert keys == expected_rows(results)
-    assert {m for m, _ in keys} == set(demo.METHODS)  # both new strategies have rows
-    for m in ("particles", "rejection"):
+    assert {m for m, _ in keys} == set(demo.METHODS)  # the three newer strategies have rows
+    for m in ("particles", "rejection", "tree"):
         assert {b for k, b in keys if k == m} == set(BUDGETS[1:]), m
     for r in results["rows"]:
         for k in (*demo.METRICS, "nfe_mean"):

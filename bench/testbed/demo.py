@@ -4,8 +4,8 @@ A small class-conditional diffusion model of sklearn's digits runs through the p
 nodes and ComfyUI's sampler (in-process, exactly as a graph runs them), in the paper's
 class-conditional setting: guidance 1.0 (no CFG; ComfyUI skips the unconditional pass). For a
 ladder of total-NFE budgets it compares adding denoising steps with random search, zero-order
-search, search over paths, particle steering (Feynman-Kac SMC) and early rejection (successive
-halving), all guided by one classifier (the verifier, loaded by the pack's
+search, search over paths, particle steering (Feynman-Kac SMC), early rejection (successive
+halving) and diffusion tree search (DTS*), all guided by one classifier (the verifier, loaded by the pack's
 ClassifierVerifierLoader node) and judged by another, trained on disjoint data (the evaluator:
 accuracy, Inception-Score-style IS, Frechet distance in its feature space against real digits
 neither it nor the denoiser saw, per-class diversity).
@@ -46,12 +46,13 @@ if str(ROOT) not in sys.path:
 
 from bench.comfy_host import load_host, pack_module, run_node  # noqa: E402
 
-METHODS = ("steps", "random", "zero_order", "paths", "particles", "rejection")
+METHODS = ("steps", "random", "zero_order", "paths", "particles", "rejection", "tree")
 SEARCHES = METHODS[1:]
 LABELS = {"steps": "more denoising steps", "random": "random search", "zero_order": "zero-order search (ZO-2)",
-          "paths": "search over paths", "particles": "particle steering (FK)", "rejection": "early rejection"}
+          "paths": "search over paths", "particles": "particle steering (FK)", "rejection": "early rejection",
+          "tree": "tree search (DTS*)"}
 NODES = {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch",
-         "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch"}
+         "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch", "tree": "DiffusionTreeSearch"}
 METRICS = ("verifier_score", "inception_score", "accuracy", "frechet_distance", "diversity")
 METRIC_NAMES = {"verifier_score": "verifier", "inception_score": "IS", "accuracy": "acc",
                 "frechet_distance": "FD", "diversity": "divers."}
@@ -77,6 +78,9 @@ PARTICLES = {"potential": "max", "lmbda": 2.0, "interval": 1, "ess_threshold": 0
 # Early rejection: the node's defaults; a budget buys as many candidates as it pays for.
 REJECTION = {"keep": 0.5, "levels": "0.7, 0.4"}
 MAX_CANDIDATES = 4096  # the nodes' limit: the budget decides how many start
+# Diffusion tree search: the node's defaults except lambda (the same logit scale as particle
+# steering's); a budget buys as many rollouts as it pays for (deeper branches cost less).
+TREE = {"branches": 2, "lmbda": 2.0, "greedy": True, "wave": 4, "renoise": 0.1}
 
 
 class Testbed:
@@ -84,7 +88,7 @@ class Testbed:
 
     def __init__(self, search_steps: int = SEARCH_STEPS, cfg: float = CFG, weights: Path = WEIGHTS,
                  zero_order: dict | None = None, paths: dict | None = None, particles: dict | None = None,
-                 rejection: dict | None = None):
+                 rejection: dict | None = None, tree: dict | None = None):
         load_host()
         import comfy.utils
         import folder_paths
@@ -104,6 +108,7 @@ class Testbed:
         self.paths = {**PATHS, **(paths or {})}
         self.particles = {**PARTICLES, **(particles or {})}
         self.rejection = {**REJECTION, **(rejection or {})}
+        self.tree = {**TREE, **(tree or {})}
 
     def conditioning(self, labels: list[int]) -> list:
         """One CONDITIONING batch: element b is the class of sample b (as stock nodes batch prompts)."""
@@ -130,7 +135,7 @@ class Testbed:
         """The smallest budget at which ``method`` searches at all (one round beyond the plain sample)."""
         s = self.search_steps
         return {"steps": s, "random": 2 * s, "zero_order": s * (1 + self.zero_order["neighbours"]),
-                "paths": self.path_cost, "particles": 2 * s, "rejection": 2 * s}[method]
+                "paths": self.path_cost, "particles": 2 * s, "rejection": 2 * s, "tree": 2 * s}[method]
 
     def search(self, method: str, budget: int, labels: list[int], seed: int) -> tuple[torch.Tensor, list[int]]:
         """Every sample of ``labels`` at ``budget`` total NFEs each, in one batched search (sample b is
@@ -150,6 +155,9 @@ class Testbed:
             # budget pays for: the node starts as many as it does (asking for the nodes' limit
             # instead costs ~20 s of noise for 4096 candidates per sample at 500 samples).
             options = {"candidates": min(MAX_CANDIDATES, budget), **self.rejection}
+        elif method == "tree":
+            # A rollout costs at least one NFE: `budget` rollouts are more than the budget pays for.
+            options = {"rollouts": budget, **self.tree}
         else:
             raise ValueError(method)
         out = run_node(NODES[method], **args, **options)
@@ -221,7 +229,7 @@ def reference_rows(bed: Testbed, reference: torch.Tensor, per_class: int, draws:
 def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "demo_output",
         search_steps: int = SEARCH_STEPS, cfg: float = CFG, methods=METHODS, zero_order: dict | None = None,
         paths: dict | None = None, particles: dict | None = None, rejection: dict | None = None,
-        weights: Path = WEIGHTS, resamples: int | None = None, log=print, progress: bool = True) -> dict:
+        tree: dict | None = None, weights: Path = WEIGHTS, resamples: int | None = None, log=print, progress: bool = True) -> dict:
     """Generate every method x budget (one batched call each), evaluate with bootstrap intervals,
     compare with no search, check the targets, and write results.json and samples.npz."""
     from bench.testbed import metrics
@@ -236,7 +244,7 @@ def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "dem
     torch.set_num_threads(1)
     log(f"[demo] loading the testbed through ComfyUI ({len(budgets)} budgets x {len(methods)} methods, "
         f"{per_class} samples per class, cfg {cfg})")
-    bed = Testbed(search_steps, cfg, weights, zero_order, paths, particles, rejection)
+    bed = Testbed(search_steps, cfg, weights, zero_order, paths, particles, rejection, tree)
     ref_x, _ = real_images("verifier_clf")
     reference = bed.features(ref_x)
     labels = torch.arange(10).repeat_interleave(per_class)
@@ -250,6 +258,7 @@ def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "dem
                 "zero_order": bed.zero_order, "paths": {**bed.paths, "paths": "budget // path_cost"},
                 "particles": {**bed.particles, "particles": "budget // search_steps"},
                 "rejection": {**bed.rejection, "candidates": "as many as the budget pays for (asked: budget)"},
+                "tree": {**bed.tree, "rollouts": "as many as the budget pays for (asked: budget)"},
                 "bootstrap": {"resamples": resamples, "seed": metrics.BOOTSTRAP_SEED,
                               "confidence": metrics.CONFIDENCE,
                               "method": "percentile; samples resampled with replacement within each class "
