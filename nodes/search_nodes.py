@@ -620,11 +620,6 @@ PATH_SEARCH_STEPS = ("Not used by path search (it searches on the full schedule:
 FULL_SCHEDULE_STEPS = "Must be 0: {name} searches on the full schedule (its trajectories are judged midway)."
 
 
-def full_schedule_only(values: dict, name: str) -> None:
-    if values["search_steps"]:
-        raise ValueError(f"search_steps must be 0 for {name}, got {values['search_steps']}")
-
-
 class PathSearch(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -649,66 +644,49 @@ class PathSearch(io.ComfyNode):
         return run_ksampler_style(cls, PATHS, values)
 
 
-class ParticleSteering(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return schema("ParticleSteering", "Particle Steering (FK)",
-                      "Feynman-Kac steering (Singhal et al. 2025): K particles sampled together with stochastic "
-                      "steps, weighted by the verifier's rewards of their x0-predictions (free: the sampler "
-                      "computes them) and resampled when the weights grow uneven; the best final particle wins.",
-                      ksampler_inputs(FULL_SCHEDULE_STEPS.format(name="particle steering")) + particle_inputs()
-                      + verifier_inputs(), ("best", "top", "scores", "best_score", "report"))
+def _full_schedule(node_id, display_name, name: str, description: str, options: Options, output_names):
+    """A KSampler-style node for a strategy that searches on the full schedule only (its
+    trajectories are judged midway): the drop-in's inputs, with search_steps held at 0."""
 
-    @classmethod
-    def validate_inputs(cls, search_steps=None):
-        return f"search_steps must be 0 for particle steering, got {search_steps}" if search_steps else True
+    class FullSchedule(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return schema(node_id, display_name, description,
+                          ksampler_inputs(FULL_SCHEDULE_STEPS.format(name=name)) + options.inputs() + verifier_inputs(),
+                          output_names)
 
-    @classmethod
-    def execute(cls, **values) -> io.NodeOutput:
-        full_schedule_only(values, "particle steering")
-        return run_ksampler_style(cls, PARTICLES, values)
+        @classmethod
+        def validate_inputs(cls, search_steps=None):
+            return f"search_steps must be 0 for {name}, got {search_steps}" if search_steps else True
 
+        @classmethod
+        def execute(cls, **values) -> io.NodeOutput:
+            if values["search_steps"]:
+                raise ValueError(f"search_steps must be 0 for {name}, got {values['search_steps']}")
+            return run_ksampler_style(cls, options, values)
 
-class EarlyRejectionSearch(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return schema("EarlyRejectionSearch", "Early Rejection Search",
-                      "Successive halving: starts N candidate noises, judges their x0-predictions (free: the "
-                      "sampler computes them) at a few noise levels, keeps the best fraction each time and "
-                      "finishes only the survivors. The winner is the stock KSampler's sample at its seed.",
-                      ksampler_inputs(FULL_SCHEDULE_STEPS.format(name="early rejection")) + rejection_inputs()
-                      + verifier_inputs(),
-                      ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report"))
-
-    @classmethod
-    def validate_inputs(cls, search_steps=None):
-        return f"search_steps must be 0 for early rejection, got {search_steps}" if search_steps else True
-
-    @classmethod
-    def execute(cls, **values) -> io.NodeOutput:
-        full_schedule_only(values, "early rejection")
-        return run_ksampler_style(cls, REJECTION, values)
+    FullSchedule.__name__ = FullSchedule.__qualname__ = node_id
+    return FullSchedule
 
 
-class DiffusionTreeSearch(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return schema("DiffusionTreeSearch", "Diffusion Tree Search",
-                      "Diffusion tree sampling / search (Jain et al. 2025): rollouts through a tree of stochastic "
-                      "sampler steps, descending by soft values backed up from the verifier's rewards of finished "
-                      "samples; later rollouts branch off deep in the tree and pay only the steps below. The best "
-                      "finished sample wins.",
-                      ksampler_inputs(FULL_SCHEDULE_STEPS.format(name="diffusion tree search")) + tree_inputs()
-                      + verifier_inputs(), ("best", "top", "scores", "best_score", "report"))
-
-    @classmethod
-    def validate_inputs(cls, search_steps=None):
-        return f"search_steps must be 0 for diffusion tree search, got {search_steps}" if search_steps else True
-
-    @classmethod
-    def execute(cls, **values) -> io.NodeOutput:
-        full_schedule_only(values, "diffusion tree search")
-        return run_ksampler_style(cls, TREE, values)
+ParticleSteering = _full_schedule(
+    "ParticleSteering", "Particle Steering (FK)", "particle steering",
+    "Feynman-Kac steering (Singhal et al. 2025): K particles sampled together with stochastic steps, weighted by "
+    "the verifier's rewards of their x0-predictions (free: the sampler computes them) and resampled when the "
+    "weights grow uneven; the best final particle wins.",
+    PARTICLES, ("best", "top", "scores", "best_score", "report"))
+EarlyRejectionSearch = _full_schedule(
+    "EarlyRejectionSearch", "Early Rejection Search", "early rejection",
+    "Successive halving: starts N candidate noises, judges their x0-predictions (free: the sampler computes them) "
+    "at a few noise levels, keeps the best fraction each time and finishes only the survivors. The winner is the "
+    "stock KSampler's sample at its seed.",
+    REJECTION, ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report"))
+DiffusionTreeSearch = _full_schedule(
+    "DiffusionTreeSearch", "Diffusion Tree Search", "diffusion tree search",
+    "Diffusion tree sampling / search (Jain et al. 2025): rollouts through a tree of stochastic sampler steps, "
+    "descending by soft values backed up from the verifier's rewards of finished samples; later rollouts branch "
+    "off deep in the tree and pay only the steps below. The best finished sample wins.",
+    TREE, ("best", "top", "scores", "best_score", "report"))
 
 
 def _advanced(node_id, display_name, options: Options, output_names, with_search_sigmas=True):

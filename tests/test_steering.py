@@ -11,21 +11,7 @@ import torch
 
 from search import BudgetError, early_rejection, particle_steering, random_search, tree_search
 from search.smc import effective_sample_size, log_potential, normalized, systematic_resample
-from tests.analytic_backend import GaussianMixtureBackend
-
-MEANS = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])
-
-
-def backend(**kw):
-    return GaussianMixtureBackend(MEANS, **kw)
-
-
-def noise(n, seed=0):
-    return torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
-
-
-def gen(seed=1):
-    return torch.Generator().manual_seed(seed)
+from tests.test_search_algorithms import MEANS, backend, gen, noise
 
 
 def in_target_mode(x: torch.Tensor) -> torch.Tensor:

@@ -38,22 +38,30 @@ def model_of(parts, flow):
     return flow_model(parts) if flow else parts["model"]
 
 
+def by_chunk(parts, node: str, **kw) -> dict:
+    """The node's outputs with one candidate per model call (1) and as many as fit (0), each with
+    the rows the model evaluated (``rows``)."""
+    runs = {}
+    for bs in (1, 0):
+        with forward_rows(parts["model"]) as counts:
+            runs[bs] = search(node, **ks_args(parts, batch_size=bs, **kw))
+        runs[bs]["rows"] = counts["rows"]
+    return runs
+
+
 # -- particle steering -------------------------------------------------------------------------
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
 def test_particle_steering_counts_exactly_and_is_chunk_invariant(parts, flow, sampler):
-    model = model_of(parts, flow)
-    runs = {}
-    for bs in (1, 0):
-        with forward_rows(parts["model"]) as counts:
-            runs[bs] = search("ParticleSteering", **ks_args(parts, model=model, steps=4, sampler_name=sampler,
-                                                            batch_size=bs, top_k=3, **FK))
-        rep = runs[bs]["report"]
+    runs = by_chunk(parts, "ParticleSteering", model=model_of(parts, flow), steps=4, sampler_name=sampler, top_k=3,
+                    **FK)
+    for run in runs.values():
+        rep = run["report"]
         # K particles x 4 steps; the x0-predictions the potentials use are the sampler's, except
         # after one-step pieces of an ancestral sampler (rounds 1 and 2: one model call each).
         expected = 3 * 4 + (3 * 2 if sampler == "euler_ancestral" else 0)
         assert rep["nfe"]["planned"] == rep["nfe"]["search_total"] == rep["nfe"]["measured"] == expected
-        assert counts["rows"] == 2 * expected == rep["nfe"]["forward_passes"]  # CFG: two rows per NFE
+        assert run["rows"] == 2 * expected == rep["nfe"]["forward_passes"]  # CFG: two rows per NFE
     one, auto = runs[1], runs[0]
     assert same_rounds(one["report"]["rounds"], auto["report"]["rounds"])
     assert torch.allclose(one["top"]["samples"], auto["top"]["samples"], atol=1e-5)
@@ -139,17 +147,14 @@ def test_noise_search_runs_the_particle_and_rejection_searches_as_their_nodes(pa
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
 def test_tree_search_counts_exactly_and_is_chunk_invariant(parts, flow, sampler):
-    model = model_of(parts, flow)
-    runs = {}
-    for bs in (1, 0):
-        with forward_rows(parts["model"]) as counts:
-            runs[bs] = search("DiffusionTreeSearch", **ks_args(parts, model=model, steps=4, sampler_name=sampler,
-                                                               batch_size=bs, top_k=2, **TREE))
-        rep = runs[bs]["report"]
+    runs = by_chunk(parts, "DiffusionTreeSearch", model=model_of(parts, flow), steps=4, sampler_name=sampler,
+                    top_k=2, **TREE)
+    for run in runs.values():
+        rep = run["report"]
         # A rollout pays the steps below where it branched off.
         spent = sum(4 - max(0, c["branched_at"]) for c in rep["candidates"])
         assert rep["nfe"]["search_total"] == rep["nfe"]["measured"] == spent <= rep["nfe"]["planned"] == 6 * 4
-        assert counts["rows"] == 2 * spent
+        assert run["rows"] == 2 * spent
     assert same_rounds(runs[1]["report"]["rounds"], runs[0]["report"]["rounds"])
     assert torch.allclose(runs[1]["top"]["samples"], runs[0]["top"]["samples"], atol=1e-5)
     rep = runs[0]["report"]
@@ -164,14 +169,11 @@ def test_tree_search_counts_exactly_and_is_chunk_invariant(parts, flow, sampler)
 @pytest.mark.parametrize("sampler,regenerated", [("euler", False), ("euler_ancestral", True), ("dpmpp_2m", True)])
 def test_early_rejection_winner_is_the_stock_sample_at_its_seed(parts, flow, sampler, regenerated):
     model = model_of(parts, flow)
-    runs = {}
-    for bs in (1, 0):
-        with forward_rows(parts["model"]) as counts:
-            runs[bs] = search("EarlyRejectionSearch", **ks_args(parts, model=model, steps=5, sampler_name=sampler,
-                                                                batch_size=bs, top_k=2, **REJECT))
-        rep = runs[bs]["report"]
+    runs = by_chunk(parts, "EarlyRejectionSearch", model=model, steps=5, sampler_name=sampler, top_k=2, **REJECT)
+    for run in runs.values():
+        rep = run["report"]
         assert rep["nfe"]["planned"] == rep["nfe"]["search_total"] == rep["nfe"]["measured"]
-        assert counts["rows"] == 2 * rep["nfe"]["measured"]
+        assert run["rows"] == 2 * rep["nfe"]["measured"]
     out = runs[0]
     assert [t["id"] for t in out["report"]["top"]] == [t["id"] for t in runs[1]["report"]["top"]]
     assert torch.allclose(out["top"]["samples"], runs[1]["top"]["samples"], atol=1e-5)

@@ -553,6 +553,19 @@ FAMILY_CASES = {  # family, workflow, node, edits, run a task (FLUX's DualCLIPLo
 }
 
 
+def family_config(tmp_path, case: str, budgets, second_strategy: str):
+    """The sweep config of one FAMILY_CASES case: one prompt, random search and ``second_strategy``."""
+    _, workflow, node, edits_set, edits_replace, _ = FAMILY_CASES[case]
+    if workflow == "noise_search_api.json":
+        workflow = tmp_path / workflow
+        workflow.write_text(json.dumps(NOISE_SEARCH_API))
+    cfg_path = tmp_path / "sweep.toml"
+    cfg_path.write_text(config_text(workflow=workflow, output=tmp_path / "out", prompts=PROMPTS[:1], budgets=budgets,
+                                    node=node, edits_set=edits_set, edits_replace=edits_replace,
+                                    second_strategy=second_strategy))
+    return load(cfg_path)
+
+
 @pytest.mark.parametrize("case", list(FAMILY_CASES))
 def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
     """Each family of search node (KSampler-style, Advanced, a SEARCH node feeding NoiseSearch)
@@ -561,17 +574,10 @@ def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
     from sweep.worker import ServerWorker
     from sweep.workflow import FAMILIES, Template
 
-    family, workflow, node, edits_set, edits_replace, runs = FAMILY_CASES[case]
+    family, _, _, _, _, runs = FAMILY_CASES[case]
     a = two_servers[0]
     info = a.object_info()
-    if workflow == "noise_search_api.json":
-        workflow = tmp_path / workflow
-        workflow.write_text(json.dumps(NOISE_SEARCH_API))
-    cfg_path = tmp_path / "sweep.toml"
-    cfg_path.write_text(config_text(workflow=workflow, output=tmp_path / "out", prompts=PROMPTS[:1], budgets=(6,),
-                                    node=node, edits_set=edits_set, edits_replace=edits_replace,
-                                    second_strategy=PATHS))
-    cfg = load(cfg_path)
+    cfg = family_config(tmp_path, case, budgets=(6,), second_strategy=PATHS)
     template = Template(cfg, info)
     tasks = all_tasks(cfg)
     assert {t.setting.strategy.kind for t in tasks} == {"random", "paths"}
@@ -611,17 +617,10 @@ def test_particle_rejection_and_tree_strategies_are_swept(two_servers, tmp_path,
     from sweep.worker import ServerWorker
     from sweep.workflow import FAMILIES, Template, WorkflowError
 
-    family, workflow, node, edits_set, edits_replace, runs = FAMILY_CASES[case]
+    family, _, _, _, _, runs = FAMILY_CASES[case]
     a = two_servers[0]
     info = a.object_info()
-    if workflow == "noise_search_api.json":
-        workflow = tmp_path / workflow
-        workflow.write_text(json.dumps(NOISE_SEARCH_API))
-    cfg_path = tmp_path / "sweep.toml"
-    cfg_path.write_text(config_text(workflow=workflow, output=tmp_path / "out", prompts=PROMPTS[:1], budgets=(0,),
-                                    node=node, edits_set=edits_set, edits_replace=edits_replace,
-                                    second_strategy=NEWER))
-    cfg = load(cfg_path)
+    cfg = family_config(tmp_path, case, budgets=(0,), second_strategy=NEWER)
     template = Template(cfg, info)
     tasks = [t for t in all_tasks(cfg) if t.setting.strategy.kind != "random"]
     assert {t.setting.strategy.kind for t in tasks} == {"particles", "rejection", "tree"}
