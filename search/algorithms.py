@@ -528,6 +528,14 @@ class _Tree:
         self.children[parent].append(len(self.step) - 1)
         return len(self.step) - 1
 
+    def path(self, node: int) -> list:
+        """The ids of the nodes from the initial noise down to ``node``."""
+        ids = []
+        while node:
+            ids.append(self.ids[node])
+            node = self.parent[node]
+        return ids[::-1]
+
 
 def _soft_values(tree: _Tree, leaf_values: torch.Tensor, lmbda: float):
     """Every node's soft value (the leaves' rewards backed up with the soft Bellman backup,
@@ -686,8 +694,9 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         new = everyone[-len(current):]
         leaf_ids = [tree.ids[c] for c in current]
         entries = run.record(leaf_ids, new, r)
-        for entry, step, parent in zip(entries, branched, parents):
+        for entry, step, parent, leaf in zip(entries, branched, parents, current):
             entry["branched_at"], entry["branched_from"] = step, parent
+            entry["path"] = tree.path(leaf)
         run.pool = _Pool(model, run.k)
         run.pool.add(leaf_scores, leaf_states, None, [tree.ids[c] for c in leaf_nodes])
         done += len(current)

@@ -323,3 +323,185 @@ def test_tree_search_with_a_rank_ensemble_ranks_every_leaf():
     values = m.compare(m.score(res.top).values)
     assert res.top_scores == pytest.approx(values.tolist())
     assert res.top_scores == sorted(res.top_scores, reverse=True)
+
+
+# -- what the reports and callbacks say (each field is read by the progress view or users) ------
+def level_of(m, sigma: float) -> float:
+    return math.sqrt(sigma / m.sigma_max)  # the GMM backend's levels: sigma = sigma_max t^2
+
+
+def test_smc_edge_cases():
+    two = torch.tensor([[1.0, 3.0], [2.0, 0.5]])
+    assert log_potential("difference", two, 1.0).tolist() == [2.0, -1.5]  # against the previous reward
+    diverged = torch.tensor([[1.0, -math.inf]])
+    assert log_potential("max", diverged, 2.0).tolist() == [-math.inf]  # a diverged particle weighs 0
+    assert log_potential("sum", diverged, 0.0).tolist() == [0.0]  # flat, not nan
+    assert normalized(torch.full((4,), -math.inf)).tolist() == [0.25] * 4
+
+
+def test_particle_pieces_are_renoised_up_only_with_a_deterministic_sampler():
+    m = backend(steps=8)
+    sigmas = m.schedule()
+    particle_steering(m, noise(3), sigmas, generator=gen(), lmbda=1.0, interval=2, renoise=0.2)
+    starts = [first for _, first, _ in m.runs]
+    ends = [float(sigmas[0])] + [last for _, _, last in m.runs[:-1]]
+    assert starts[0] == pytest.approx(float(sigmas[0]))
+    for start, end in zip(starts[1:], ends[1:]):
+        up = min(float(sigmas[0]), m.level_sigma(min(1.0, level_of(m, end) + 0.2)))
+        assert start == pytest.approx(up, rel=1e-4) and start > end
+    a = backend(steps=8, ancestral=True)
+    particle_steering(a, noise(3), sigmas, generator=gen(), lmbda=1.0, interval=2, renoise=0.2)
+    assert [first for _, first, _ in a.runs[1:]] == [last for _, _, last in a.runs[:-1]]
+
+
+def test_resampled_copies_part_ways_only_when_re_noised():
+    def finals(renoise):
+        m = backend(steps=6)
+        return particle_steering(m, noise(4), m.schedule(), generator=gen(), lmbda=50.0, ess_threshold=1.0,
+                                 renoise=renoise, top_k=4)
+
+    frozen, parted = finals(0.0), finals(0.2)
+    assert len(set(frozen.rounds[0]["ancestors"])) < 4  # lambda 50: copies were made
+    assert len({tuple(x.tolist()) for x in frozen.top}) < 4
+    assert len({tuple(x.tolist()) for x in parted.top}) == 4
+
+
+def test_rounds_report_levels_and_keep_unresampled_particles():
+    m = backend(steps=8)
+    sigmas = m.schedule()
+    res = particle_steering(m, noise(4), sigmas, generator=gen(), lmbda=0.3, interval=2, ess_threshold=0.0)
+    for r, end in zip(res.rounds[:-1], sigmas[2::2].tolist()):
+        assert m.level_sigma(r["level"]) == pytest.approx(end, rel=1e-4)
+        ids = [c["id"] for c in res.candidates if c["round"] == r["round"]]
+        assert r["ancestors"] == ids and not r["resampled"]  # not resampled: every particle goes on
+    assert res.rounds[-1]["level"] == 0.0
+    assert {c["level"] for c in res.candidates if c["round"] == 3} == {0.0}
+
+
+@pytest.mark.parametrize("name", ["particles", "rejection", "tree"])
+def test_callback_gets_every_round_with_its_candidates(name):
+    m = backend(steps=8)
+    seen = []
+    fn, kw = {"particles": (particle_steering, dict(interval=2)), "rejection": (early_rejection, {}),
+              "tree": (tree_search, dict(rollouts=5, wave=2))}[name]
+    res = fn(m, noise(6), m.schedule(), generator=gen(), callback=seen.append, **kw)
+    assert [s["round"] for s in seen] == [r["round"] for r in res.rounds] == list(range(len(res.rounds)))
+    for info in seen:
+        if name == "tree":  # a wave's new leaves, scored among every leaf so far
+            assert len(info["ids"]) == info["rollouts"] == len(info["scores"])
+            continue
+        mine = {c["id"]: c["score"] for c in res.candidates if c["round"] == info["round"]}
+        assert info["ids"] == list(mine) and info["scores"] == pytest.approx(list(mine.values()))
+        assert info["images"] is not None and len(info["images"]) == len(info["ids"])
+
+
+def test_early_rejection_snaps_levels_to_inner_steps_and_reports_them():
+    m = backend(steps=10)
+    sigmas = m.schedule()
+    res = early_rejection(m, noise(8), sigmas, generator=gen(), levels=(0.999, 0.001))
+    assert [r["step"] for r in res.rounds] == [1, 9, 10]  # never step 0 or the last one
+    for r in res.rounds[:-1]:
+        assert m.level_sigma(r["level"]) == pytest.approx(float(sigmas[r["step"]]), rel=1e-4)
+        assert {c["step"] for c in res.candidates if c["round"] == r["round"]} == {r["step"]}
+    assert res.rounds[-1]["level"] == 0.0
+
+
+def test_early_rejection_lanes_are_fresh_ids():
+    m = backend(steps=10)
+    res = early_rejection(m, noise(8), m.schedule(), generator=gen())
+    assert res.rounds[0]["lanes"] == list(range(8))
+    later = [i for r in res.rounds[1:] for i in r["lanes"]]
+    assert len(later) == len(set(later)) and min(later) >= 8
+
+
+def rejection_cost(pieces, n, keep, top_k, regen):
+    counts = [n]
+    for _ in pieces[1:]:
+        counts.append(max(min(top_k, n), math.ceil(counts[-1] * keep - 1e-9)))
+    return sum(c * p for c, p in zip(counts, pieces)) + (min(top_k, counts[-1]) * sum(pieces) if regen else 0)
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_early_rejection_budget_sweep_starts_the_most_it_pays_for(ancestral):
+    sigmas = backend(steps=10).schedule()
+    probe = early_rejection(backend(steps=10, ancestral=ancestral), noise(8), sigmas, generator=gen(), top_k=2)
+    steps = [r["step"] for r in probe.rounds]
+    pieces = [b - a for a, b in zip([0, *steps[:-1]], steps)]
+    assert probe.nfe == rejection_cost(pieces, 8, 0.5, 2, ancestral)  # two kept, regenerated if ancestral
+    for budget in range(rejection_cost(pieces, 1, 0.5, 2, ancestral), rejection_cost(pieces, 12, 0.5, 2, ancestral)):
+        m = backend(steps=10, ancestral=ancestral)
+        res = early_rejection(m, noise(12), sigmas, generator=gen(), budget=budget, top_k=2)
+        n = max(k for k in range(1, 13) if rejection_cost(pieces, k, 0.5, 2, ancestral) <= budget)
+        assert sum(c["round"] == 0 for c in res.candidates) == n, budget
+        assert res.nfe == m.rows == rejection_cost(pieces, n, 0.5, 2, ancestral) <= budget, budget
+
+
+def test_tree_waves_hold_their_rollouts():
+    m = backend(steps=6, ancestral=True)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=7, branches=2, wave=3)
+    assert [r["rollouts"] for r in res.rounds] == [2, 3, 2]  # the first wave: the root's two noises
+    assert res.rounds[0]["branched_at"] == [-1, -1]
+    for r in res.rounds:
+        mine = [c for c in res.candidates if c["round"] == r["round"]]
+        assert [c["branched_at"] for c in mine] == r["branched_at"]
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_tree_branches_only_where_a_step_adds_noise(ancestral):
+    m = backend(steps=5, ancestral=ancestral)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=30, branches=2, wave=2, greedy=False,
+                      lmbda=0.0)
+    depths = {c["branched_at"] for c in res.candidates}
+    # Without per-step noise the first step from a noise is deterministic (step 0 never
+    # branches); with it the step to sigma 0 adds none (step 4 never branches).
+    if ancestral:
+        assert 0 in depths and 4 not in depths
+    else:
+        assert 0 not in depths and 4 in depths
+    assert {1, 2, 3} <= depths
+    for c in res.candidates:
+        assert len(c["path"]) == 6 and c["path"][-1] == c["id"]
+        if c["branched_from"] is not None:
+            assert c["path"][c["branched_at"]] == c["branched_from"]
+
+
+def test_greedy_descent_follows_the_best_leaf():
+    m = backend(steps=6, ancestral=True)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=3, branches=2, wave=1, greedy=True)
+    first, second, third = res.candidates
+    best = max((first, second), key=lambda c: c["score"])
+    assert third["branched_from"] in best["path"]
+
+
+def test_soft_values_back_up_the_leaves():
+    from search.algorithms import _soft_values, _Tree
+
+    tree = _Tree()
+    a = tree.add(0, None, 10)
+    l1, l2 = tree.add(a, None, 11), tree.add(a, None, 12)
+    b = tree.add(0, None, 20)
+    l3 = tree.add(b, None, 21)
+    l4 = tree.add(b, None, 22)
+    tree.leaf_rows = {l1: 0, l2: 1, l3: 2, l4: 3}
+    leaves = torch.tensor([1.0, 3.0, 2.0, -math.inf])
+    mean, count = _soft_values(tree, leaves, 0.0)
+    assert count[0] == 4 and count[a] == 2 and count[b] == 2
+    assert mean[a] == pytest.approx(2.0) and mean[b] == pytest.approx(2.0)  # a diverged leaf is left out
+    assert mean[0] == pytest.approx(2.0)
+    soft, _ = _soft_values(tree, leaves, 1.0)
+    assert soft[a] == pytest.approx(math.log((math.e + math.e**3) / 2))
+    assert soft[b] == pytest.approx(2.0)
+    assert soft[0] == pytest.approx(math.log((2 * math.exp(soft[a]) + 2 * math.exp(2.0)) / 4))
+
+
+def test_tree_budget_sweep_never_overspends():
+    for budget in range(6, 60):
+        m = backend(steps=6)
+        res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=1000, budget=budget, wave=3)
+        assert res.nfe == m.rows <= budget, budget
+
+
+def test_tree_candidate_scores_are_their_final_ranks():
+    m = backend(steps=6, ensemble=True, ancestral=True)
+    res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=8, wave=3, top_k=8)
+    assert sorted((c["score"] for c in res.candidates), reverse=True) == pytest.approx(res.top_scores)
