@@ -484,14 +484,22 @@ def test_soft_values_back_up_the_leaves():
     l4 = tree.add(b, None, 22)
     tree.leaf_rows = {l1: 0, l2: 1, l3: 2, l4: 3}
     leaves = torch.tensor([1.0, 3.0, 2.0, -math.inf])
+    # Nodes the backup must pass over: one with no finished leaf yet, one whose only leaf diverged.
+    waiting = tree.add(0, None, 30)
+    tree.add(waiting, None, 31)
+    lost = tree.add(0, None, 40)
+    tree.leaf_rows[tree.add(lost, None, 41)] = 4
+    leaves = torch.cat([leaves, torch.tensor([-math.inf])])
     mean, count = _soft_values(tree, leaves, 0.0)
-    assert count[0] == 4 and count[a] == 2 and count[b] == 2
+    assert count[waiting] == 0 and mean[waiting] == -math.inf
+    assert count[lost] == 1 and mean[lost] == -math.inf
+    assert count[0] == 5 and count[a] == 2 and count[b] == 2
     assert mean[a] == pytest.approx(2.0) and mean[b] == pytest.approx(2.0)  # a diverged leaf is left out
     assert mean[0] == pytest.approx(2.0)
-    soft, _ = _soft_values(tree, leaves, 1.0)
-    assert soft[a] == pytest.approx(math.log((math.e + math.e**3) / 2))
+    soft, _ = _soft_values(tree, leaves, 2.0)
+    assert soft[a] == pytest.approx(math.log((math.exp(2) + math.exp(6)) / 2) / 2)
     assert soft[b] == pytest.approx(2.0)
-    assert soft[0] == pytest.approx(math.log((2 * math.exp(soft[a]) + 2 * math.exp(2.0)) / 4))
+    assert soft[0] == pytest.approx(math.log((2 * math.exp(2 * soft[a]) + 2 * math.exp(4.0)) / 4) / 2)
 
 
 def test_tree_budget_sweep_never_overspends():
@@ -505,3 +513,35 @@ def test_tree_candidate_scores_are_their_final_ranks():
     m = backend(steps=6, ensemble=True, ancestral=True)
     res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=8, wave=3, top_k=8)
     assert sorted((c["score"] for c in res.candidates), reverse=True) == pytest.approx(res.top_scores)
+
+
+def test_tree_steps_are_re_noised_and_its_root_holds_the_given_noises():
+    m = backend(steps=6)
+    sigmas = m.schedule()
+    res = tree_search(m, noise(4), sigmas, generator=gen(), rollouts=10, branches=3, wave=2, renoise=0.2)
+    for _, first, last in m.runs:
+        j = int(torch.argmin((sigmas - last).abs())) - 1  # the step this call took
+        if j == 0:
+            assert first == pytest.approx(float(sigmas[0]))
+        else:
+            up = min(float(sigmas[0]), m.level_sigma(min(1.0, level_of(m, float(sigmas[j])) + 0.2)))
+            assert first == pytest.approx(up, rel=1e-4)
+    # The root's children are the given noises (three of the four), and re-noised siblings part.
+    assert {tuple(v.tolist()) for v in m.noise_of.values()} == {tuple(v.tolist()) for v in noise(4)[:3]}
+    assert len({tuple(x.tolist()) for x in res.top}) == len(res.top)
+    finals = tree_search(backend(steps=6), noise(4), sigmas, generator=gen(), rollouts=10, branches=3, wave=2,
+                         renoise=0.2, top_k=10).top
+    assert len({tuple(x.tolist()) for x in finals}) == 10
+
+
+def test_particle_budget_of_exactly_k_particles_is_not_a_stop():
+    m = backend(steps=10)
+    res = particle_steering(m, noise(4), m.schedule(), generator=gen(), budget=40)
+    assert res.nfe == 40 and not res.stopped_by_budget
+
+
+def test_early_rejection_finished_candidates_are_at_level_zero():
+    m = backend(steps=10)
+    res = early_rejection(m, noise(8), m.schedule(), generator=gen())
+    last = res.rounds[-1]["round"]
+    assert {c["level"] for c in res.candidates if c["round"] == last} == {0.0}
