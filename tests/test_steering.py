@@ -545,3 +545,14 @@ def test_early_rejection_finished_candidates_are_at_level_zero():
     res = early_rejection(m, noise(8), m.schedule(), generator=gen())
     last = res.rounds[-1]["round"]
     assert {c["level"] for c in res.candidates if c["round"] == last} == {0.0}
+
+
+def test_boltzmann_descent_with_a_large_lambda_follows_the_best_leaf():
+    """DTS's descent samples children in proportion to exp(lambda v): a large lambda makes it
+    greedy (the third rollout branches off the better of the first two, for every seed)."""
+    for seed in range(10):
+        m = backend(steps=6, ancestral=True)
+        res = tree_search(m, noise(4, seed=seed), m.schedule(), generator=gen(seed), rollouts=3, branches=2, wave=1,
+                          greedy=False, lmbda=1e4)
+        first, second, third = res.candidates
+        assert third["branched_from"] in max((first, second), key=lambda c: c["score"])["path"], seed
