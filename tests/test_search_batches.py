@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from tests.harness.host import node_class, pack_module, run_node
-from tests.test_search_nodes import forward_rows, ks_args, outputs, search, stock_ksampler
+from tests.test_search_nodes import (
+    forward_rows,
+    ks_args,
+    out_of_memory_above,
+    outputs,
+    search,
+    stock_ksampler,
+)
 from tests.toy_verifier import InterruptingVerifier, ProbeVerifier
 
 B = 3
@@ -197,14 +204,7 @@ def test_interrupt_in_a_batch_propagates_and_leaves_no_thread(parts):
 
 
 def test_out_of_memory_halving_in_a_batch_keeps_results(parts):
-    model = parts["model"].clone()
-
-    def small_batches_only(apply_model, args):
-        if args["input"].shape[0] > 4:  # CFG: two rows per candidate
-            raise torch.OutOfMemoryError("out of memory (test)")
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    model.set_model_unet_function_wrapper(small_batches_only)
+    model = out_of_memory_above(parts["model"], 4)  # CFG: two rows per candidate
     out = search("RandomSearch", **ks_args(parts, model=model, latent_image=BATCH, candidates=3, top_k=3,
                                            batch_size=9))
     ref = search("RandomSearch", **ks_args(parts, latent_image=BATCH, candidates=3, top_k=3, batch_size=2))

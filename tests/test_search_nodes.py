@@ -357,15 +357,21 @@ def test_early_x0_is_captured_at_exactly_the_level(parts):
 
 
 # -- chunking and budgets --------------------------------------------------------------------
-def test_out_of_memory_halving_sticks(parts):
-    model = parts["model"].clone()
+def out_of_memory_above(model, rows: int):
+    """A clone of ``model`` that runs out of memory on calls of more than ``rows`` rows."""
+    model = model.clone()
 
     def small_batches_only(apply_model, args):
-        if args["input"].shape[0] > 4:  # CFG: two rows per candidate
+        if args["input"].shape[0] > rows:
             raise torch.OutOfMemoryError("out of memory (test)")
         return apply_model(args["input"], args["timestep"], **args["c"])
 
     model.set_model_unet_function_wrapper(small_batches_only)
+    return model
+
+
+def test_out_of_memory_halving_sticks(parts):
+    model = out_of_memory_above(parts["model"], 4)  # CFG: two rows per candidate
     out = search("RandomSearch", **ks_args(parts, model=model, candidates=8, top_k=8, batch_size=8))
     ref = search("RandomSearch", **ks_args(parts, candidates=8, top_k=8, batch_size=2))
     assert out["report"]["settings"]["batch_size"] == 2
