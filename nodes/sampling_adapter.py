@@ -508,6 +508,14 @@ class ComfyBackend:
             lo, hi = (mid, hi) if s / a < target else (lo, mid)
         return min(max(0.5 * (lo + hi), self.sigma_min), top)
 
+    def sigma_level(self, sigma: float) -> float:
+        """The noise level of ``sigma`` (the inverse of level_sigma): its noise-to-signal ratio
+        s / a is t / (1 - t), so t = s / (a + s)."""
+        if sigma <= 0:
+            return 0.0
+        alpha, scale = self._alpha_scale(sigma)
+        return scale / (alpha + scale)
+
     def early_sigma(self, sigmas: torch.Tensor) -> float | None:
         """Where the verifier's early x0 is captured on a run along ``sigmas``, if anywhere."""
         level = self.scorer.early_level
@@ -565,9 +573,8 @@ class ComfyBackend:
         part ways (measured on a stub denoiser; a sampler that takes a noise sampler but is set
         to eta 0 is deterministic)."""
         if self._stochastic is None:
-            sigmas = self.sigmas
             start, noise = self._probe_inputs()
-            runs = [self._stub_run(sigmas, self._probe_stub, start, noise, c) for c in (0, 1)]
+            runs = [self._stub_run(self.sigmas, self._probe_stub, start, noise, c) for c in (0, 1)]
             self._stochastic = not torch.equal(runs[0], runs[1])
         return self._stochastic
 

@@ -1,4 +1,4 @@
-"""The paper's three search algorithms, and two that came after it, as short, pure tensor functions.
+"""The paper's three search algorithms, and three that came after it, as short, pure tensor functions.
 
 Shared signature (like k-diffusion's samplers)::
 
@@ -330,27 +330,24 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     return run.finish()
 
 
-def _level_of(model: SearchBackend, sigma: float) -> float:
-    """The noise level t whose sigma is ``sigma`` (level_sigma grows with t: bisection)."""
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if model.level_sigma(mid) < sigma else (lo, mid)
-    return 0.5 * (lo + hi)
+def _renoised_from(model: SearchBackend, sigmas: torch.Tensor, sigma: float, renoise: float) -> float:
+    """Where the pack's stochastic step re-noises a state at ``sigma`` to: ``renoise`` levels
+    up, never above where the run starts."""
+    up = model.level_sigma(min(1.0, model.sigma_level(sigma) + renoise))
+    return min(max(up, sigma), float(sigmas[0]))
 
 
 def _steering_segments(model: SearchBackend, sigmas: torch.Tensor, interval: int, renoise: float):
     """The schedule pieces particle steering advances along, resampling between them: every
     ``interval`` steps. Where the pack supplies the stochastic step (``renoise`` > 0 on a
-    deterministic sampler), every piece after the first starts ``renoise`` levels higher than
-    where the last one ended; the particle is re-noised up to there first."""
+    deterministic sampler), every piece after the first starts re-noised up from where the
+    last one ended."""
     ends = list(range(0, len(sigmas) - 1, interval)) + [len(sigmas) - 1]
     pieces = []
     for r, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
         piece = sigmas[a : b + 1].clone()
         if r > 0 and renoise > 0:
-            up = model.level_sigma(min(1.0, _level_of(model, float(piece[0])) + renoise))
-            piece[0] = min(max(up, float(piece[0])), float(sigmas[0]))
+            piece[0] = _renoised_from(model, sigmas, float(piece[0]), renoise)
         pieces.append(piece)
     return pieces
 
@@ -374,7 +371,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     k = noise.shape[0]
     run = _Run(model, sigmas, budget, min(top_k, k), callback)
     run.regenerate, run.reserve = False, 0  # noise enters along the way: nothing to regenerate
-    own_steps = renoise > 0 and not getattr(model, "stochastic", False)
+    own_steps = renoise > 0 and not model.stochastic
     pieces = _steering_segments(model, sigmas, max(1, interval), renoise if own_steps else 0.0)
     # The sampler's last x0-prediction of a piece is made at the start of its last step. In a
     # one-step piece that starts where resampling left the particles (no re-noising), copies of
@@ -402,7 +399,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         run.ledger.pay(k * (model.nfe(piece) + asks[r]))
         scored = model.score(state if last else x0)
         values = compare(model, scored.values)
-        level = 0.0 if last else _level_of(model, ended)
+        level = 0.0 if last else model.sigma_level(ended)
         entries = run.record(ids, values, r, level=level)
         for entry, parent in zip(entries, parents):
             if parent is not None:
@@ -490,7 +487,7 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
         run.ledger.pay(len(ids) * costs[r])
         scored = model.score(state if last else x0)
         values = compare(model, scored.values)
-        level = 0.0 if last else _level_of(model, float(piece[-1]))
+        level = 0.0 if last else model.sigma_level(float(piece[-1]))
         run.record(ids, values, r, level=level, step=bounds[r + 1])
         run.pool = _Pool(model, run.k)
         if last:
@@ -584,13 +581,13 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     steps = len(sigmas) - 1
     run = _Run(model, sigmas, budget, top_k, callback)
     run.regenerate, run.reserve = False, 0
-    own_steps = renoise > 0 and not getattr(model, "stochastic", False)
+    model_stochastic = bool(model.stochastic)
+    own_steps = renoise > 0 and not model_stochastic
 
     def piece(j: int) -> torch.Tensor:
         p = sigmas[j : j + 2].clone()
         if own_steps and j > 0:
-            up = model.level_sigma(min(1.0, _level_of(model, float(p[0])) + renoise))
-            p[0] = min(max(up, float(p[0])), float(sigmas[0]))
+            p[0] = _renoised_from(model, sigmas, float(p[0]), renoise)
         return p
 
     pieces = [piece(j) for j in range(steps)]
@@ -609,10 +606,9 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         noisy = (own_steps and s > 0) or (model_stochastic and float(sigmas[s + 1]) > 0)
         return branches if noisy else 1
 
-    model_stochastic = bool(getattr(model, "stochastic", False))
     run.ledger.require(sum(step_cost), "one rollout")
     tree, next_id, roots = _Tree(), 0, branches
-    leaf_scores, leaf_states, leaf_nodes = None, None, []
+    leaf_scores = None
     done, r = 0, 0
     while done < rollouts:
         values, _ = _soft_values(tree, compare(model, leaf_scores) if leaf_scores is not None else None, lmbda)
@@ -677,28 +673,24 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
             run.ledger.pay(len(rows) * step_cost[j])
             for k, state, node_id in zip(rows, out, ids):
                 current[k] = tree.add(current[k], state[None], node_id)
-        scored = model.score(torch.cat([tree.states[c] for c in current]))
-        for c in current:
-            tree.leaf_rows[c] = len(leaf_nodes)
-            leaf_nodes.append(c)
+        finished = torch.cat([tree.states[c] for c in current])
+        scored = model.score(finished)
+        leaf_ids = [tree.ids[c] for c in current]
+        # The pool keeps the finished samples (the best k; every one for a rank ensemble).
+        run.pool.add(scored.values, finished, None, leaf_ids)
         leaf_scores = _cat(leaf_scores, scored.values)
-        leaf_states = _cat(leaf_states, torch.cat([tree.states[c] for c in current]))
         for c in current:
-            tree.states[c] = None  # a leaf's latent lives in the leaf table
+            tree.leaf_rows[c], tree.states[c] = len(tree.leaf_rows), None
             node = c
             while node is not None:
                 tree.open[node] = len(tree.children[node]) < max_children(node) or \
                     any(tree.open[k] for k in tree.children[node])
                 node = tree.parent[node]
-        everyone = compare(model, leaf_scores)
-        new = everyone[-len(current):]
-        leaf_ids = [tree.ids[c] for c in current]
+        new = compare(model, leaf_scores)[-len(current):]
         entries = run.record(leaf_ids, new, r)
         for entry, step, parent, leaf in zip(entries, branched, parents, current):
             entry["branched_at"], entry["branched_from"] = step, parent
             entry["path"] = tree.path(leaf)
-        run.pool = _Pool(model, run.k)
-        run.pool.add(leaf_scores, leaf_states, None, [tree.ids[c] for c in leaf_nodes])
         done += len(current)
         run.round_done(r, leaf_ids, new, scored, rollouts=len(current), nodes=len(tree.step) - 1,
                        branched_at=branched)

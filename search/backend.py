@@ -42,6 +42,9 @@ class SearchBackend(Protocol):
     def level_sigma(self, t: float) -> float:
         """Sigma at noise level ``t`` in [0, 1] (see the module docstring)."""
 
+    def sigma_level(self, sigma: float) -> float:
+        """The inverse of ``level_sigma``: the noise level of ``sigma``."""
+
     def nfe(self, sigmas: torch.Tensor) -> int:
         """Denoiser evaluations one candidate costs in ``solve`` along ``sigmas``."""
 

@@ -91,12 +91,15 @@ class ProblemView:
     def level_sigma(self, t: float) -> float:
         return self.backend.level_sigma(t)
 
+    def sigma_level(self, sigma: float) -> float:
+        return self.backend.sigma_level(sigma)
+
     def nfe(self, sigmas: torch.Tensor) -> int:
         return self.backend.nfe(sigmas)
 
     @property
     def stochastic(self) -> bool:
-        return bool(getattr(self.backend, "stochastic", False))
+        return bool(self.backend.stochastic)
 
     def resumable(self, sigmas: torch.Tensor, at: list[int]) -> bool:
         return self.backend.resumable(sigmas, at)

@@ -50,6 +50,9 @@ class GaussianMixtureBackend:
         # Quadratic in t: more resolution at low noise, like practical schedules.
         return self.sigma_max * t * t
 
+    def sigma_level(self, sigma: float) -> float:
+        return (sigma / self.sigma_max) ** 0.5
+
     def nfe(self, sigmas: torch.Tensor) -> int:
         return len(sigmas) - 1
 

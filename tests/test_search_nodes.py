@@ -322,7 +322,9 @@ def test_noise_levels_mean_the_same_signal_to_noise_ratio(parts, flow):
         alpha = float(ms.noise_scaling(torch.tensor([sigma]), torch.zeros(1), torch.ones(1)))
         scale = float(ms.noise_scaling(torch.tensor([sigma]), torch.ones(1), torch.zeros(1)))
         assert scale / alpha == pytest.approx(t / (1 - t), rel=1e-4)
+        assert backend.sigma_level(sigma) == pytest.approx(t, rel=1e-4)  # and back
     assert backend.level_sigma(0.4) == pytest.approx(0.4 if flow else 0.4 / 0.6, rel=1e-4)
+    assert backend.sigma_level(0.0) == 0.0
 
 
 def make_backend(adapter, model, parts, verifier=None, steps=3):

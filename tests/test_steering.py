@@ -556,3 +556,14 @@ def test_boltzmann_descent_with_a_large_lambda_follows_the_best_leaf():
                           greedy=False, lmbda=1e4)
         first, second, third = res.candidates
         assert third["branched_from"] in max((first, second), key=lambda c: c["score"])["path"], seed
+
+
+def test_a_wave_of_rollouts_shares_its_model_calls():
+    """`wave` rollouts are one batch: a first wave of three new noises costs one denoiser call per
+    step, not three."""
+    m = backend(steps=6, ancestral=True)
+    tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=3, branches=3, wave=3)
+    assert m.calls == 6 and m.rows == 3 * 6
+    one_by_one = backend(steps=6, ancestral=True)
+    tree_search(one_by_one, noise(4), one_by_one.schedule(), generator=gen(), rollouts=3, branches=3, wave=1)
+    assert one_by_one.calls == 3 * 6

@@ -566,12 +566,23 @@ def family_config(tmp_path, case: str, budgets, second_strategy: str):
     return load(cfg_path)
 
 
+def run_one(server, template, tasks, kind: str) -> dict:
+    """The first task of strategy ``kind`` through the worker (no Ray); asserts it ran."""
+    from sweep.worker import ServerWorker
+
+    task = next(t for t in tasks if t.setting.strategy.kind == kind)
+    prompt, outputs = template.build(task)
+    result = ServerWorker("a", url=server.url).run({"task": task.id, "prompt": prompt, "outputs": outputs,
+                                                    "timeout": 300})
+    assert result["status"] == "ok", result.get("error")
+    return result
+
+
 @pytest.mark.parametrize("case", list(FAMILY_CASES))
 def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
     """Each family of search node (KSampler-style, Advanced, a SEARCH node feeding NoiseSearch)
     is varied over random and path search; where the server has the models, a path-search task
     runs through the worker (no Ray): a class swap the server accepts, results that parse."""
-    from sweep.worker import ServerWorker
     from sweep.workflow import FAMILIES, Template
 
     family, _, _, _, _, runs = FAMILY_CASES[case]
@@ -596,11 +607,7 @@ def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
             assert prompt["5"]["inputs"]["count"] == {"random": 64, "paths": 2}[task.setting.strategy.kind]
     if not runs:
         return
-    task = next(t for t in tasks if t.setting.strategy.kind == "paths")
-    prompt, outputs = template.build(task)
-    result = ServerWorker("a", url=a.url).run({"task": task.id, "prompt": prompt, "outputs": outputs,
-                                               "timeout": 300})
-    assert result["status"] == "ok", result.get("error")
+    result = run_one(a, template, tasks, "paths")
     assert result["report"]["algorithm"] == "paths" and set(result["eval"]) == {"bright", "clipscore"}
     assert Image.open(io.BytesIO(result["png"])).size == (32, 32)
 
@@ -614,7 +621,6 @@ def test_particle_rejection_and_tree_strategies_are_swept(two_servers, tmp_path,
     """The three newer strategies vary a KSampler-style node and a SEARCH node feeding
     NoiseSearch (an Advanced node has no such version: the sweep says so); a particle-steering
     task runs through the worker."""
-    from sweep.worker import ServerWorker
     from sweep.workflow import FAMILIES, Template, WorkflowError
 
     family, _, _, _, _, runs = FAMILY_CASES[case]
@@ -641,9 +647,4 @@ def test_particle_rejection_and_tree_strategies_are_swept(two_servers, tmp_path,
             assert prompt["5"]["inputs"]["count"] >= need
     if not runs or family != "ksampler":
         return
-    task = next(t for t in tasks if t.setting.strategy.kind == "particles")
-    prompt, outputs = template.build(task)
-    result = ServerWorker("a", url=a.url).run({"task": task.id, "prompt": prompt, "outputs": outputs,
-                                               "timeout": 300})
-    assert result["status"] == "ok", result.get("error")
-    assert result["report"]["algorithm"] == "particles"
+    assert run_one(a, template, tasks, "particles")["report"]["algorithm"] == "particles"
