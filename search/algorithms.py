@@ -631,12 +631,12 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
                 else:
                     p = torch.softmax(lmbda * v, 0) if lmbda else torch.full_like(v, 1 / len(kids))
                     node = kids[int(torch.multinomial(p, 1, generator=generator))]
-            if node is None or not tree.open[node]:
-                break
+            if node is None:
+                break  # the rest of the tree is taken by this wave's other rollouts
             pending[node] += 1
             starts.append(node)
-        if not starts:
-            break  # every node of the tree is fully expanded
+        # (the first rollout of a wave always finds a node: an open tree has one to expand, and
+        # a grown-out tree gets another initial noise)
         cost = [sum(step_cost[max(0, tree.step[n]) :]) for n in starts]
         while starts and not run.ledger.affords(sum(cost)):
             starts.pop(), cost.pop()
@@ -657,9 +657,8 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
             else:
                 current.append(n)
         for j in range(min(tree.step[c] for c in current), steps):
+            # The rollout that starts highest takes every step: no step is without rows.
             rows = [k for k, c in enumerate(current) if tree.step[c] == j]
-            if not rows:
-                continue
             ids = list(range(next_id, next_id + len(rows)))
             next_id += len(rows)
             states = torch.cat([tree.states[current[k]] for k in rows])

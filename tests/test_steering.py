@@ -567,3 +567,26 @@ def test_a_wave_of_rollouts_shares_its_model_calls():
     one_by_one = backend(steps=6, ancestral=True)
     tree_search(one_by_one, noise(4), one_by_one.schedule(), generator=gen(), rollouts=3, branches=3, wave=1)
     assert one_by_one.calls == 3 * 6
+
+
+def test_greedy_descent_leaves_a_diverged_branch_alone():
+    """A clean sample that diverged (a non-finite score) never draws later rollouts to its branch."""
+    from search.backend import Scores
+
+    class Diverging(type(backend())):
+        def score(self, latents, early=None):
+            scored = super().score(latents, early)
+            bad = latents[:, 0] < 0  # samples on the left half "diverge"
+            return Scores(torch.where(bad[:, None], torch.full_like(scored.values, -math.inf), scored.values),
+                          scored.images)
+
+    cases = 0
+    for seed in range(20):
+        m = Diverging(MEANS, steps=6, ancestral=True)
+        res = tree_search(m, noise(4, seed=seed), m.schedule(), generator=gen(seed), rollouts=3, branches=2, wave=1)
+        first, second, third = res.candidates
+        if math.isinf(first["score"]) != math.isinf(second["score"]):
+            cases += 1
+            finite = first if math.isfinite(first["score"]) else second
+            assert third["branched_from"] in finite["path"], seed
+    assert cases >= 3
