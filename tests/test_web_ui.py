@@ -17,7 +17,8 @@ panel stays empty: test_newest_frontend_needs_the_jobs_api keeps the evidence), 
 outputs come back when the user returns to the workflow's tab (the frontend restores the tab's
 outputs through the same hook).
 
-Screenshots: test_artifacts/ui_<frontend>_<canvas>.png, ui_<frontend>_subgraph.png.
+Screenshots: test_artifacts/ui_<frontend>_<canvas>.png, ui_<frontend>_subgraph.png; the run on the
+pinned frontend with the classic canvas also rewrites docs/images/live_search.png (the README's).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test_artifacts"
+README_PICTURE = REPO / "docs" / "images" / "live_search.png"  # committed; the README shows it
 CANDIDATES, ROUND_SIZE = 6, 2
 SCORE = re.compile(r"^-?\d+\.\d+$")
 REGISTRY_LOOKUP = re.compile(r"^(Connecting to|Fetch API cannot load) '?https://api\.comfy\.org/.*Content Security Policy")
@@ -438,6 +440,8 @@ def test_live_search_view(browser, backend, info, frontend, nodes2):
         check_final_view(view, state)
         check_layout(editor.show_node(node))
         screenshot(editor, f"ui_{frontend}_{'nodes2' if nodes2 else 'classic'}.png")
+        if (frontend, nodes2) == ("pinned", False):  # the README's picture: the host's own frontend
+            editor.page.screenshot(path=str(README_PICTURE))
 
         saved = editor.page.evaluate("() => app.graph.serialize()")
 
