@@ -3,7 +3,8 @@ sweep/README.md and docs/ (and in every other tracked markdown file) names a fil
 the repository that git does not ignore, and every #anchor, in the same page or in another
 markdown file, names a heading there under GitHub's slug rules (lowercase, spaces to '-',
 punctuation other than '-' and '_' dropped, repeats numbered -1, -2, ...). The README stays
-short enough to read in five minutes: at most 200 lines.
+short enough to read in five minutes: at most 200 lines. And every test file a document names
+as a statement's guard exists.
 
 Links inside code (fenced blocks, `code spans`) and HTML comments are not links. External
 links (http:, https:, mailto:) are not fetched.
@@ -172,6 +173,18 @@ def test_the_required_documents_exist():
 def test_every_relative_link_and_anchor_resolves(md):
     problems = broken_links(md)
     assert not problems, "\n".join(problems)
+
+
+TEST_FILE = re.compile(r"`(tests/[\w/.-]+\.py)(?:::\w+)?`")
+
+
+@pytest.mark.parametrize("md", markdown_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_test_file_a_document_names_exists(md):
+    """The docs say which tests guard a statement (`tests/test_x.py`): a renamed or removed test
+    file must be renamed there too, or the statement has lost its guard."""
+    text = md.read_text(encoding="utf-8")
+    named = {m.group(1) for line in prose_lines(text) for m in TEST_FILE.finditer(line)}
+    assert sorted(n for n in named if not (REPO / n).is_file()) == []
 
 
 def test_readme_is_at_most_200_lines():
