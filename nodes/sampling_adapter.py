@@ -16,10 +16,12 @@ candidates are chunked, and a winner replays with a stock sampler on a batch of 
 
 Latent batches: a latent batch of B is B independent problems (search/lockstep.py batches
 their calls). Row-wise calls take ``problems``, the problem of every row. Problem b's
-candidate ``id`` is element b of what the stock KSampler makes of the whole batch at seed
-``S + id``: initial noise ``prepare_noise(batch, S + id, batch_index)[b]``, per-step noise
-element b of the batch-B draw at that seed; its conditioning, noise mask and verifier
-condition are the batch's element b (tiled as the stock samplers tile shorter batches).
+candidate ``id`` is what that latent gives searched alone (``LatentFromBatch(b)``), i.e. the
+stock KSampler's sample of ``LatentFromBatch(b)`` at seed ``S + id``: initial noise
+``prepare_noise(batch, S + id, batch_index)[b]`` (element b of the batch's noise, as the stock
+samplers select it), per-step noise the batch-of-one draw at that seed; its conditioning, noise
+mask and verifier condition are the batch's element b (tiled as the stock samplers tile
+shorter batches). So a problem's result never depends on B, for every sampler.
 """
 
 from __future__ import annotations
@@ -234,14 +236,11 @@ def adaptive(fn) -> bool:
     return False
 
 
-def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
-                       elements: list[int] | None = None, batch: int = 1):
-    """Per-step noise whose row j is element ``elements[j]`` of what the stock sampler draws for
-    seed ``seeds[j]`` on a latent batch of ``batch`` (by default element 0 of a batch of one).
-    Each distinct seed draws the whole batch once per step, as the stock sampler does."""
-    elements = list(elements) if elements is not None else [0] * len(seeds)
+def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]):
+    """Per-step noise whose row j is what the stock sampler draws for seed ``seeds[j]`` on a batch
+    of one. Each distinct seed draws once per step, as the stock sampler does."""
     distinct = list(dict.fromkeys(seeds))
-    like = x[:1].expand(batch, *x.shape[1:])  # shape, dtype and device of the stock sampler's batch
+    like = x[:1]  # shape, dtype and device of the stock sampler's batch of one
     if kind[0] == "brownian":
         sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
         trees = {s: k_sampling.BrownianTreeNoiseSampler(like, sigma_min, sigma_max, seed=s, cpu=kind[1])
@@ -249,14 +248,14 @@ def rows_noise_sampler(kind: tuple[str, bool], x: torch.Tensor, sigmas: torch.Te
 
         def draw(sigma, sigma_next):
             full = {s: tree(sigma, sigma_next) for s, tree in trees.items()}
-            return torch.stack([full[s][e] for s, e in zip(seeds, elements)])
+            return torch.cat([full[s] for s in seeds])
         return draw
     gens = {s: torch.Generator(device=x.device).manual_seed(s) for s in distinct}
 
     def draw(sigma, sigma_next):
         full = {s: torch.randn(like.shape, dtype=x.dtype, layout=x.layout, device=x.device, generator=g)
                 for s, g in gens.items()}
-        return torch.stack([full[s][e] for s, e in zip(seeds, elements)])
+        return torch.cat([full[s] for s in seeds])
     return draw
 
 
@@ -556,7 +555,7 @@ class ComfyBackend:
         try:
             first = torch.zeros(1, dtype=torch.long)
             with self._rows(first):
-                out = self._guider(first).sample(noise, start, self._sampler([candidate], first), sigmas,
+                out = self._guider(first).sample(noise, start, self._sampler([candidate]), sigmas,
                                                  denoise_mask=self._mask(first), disable_pbar=True, seed=self.seed)
         finally:
             self.counter.stub = None
@@ -634,17 +633,17 @@ class ComfyBackend:
         flat = mask.reshape(-1, 1, *mask.shape[-2:])
         return flat[problems % flat.shape[0]] if flat.shape[0] > 1 else mask
 
-    def _sampler(self, ids, problems: torch.Tensor):
-        """The sampler with each row's per-step noise drawn from its candidate's own seed: row j
-        is element problems[j] of the stock sampler's draw for the whole latent batch."""
+    def _sampler(self, ids):
+        """The sampler with each row's per-step noise drawn from its candidate's own seed, as the
+        stock sampler draws it for a batch of one (whatever problem of a batch the row is of:
+        a problem gets what its latent gets searched alone)."""
         fn = getattr(self.sampler, "sampler_function", None)
         if self.noise_kind is None:
             return self.sampler
         seeds, kind = [step_seed(self.seed, i) for i in ids], self.noise_kind
-        elements, batch = problems.tolist(), self.problems
 
         def sampler_function(model, x, sigmas, *args, **kwargs):
-            kwargs["noise_sampler"] = rows_noise_sampler(kind, x, sigmas, seeds, elements, batch)
+            kwargs["noise_sampler"] = rows_noise_sampler(kind, x, sigmas, seeds)
             return fn(model, x, sigmas, *args, **kwargs)
 
         rows = copy.copy(self.sampler)
@@ -670,19 +669,11 @@ class ComfyBackend:
             start = self.latent[problems]
         noise = noise if noise is not None else torch.zeros_like(start)
         ids = torch.tensor(ids, dtype=torch.long)
-        # Rows of one candidate id share its per-step noise draws: chunk them together.
-        order = None
-        if self.noise_kind is not None and self.problems > 1:
-            order = torch.argsort(ids * self.problems + problems, stable=True)
-            start, noise, ids, problems = start[order], noise[order], ids[order], problems[order]
         t0 = time.perf_counter()
         out, extra = map_chunked(lambda s, n, i, p: self._solve_chunk(s, n, sigmas, i.tolist(), p, capture),
                                  [start, noise.to(start.dtype), ids, problems], self.chunk,
                                  on_shrink=self.keep_chunk)
         self.timings["denoise"] += time.perf_counter() - t0
-        if order is not None:
-            back = torch.argsort(order)
-            out, extra = out[back], (extra[back] if extra is not None else None)
         return out, extra
 
     def _solve_chunk(self, start, noise, sigmas, ids, problems, capture):
@@ -697,7 +688,7 @@ class ComfyBackend:
                 at.update(step=step, x0=x0, x=x)
 
         with self._rows(problems):
-            out = self._guider(problems).sample(noise, start, self._sampler(ids, problems), sigmas,
+            out = self._guider(problems).sample(noise, start, self._sampler(ids), sigmas,
                                                 denoise_mask=self._mask(problems), callback=callback,
                                                 disable_pbar=True, seed=self.seed)
         out = out.to(comfy.model_management.intermediate_device()).float()
@@ -736,6 +727,12 @@ class ComfyBackend:
 
         return map_chunked(one_step, [state, torch.zeros_like(state), self._problems(problems, state.shape[0])],
                            self.chunk, on_shrink=self.keep_chunk)[0]
+
+    def initial_noise(self, ids, problem: int = 0) -> torch.Tensor:
+        """The stock KSampler's initial noise at seed + id for problem ``problem`` (element
+        ``problem`` of the batch's noise, as NoiseCandidates gives a search its first ones)."""
+        return torch.stack([comfy.sample.prepare_noise(self.latent, step_seed(self.seed, i), self.batch_index)[problem]
+                            for i in ids]).float()
 
     def renoise(self, state, sigma_from, sigma_to, generator):
         a_j, s_j = self._alpha_scale(sigma_from)

@@ -10,7 +10,6 @@ score, compare); nothing here imports ComfyUI. See search/algorithms.py; a
 """
 
 from .algorithms import (
-    SEARCHES,
     compare,
     early_rejection,
     particle_steering,
@@ -25,6 +24,6 @@ from .noise import sphere_neighbours
 from .strategy import Strategy
 
 __all__ = [
-    "SEARCHES", "BudgetError", "Scores", "SearchBackend", "SearchResult", "Strategy", "compare",
+    "BudgetError", "Scores", "SearchBackend", "SearchResult", "Strategy", "compare",
     "early_rejection", "map_chunked", "particle_steering", "path_search", "random_search", "sphere_neighbours", "tree_search", "zero_order_search",
 ]

@@ -13,19 +13,25 @@ Shared signature (like k-diffusion's samplers)::
   started; ``callback(info)`` is called after every scored round with the round's ids,
   values, images and the plan.
 
-Each returns a :class:`search.backend.SearchResult` built once, at the end, from its pool of
-scored candidates: the reported winner is always the returned latent.
+Every initial noise beyond the ``noise`` given is ``model.initial_noise([i])``: the stock noise
+of candidate i, so a sample that is a plain chain from an initial noise replays with stock
+nodes at seed + i. What a search will spend is decided up front (a ``_Plan``); each returns a
+:class:`search.backend.SearchResult` built once, at the end, from its pool of scored
+candidates: the reported winner is always the returned latent, and the winner and ranking
+never depend on ``top_k`` (a regenerating search ranks what it searched, or regenerates every
+finalist and ranks their final samples).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from .backend import Ledger, SearchBackend, SearchResult
-from .noise import gaussian, sphere_neighbours
+from .noise import sphere_neighbours
 from .smc import effective_sample_size, log_potential, normalized, systematic_resample
 
 Callback = Callable[[dict], None] | None
@@ -55,7 +61,7 @@ class _Pool:
 
     def __init__(self, model: SearchBackend, k: int):
         self.model, self.k = model, k
-        self.prune = not getattr(model, "relative", False)
+        self.prune = not model.relative
         self.values = self.latents = self.noises = None
         self.ids: list[int] = []
 
@@ -95,96 +101,143 @@ def _judged(model: SearchBackend, latents: torch.Tensor, sigmas: torch.Tensor) -
     return latents if end == 0 else model.predict_x0(latents, end)
 
 
-class _Run:
-    """What every algorithm keeps while it runs: the ledger, the pool, the record of rounds and
-    candidates, and the schedules. The result is built from it once, by ``finish``."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a search will spend, decided before it starts."""
 
-    def __init__(self, model: SearchBackend, sigmas: torch.Tensor, budget, top_k: int, callback: Callback):
-        self.model, self.sigmas, self.callback, self.k = model, sigmas, callback, top_k
-        self.search_sigmas = model.schedule(True)
-        self.regenerate = not torch.equal(self.search_sigmas, sigmas)
-        self.per = model.nfe(self.search_sigmas) + _judge_cost(self.search_sigmas)
-        self.final_per = model.nfe(sigmas) + _judge_cost(sigmas)
-        self.reserve = self.final_per * top_k if self.regenerate else 0
-        self.ledger, self.pool = Ledger(budget), _Pool(model, top_k)
+    count: int                     # candidates (particles, rollouts) it starts
+    k: int                         # how many it returns
+    planned: int                   # NFEs of the whole search without a budget
+    stopped: bool = False          # the budget cut ``count``
+    # How the finalists are regenerated on the full schedule: None (they are final already),
+    # "keep order" (the top k of the search's ranking, reported in that order) or "rerank"
+    # (every finalist, ranked by its final sample: their search runs were not the final ones).
+    regenerate: str | None = None
+    final_per: int = 0             # NFEs of one regeneration
+
+
+class _Record:
+    """The ledger, the rounds and the candidate entries of a run, and its callback: what an
+    algorithm writes as it goes. The result is built from it once, by ``_finish``."""
+
+    def __init__(self, budget, callback: Callback, planned: int):
+        self.ledger, self.callback, self.planned = Ledger(budget), callback, planned
         self.rounds: list[dict] = []
         self.candidates: list[dict] = []
-        self.planned, self.stopped = 0, False
+        self.stopped = False
 
-    def evaluate(self, noise: torch.Tensor, ids: list[int]):
-        """Solve fresh noises along the search schedule and score them (NFEs paid)."""
-        latents, early = self.model.solve(None, noise, self.search_sigmas, ids)
-        self.ledger.pay(self.per * len(ids))
-        return latents, self.model.score(_judged(self.model, latents, self.search_sigmas), early)
+    def stop(self) -> None:
+        """The budget ended the search before its plan did."""
+        self.stopped = True
 
-    def record(self, ids, values, round_index: int, **extra) -> list[dict]:
+    def plan_more(self, nfe: int) -> None:
+        """A step the plan could not foresee (zero-order's restarts)."""
+        self.planned += nfe
+
+    def entries(self, ids, values, round_index: int, **extra) -> list[dict]:
         entries = [{"id": int(i), "round": round_index, "score": float(v), **extra}
                    for i, v in zip(ids, values.tolist())]
         self.candidates.extend(entries)
         return entries
 
-    def round_done(self, round_index: int, ids, values, scored, **extra) -> None:
-        best_id, best_score = self.pool.best() if self.pool.ids else (None, None)
+    def round(self, round_index: int, ids, values, scored, pool: _Pool, **extra) -> None:
+        best_id, best_score = pool.best() if pool.ids else (None, None)
         info = {"round": round_index, "nfe": self.ledger.spent, "planned": self.planned,
                 "best_id": best_id, "best_score": best_score, **extra}
         self.rounds.append(dict(info))
         if self.callback:
             self.callback({**info, "ids": list(ids), "scores": values.tolist(), "images": scored.images})
 
-    def finish(self) -> SearchResult:
-        """Take the pool's best k; regenerate them on the full schedule when the search used a
-        cheaper one, and score the returned latents again (their scores are what is reported)."""
-        pool = self.pool
-        rows = pool.order()[: self.k]
-        values = compare(self.model, pool.values)[rows]
-        ids, latents, noises = [pool.ids[i] for i in rows.tolist()], pool.latents[rows], pool.noises[rows]
-        search_scores = None
-        if self.regenerate:
-            self.ledger.pay(self.final_per * len(ids))
-            latents, early = self.model.solve(None, noises, self.sigmas, ids)
-            final = compare(self.model, self.model.score(_judged(self.model, latents, self.sigmas), early).values)
-            again = best_first(final)
-            search_scores = values[again].tolist()
-            values, latents, noises = final[again], latents[again], noises[again]
-            ids = [ids[i] for i in again.tolist()]
-        return SearchResult(
-            best=latents[:1], best_id=ids[0], best_score=float(values[0]), top=latents, top_ids=ids,
-            top_scores=values.tolist(), best_noise=noises[:1] if noises.ndim > 1 else None,
-            search_scores=search_scores, rounds=self.rounds, candidates=self.candidates,
-            nfe=self.ledger.spent, planned_nfe=self.planned, stopped_by_budget=self.stopped)
+
+def _evaluate(model: SearchBackend, record: _Record, sigmas: torch.Tensor, noise: torch.Tensor, ids: list[int]):
+    """Solve fresh noises along ``sigmas`` and score them (NFEs paid)."""
+    latents, early = model.solve(None, noise, sigmas, ids)
+    record.ledger.pay((model.nfe(sigmas) + _judge_cost(sigmas)) * len(ids))
+    return latents, model.score(_judged(model, latents, sigmas), early)
+
+
+def _finish(model: SearchBackend, sigmas: torch.Tensor, plan: _Plan, record: _Record, pool: _Pool,
+            seeded=lambda i: True) -> SearchResult:
+    """The result, built once: the pool's best k, regenerated on the full schedule where the plan
+    says so, every returned latent with its own score. ``seeded(id)``: whether that candidate's
+    initial noise is the stock noise of its id (it then replays at seed + id)."""
+    rows = pool.order() if plan.regenerate == "rerank" else pool.order()[: plan.k]
+    values = compare(model, pool.values)[rows]
+    ids, latents, noises = [pool.ids[i] for i in rows.tolist()], pool.latents[rows], pool.noises[rows]
+    search_scores = None
+    if plan.regenerate:
+        record.ledger.pay(plan.final_per * len(ids))
+        latents, early = model.solve(None, noises, sigmas, ids)
+        scored = model.score(_judged(model, latents, sigmas), early)
+        final = compare(model, scored.values)
+        record.entries(ids, final, len(record.rounds), level=0.0, sample="final")
+        order = best_first(final)[: plan.k] if plan.regenerate == "rerank" else torch.arange(len(ids))
+        search_scores = values[order].tolist()
+        values, latents, noises = final[order], latents[order], noises[order]
+        ids = [ids[i] for i in order.tolist()]
+        final_pool = _Pool(model, plan.k)
+        final_pool.add(values[:, None], latents, noises, ids)
+        record.round(len(record.rounds), ids, values, scored, final_pool, regenerated=list(ids))
+    best_noise = noises[:1] if noises.ndim > 1 else None
+    return SearchResult(
+        best=latents[:1], best_id=ids[0], best_score=float(values[0]), top=latents, top_ids=ids,
+        top_scores=values.tolist(), best_noise=best_noise, search_scores=search_scores,
+        seeded=best_noise is not None and bool(seeded(ids[0])), rounds=record.rounds,
+        candidates=record.candidates, nfe=record.ledger.spent, planned_nfe=record.planned,
+        stopped_by_budget=plan.stopped or record.stopped)
+
+
+def _search_costs(model: SearchBackend, sigmas: torch.Tensor, search_sigmas: torch.Tensor):
+    """(NFEs of a candidate while searching, of its regeneration, whether it is regenerated)."""
+    regenerate = not torch.equal(search_sigmas, sigmas)
+    return model.nfe(search_sigmas) + _judge_cost(search_sigmas), model.nfe(sigmas) + _judge_cost(sigmas), regenerate
+
+
+def _best_of_plan(model: SearchBackend, sigmas, search_sigmas, n: int, top_k: int, budget) -> _Plan:
+    """Best-of-N's plan: with a budget, the most candidates whose search plus the regeneration of
+    the kept ones (at most k of them) it pays for."""
+    per, final_per, regenerate = _search_costs(model, sigmas, search_sigmas)
+    k, regen = min(top_k, n), (final_per if regenerate else 0)
+    plan = _Plan(n, k, n * per + k * regen, regenerate="keep order" if regenerate else None, final_per=final_per)
+    ledger = Ledger(budget)
+    if ledger.budget is None:
+        return plan
+    ledger.require(per + regen, "one candidate")
+    afford = max(m for m in range(1, n + 1) if m * per + min(k, m) * regen <= ledger.budget)
+    if afford == n:
+        return plan
+    return _Plan(afford, min(k, afford), plan.planned, True, plan.regenerate, final_per)
+
+
+def _best_of(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, search_sigmas: torch.Tensor, *,
+             budget, top_k: int, callback: Callback, round_size: int | None = None) -> SearchResult:
+    plan = _best_of_plan(model, sigmas, search_sigmas, noise.shape[0], top_k, budget)
+    record, pool, n = _Record(budget, callback, plan.planned), _Pool(model, plan.k), plan.count
+    # One round per model chunk (the backend's hint), so progress views fill in as
+    # candidates finish; the result does not depend on it.
+    step, seen = round_size or model.chunk or n, []
+    for r, start in enumerate(range(0, n, step)):
+        ids = list(range(start, min(n, start + step)))
+        latents, scored = _evaluate(model, record, search_sigmas, noise[ids], ids)
+        pool.add(scored.values, latents, noise[ids], ids)
+        seen.append(scored.values)
+        record.round(r, ids, compare(model, torch.cat(seen))[start:], scored, pool)
+    # Recorded at the end: a candidate's score is its value among all N (for a rank
+    # ensemble, its rank among every candidate, the ranking that picked the winner).
+    everyone, sample = compare(model, torch.cat(seen)), ({"sample": "search schedule"} if plan.regenerate else {})
+    for r, start in enumerate(range(0, n, step)):
+        record.entries(range(start, min(n, start + step)), everyone[start : start + step], r, **sample)
+    return _finish(model, sigmas, plan, record, pool)
 
 
 def random_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                   generator: torch.Generator | None = None, budget: int | None = None,
                   top_k: int = 1, callback: Callback = None,
                   round_size: int | None = None) -> SearchResult:
-    """Best-of-N: solve every candidate noise, score it, keep the argmax."""
-    n = noise.shape[0]
-    run = _Run(model, sigmas, budget, min(top_k, n), callback)
-    run.planned = n * run.per + run.reserve
-    if run.ledger.budget is not None:
-        # The budget buys the most candidates whose search plus the regeneration of the kept
-        # ones (at most k of them) it can pay for.
-        regen = run.final_per if run.regenerate else 0
-        run.ledger.require(run.per + regen, "one candidate")
-        afford = max(m for m in range(1, n + 1) if m * run.per + min(run.k, m) * regen <= run.ledger.budget)
-        if afford < n:
-            n, run.stopped, run.k = afford, True, min(run.k, afford)
-    # One round per model chunk (the backend's hint), so progress views fill in as
-    # candidates finish; the result does not depend on it.
-    step, seen = round_size or getattr(model, "chunk", None) or n, []
-    for r, start in enumerate(range(0, n, step)):
-        ids = list(range(start, min(n, start + step)))
-        latents, scored = run.evaluate(noise[ids], ids)
-        run.pool.add(scored.values, latents, noise[ids], ids)
-        seen.append(scored.values)
-        run.round_done(r, ids, compare(model, torch.cat(seen))[start:], scored)
-    # Recorded at the end: a candidate's score is its value among all N (for a rank
-    # ensemble, its rank among every candidate, the ranking that picked the winner).
-    everyone = compare(model, torch.cat(seen))
-    for r, start in enumerate(range(0, n, step)):
-        run.record(range(start, min(n, start + step)), everyone[start : start + step], r)
-    return run.finish()
+    """Best-of-N: solve every candidate noise, score it, keep the argmax. On a cheaper search
+    schedule the search's top k are regenerated on the full one, in the search's order."""
+    return _best_of(model, noise, sigmas, model.schedule(True), budget=budget, top_k=top_k, callback=callback,
+                    round_size=round_size)
 
 
 def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
@@ -196,44 +249,49 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     Every round compares the pivot with its neighbours in one comparison (for a rank
     ensemble: one ranking of the 1 + N of them); the pivot's scores are carried over from
     the round that found it, never paid for twice. With ``restart``, a round where no
-    neighbour beats the pivot re-draws the pivot from a fresh noise.
+    neighbour beats the pivot restarts from a fresh initial noise (the stock noise of its id).
     """
-    run = _Run(model, sigmas, budget, top_k, callback)
-    run.planned = run.per * (1 + iterations * neighbours) + run.reserve
-    run.ledger.require(run.per + run.reserve, "scoring the first pivot")
-    pivot, pivot_id = noise[:1], 0
-    latents, scored = run.evaluate(pivot, [0])
+    search_sigmas = model.schedule(True)
+    per, final_per, regenerate = _search_costs(model, sigmas, search_sigmas)
+    reserve = final_per * top_k if regenerate else 0
+    plan = _Plan(1, top_k, per * (1 + iterations * neighbours) + reserve,
+                 regenerate="keep order" if regenerate else None, final_per=final_per)
+    record, pool = _Record(budget, callback, plan.planned), _Pool(model, top_k)
+    record.ledger.require(per + reserve, "scoring the first pivot")
+    pivot, pivot_id, seeded = noise[:1], 0, {0}
+    latents, scored = _evaluate(model, record, search_sigmas, pivot, [0])
     pivot_values = scored.values
-    run.pool.add(pivot_values, latents, pivot, [0])
-    run.record([0], compare(model, pivot_values), 0, kind="pivot")
-    run.round_done(0, [0], compare(model, pivot_values), scored, pivot=0, moved=False)
+    pool.add(pivot_values, latents, pivot, [0])
+    record.entries([0], compare(model, pivot_values), 0, kind="pivot")
+    record.round(0, [0], compare(model, pivot_values), scored, pool, pivot=0, moved=False)
     next_id = 1
     for it in range(1, iterations + 1):
-        if not run.ledger.affords(run.per * neighbours + run.reserve):
-            run.stopped = True
+        if not record.ledger.affords(per * neighbours + reserve):
+            record.stop()
             break
         cands = sphere_neighbours(pivot, neighbours, angle, generator)
         ids = list(range(next_id, next_id + neighbours))
         next_id += neighbours
-        latents, scored = run.evaluate(cands, ids)
-        run.pool.add(scored.values, latents, cands, ids)
+        latents, scored = _evaluate(model, record, search_sigmas, cands, ids)
+        pool.add(scored.values, latents, cands, ids)
         values = compare(model, torch.cat([pivot_values, scored.values]))
-        run.record(ids, values[1:], it, kind="neighbour", pivot=pivot_id)
+        record.entries(ids, values[1:], it, kind="neighbour", pivot=pivot_id)
         best = int(best_first(values[1:])[0])
         moved = bool(values[1 + best] > values[0])
         if moved:
             pivot, pivot_id, pivot_values = cands[best : best + 1], ids[best], scored.values[best : best + 1]
-        elif restart and it < iterations and run.ledger.affords(run.per * (1 + neighbours) + run.reserve):
-            # A fixed point of the local search: start again from a fresh noise.
-            pivot, pivot_id = gaussian(tuple(pivot.shape), generator).to(pivot.dtype), next_id
-            next_id += 1
-            fresh, fresh_scored = run.evaluate(pivot, [pivot_id])
+        elif restart and it < iterations and record.ledger.affords(per * (1 + neighbours) + reserve):
+            # A fixed point of the local search: start again from a fresh initial noise.
+            pivot_id, next_id = next_id, next_id + 1
+            pivot = model.initial_noise([pivot_id]).to(pivot.dtype)
+            seeded.add(pivot_id)
+            fresh, fresh_scored = _evaluate(model, record, search_sigmas, pivot, [pivot_id])
             pivot_values = fresh_scored.values
-            run.pool.add(pivot_values, fresh, pivot, [pivot_id])
-            run.planned += run.per
-            run.record([pivot_id], compare(model, pivot_values), it, kind="restart")
-        run.round_done(it, ids, values[1:], scored, pivot=pivot_id, moved=moved)
-    return run.finish()
+            pool.add(pivot_values, fresh, pivot, [pivot_id])
+            record.plan_more(per)
+            record.entries([pivot_id], compare(model, pivot_values), it, kind="restart")
+        record.round(it, ids, values[1:], scored, pool, pivot=pivot_id, moved=moved)
+    return _finish(model, sigmas, plan, record, pool, seeded=seeded.__contains__)
 
 
 def _level_down(t_up: float, backward: float) -> float:
@@ -273,15 +331,12 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     Each round re-noises from level t up to t + forward, solves down to t + forward -
     backward with ``interval_steps`` steps, and scores the x0-prediction there (one extra
     NFE; none when the round reaches 0). A round's children are compared among themselves;
-    the winner is the best of the N finished survivors.
+    the winner is the best of the N finished survivors. Noise is injected along the way: the
+    paths are searched on the full schedule, and nothing can be regenerated from one noise.
     """
     if backward <= forward:
         raise ValueError(f"backward ({backward}) must be greater than forward ({forward})")
     n, m = noise.shape[0], branches
-    run = _Run(model, sigmas, budget, min(top_k, n), callback)
-    # Noise is injected along the way: the paths are searched on the full schedule, and
-    # nothing can be regenerated from an initial noise.
-    run.regenerate, run.reserve = False, 0
     head = _split(sigmas, model.level_sigma(start))[0]
 
     def round_cost(t_up, t_down):
@@ -290,15 +345,17 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     def finish_cost(t):
         return n * model.nfe(_split(sigmas, model.level_sigma(t))[1]) if t > 0 else 0
 
-    run.planned = n * model.nfe(head) + sum(round_cost(u, d) for _, u, d in _path_rounds(start, forward, backward))
-    run.ledger.require(n * model.nfe(head) + finish_cost(start), f"{n} paths without any search round")
+    plan = _Plan(n, min(top_k, n), n * model.nfe(head) +
+                 sum(round_cost(u, d) for _, u, d in _path_rounds(start, forward, backward)))
+    record = _Record(budget, callback, plan.planned)
+    record.ledger.require(n * model.nfe(head) + finish_cost(start), f"{n} paths without any search round")
     ids = list(range(n))
     state, _ = model.solve(None, noise, head, ids)
-    run.ledger.pay(n * model.nfe(head))
-    values, t, next_id = None, start, n
+    record.ledger.pay(n * model.nfe(head))
+    values, t, next_id, pool = None, start, n, _Pool(model, plan.k)
     for r, (t, t_up, t_down) in enumerate(_path_rounds(start, forward, backward), start=1):
-        if not run.ledger.affords(round_cost(t_up, t_down) + finish_cost(t_down)):
-            run.stopped = True
+        if not record.ledger.affords(round_cost(t_up, t_down) + finish_cost(t_down)):
+            record.stop()
             break
         children = list(range(next_id, next_id + n * m))
         parents = [ids[i // m] for i in range(n * m)]
@@ -308,26 +365,26 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         seg = _segment(model, t_up, t_down, interval_steps)
         branched, _ = model.solve(branched, fresh, seg, children)
         x0 = model.predict_x0(branched, float(seg[-1])) if t_down > 0 else branched
-        run.ledger.pay(round_cost(t_up, t_down))
+        record.ledger.pay(round_cost(t_up, t_down))
         scored = model.score(x0)
         round_values = compare(model, scored.values)
-        for entry, parent in zip(run.record(children, round_values, r, level=t_down), parents):
+        for entry, parent in zip(record.entries(children, round_values, r, level=t_down), parents):
             entry["parent"] = parent
         keep = best_first(round_values)[:n]
         state, values, ids = branched[keep], scored.values[keep], [children[i] for i in keep.tolist()]
-        run.pool = _Pool(model, run.k)
-        run.pool.add(values, x0[keep], None, ids)
-        run.round_done(r, children, round_values, scored, level=t_down)
+        pool = _Pool(model, plan.k)
+        pool.add(values, x0[keep], None, ids)
+        record.round(r, children, round_values, scored, pool, level=t_down)
         t = t_down
     if t > 0:
         # Out of budget for another round: finish the survivors along the full schedule.
         rest = _split(sigmas, model.level_sigma(t))[1]
         state, _ = model.solve(state, None, rest, ids)
-        run.ledger.pay(n * model.nfe(rest))
+        record.ledger.pay(n * model.nfe(rest))
         values = model.score(state).values
-    run.pool = _Pool(model, run.k)
-    run.pool.add(values, state, None, ids)
-    return run.finish()
+    pool = _Pool(model, plan.k)
+    pool.add(values, state, None, ids)
+    return _finish(model, sigmas, plan, record, pool)
 
 
 def _renoised_from(model: SearchBackend, sigmas: torch.Tensor, sigma: float, renoise: float) -> float:
@@ -352,15 +409,57 @@ def _steering_segments(model: SearchBackend, sigmas: torch.Tensor, interval: int
     return pieces
 
 
+# Where particle steering takes the x0-prediction a reward judges at a resampling point.
+PARTICLE_JUDGE = {"point": "at the resampling point", "last": "one step early (the sampler's last prediction)"}
+
+
+def _particle_asks(pieces: list, judge: str, own_steps: bool) -> list[bool]:
+    """Per piece: whether the particles' x0-predictions at its end are asked of the model (one
+    NFE each). "point" (the paper's definition): at every resampling point. "last": the
+    sampler's last prediction, made at the start of the piece's last step, is judged instead
+    (free), except in a one-step piece that starts where resampling left the particles without
+    re-noising, where copies of one particle would all get their parent's prediction."""
+    if judge not in PARTICLE_JUDGE:
+        raise ValueError(f"judge must be one of {', '.join(PARTICLE_JUDGE)}, got {judge!r}")
+    if judge == "point":
+        return [True] * (len(pieces) - 1) + [False]
+    return [len(p) == 2 and r > 0 and not own_steps for r, p in enumerate(pieces[:-1])] + [False]
+
+
+def _particle_plan(model: SearchBackend, pieces: list, asks: list[bool], k: int, top_k: int, budget) -> _Plan:
+    per = sum(model.nfe(p) + ask for p, ask in zip(pieces, asks))
+    ledger = Ledger(budget)
+    if ledger.budget is None or k * per <= ledger.budget:
+        return _Plan(k, min(top_k, k), k * per)
+    ledger.require(per, "one particle")
+    count = ledger.budget // per
+    return _Plan(count, min(top_k, count), k * per, stopped=True)
+
+
+def _resample(log_w, history, values, potential, lmbda, ess_threshold, generator):
+    """One resampling point: the weights times the potential; resampled (systematic) when the ESS
+    falls below the threshold, and then equal again. Returns (order, log_w, ess, resampled, the
+    weights before resampling)."""
+    k = values.shape[0]
+    log_w = log_w + log_potential(potential, history, lmbda)
+    ess = effective_sample_size(log_w)
+    # Equal weights give ESS = K up to rounding: that is never a reason to resample.
+    resampled = ess < ess_threshold * k * (1 - 1e-6)
+    if not resampled:
+        return torch.arange(k), log_w, ess, False, normalized(log_w)
+    return systematic_resample(log_w, generator), torch.zeros(k), ess, True, normalized(log_w)
+
+
 def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                       generator: torch.Generator, budget: int | None = None, top_k: int = 1,
                       callback: Callback = None, potential: str = "max", lmbda: float = 10.0,
-                      interval: int = 1, ess_threshold: float = 0.5, renoise: float = 0.1) -> SearchResult:
+                      interval: int = 1, ess_threshold: float = 0.5, renoise: float = 0.1,
+                      judge: str = "point") -> SearchResult:
     """Feynman-Kac steering: K particles advanced together along the schedule with stochastic
     steps; every ``interval`` steps each is weighted by a potential of the verifier's rewards of
-    its x0-predictions (the ones the sampler just computed: no extra model call), and the
-    particles are resampled (systematic) when the effective sample size falls below
-    ``ess_threshold`` x K. The winner is the best-scoring particle at the end.
+    its x0-predictions at that point (``judge``, see ``_particle_asks``), and the particles are
+    resampled (systematic) when the effective sample size falls below ``ess_threshold`` x K.
+    The winner is the best-scoring particle at the end.
 
     Stochastic steps: the backend's sampler where it injects noise (each particle's draws its
     own, by id: particles get fresh ids every round, so copies of one particle part ways);
@@ -368,23 +467,11 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     Rewards are ``compare`` values among the K particles of the round (for a rank ensemble,
     ranks among them).
     """
-    k = noise.shape[0]
-    run = _Run(model, sigmas, budget, min(top_k, k), callback)
-    run.regenerate, run.reserve = False, 0  # noise enters along the way: nothing to regenerate
     own_steps = renoise > 0 and not model.stochastic
     pieces = _steering_segments(model, sigmas, max(1, interval), renoise if own_steps else 0.0)
-    # The sampler's last x0-prediction of a piece is made at the start of its last step. In a
-    # one-step piece that starts where resampling left the particles (no re-noising), copies of
-    # one particle would all get their parent's prediction: there, the particles' own
-    # x0-predictions are asked of the model (one NFE each, counted).
-    asks = [len(p) == 2 and r > 0 and not own_steps for r, p in enumerate(pieces[:-1])] + [False]
-    per = sum(model.nfe(p) + ask for p, ask in zip(pieces, asks))
-    run.planned = k * per
-    if run.ledger.budget is not None:
-        run.ledger.require(per, "one particle")
-        if k * per > run.ledger.budget:
-            k, run.stopped = run.ledger.budget // per, True
-            run.k = min(run.k, k)
+    asks = _particle_asks(pieces, judge, own_steps)
+    plan = _particle_plan(model, pieces, asks, noise.shape[0], top_k, budget)
+    record, k = _Record(budget, callback, plan.planned), plan.count
     ids, parents, state, fresh = list(range(k)), [None] * k, None, noise[:k]
     history, log_w, next_id, ended = torch.zeros(k, 0), torch.zeros(k), k, float(sigmas[0])
     for r, piece in enumerate(pieces):
@@ -396,34 +483,29 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         ended, last = float(piece[-1]), r == len(pieces) - 1
         if asks[r]:
             x0 = model.predict_x0(state, ended)
-        run.ledger.pay(k * (model.nfe(piece) + asks[r]))
+        record.ledger.pay(k * (model.nfe(piece) + asks[r]))
         scored = model.score(state if last else x0)
         values = compare(model, scored.values)
         level = 0.0 if last else model.sigma_level(ended)
-        entries = run.record(ids, values, r, level=level)
+        entries = record.entries(ids, values, r, level=level)
         for entry, parent in zip(entries, parents):
             if parent is not None:
                 entry["parent"] = parent
-        run.pool = _Pool(model, run.k)
-        run.pool.add(scored.values, state if last else x0, None, ids)
+        pool = _Pool(model, plan.k)
+        pool.add(scored.values, state if last else x0, None, ids)
         if last:
-            run.round_done(r, ids, values, scored, level=0.0)
+            record.round(r, ids, values, scored, pool, level=0.0)
             break
         history = torch.cat([history, values[:, None]], dim=1)
-        log_w = log_w + log_potential(potential, history, lmbda)
-        ess = effective_sample_size(log_w)
-        for entry, w in zip(entries, normalized(log_w).tolist()):
+        order, log_w, ess, resampled, weights = _resample(log_w, history, values, potential, lmbda, ess_threshold,
+                                                          generator)
+        for entry, w in zip(entries, weights.tolist()):
             entry["weight"] = w
-        # Equal weights give ESS = K up to rounding: that is never a reason to resample.
-        resampled = ess < ess_threshold * k * (1 - 1e-6)
-        order = systematic_resample(log_w, generator) if resampled else torch.arange(k)
         parents = [ids[i] for i in order.tolist()]
         state, history = state[order], history[order]
-        if resampled:
-            log_w = torch.zeros(k)
-        run.round_done(r, ids, values, scored, level=level, ess=ess, resampled=resampled, ancestors=parents,
-                       x0="model call" if asks[r] else "sampler")
-    return run.finish()
+        record.round(r, ids, values, scored, pool, level=level, ess=ess, resampled=resampled, ancestors=parents,
+                     x0=PARTICLE_JUDGE["point" if asks[r] else "last"])
+    return _finish(model, sigmas, plan, record, pool)
 
 
 def _rejection_steps(model: SearchBackend, sigmas: torch.Tensor, levels) -> list[int]:
@@ -432,6 +514,34 @@ def _rejection_steps(model: SearchBackend, sigmas: torch.Tensor, levels) -> list
     inner = range(1, len(sigmas) - 1)
     steps = {min(inner, key=lambda i: abs(float(sigmas[i]) - model.level_sigma(t))) for t in levels} if inner else set()
     return sorted(steps)
+
+
+def _rejection_plan(model: SearchBackend, sigmas, costs: list[int], resumable: bool, n: int, top_k: int,
+                    keep: float, budget) -> tuple[_Plan, list[int]]:
+    """Early rejection's plan and how many candidates run each piece. Where split runs differ
+    from runs in one piece, every last survivor is regenerated (paid) and ranked by its final
+    sample, so neither the winner nor the ranking depends on top_k."""
+    full = model.nfe(sigmas)
+
+    def survivors(m: int) -> list[int]:
+        counts = [m]
+        for _ in costs[1:]:
+            counts.append(max(min(top_k, m), math.ceil(counts[-1] * keep - 1e-9)))
+        return counts
+
+    def cost(m: int) -> int:
+        counts = survivors(m)
+        return sum(c * s for c, s in zip(costs, counts)) + (0 if resumable else counts[-1] * full)
+
+    regenerate = None if resumable else "rerank"
+    plan = _Plan(n, min(top_k, survivors(n)[-1]), cost(n), regenerate=regenerate, final_per=full)
+    ledger = Ledger(budget)
+    if ledger.budget is not None:
+        ledger.require(cost(1), "one candidate")
+        afford = max(m for m in range(1, n + 1) if cost(m) <= ledger.budget)
+        if afford < n:
+            plan = _Plan(afford, min(top_k, survivors(afford)[-1]), cost(n), True, regenerate, full)
+    return plan, survivors(plan.count)
 
 
 def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
@@ -444,39 +554,20 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
 
     The survivors continue their own trajectories. Where the backend reports that a run split
     into pieces differs from the run in one piece (a sampler with per-step noise or with a
-    multistep history), the kept candidates are regenerated from their initial noises along the
-    whole schedule (paid), so a winner is always its noise's plain sample. With a budget, N is
-    the most candidates whose rounds (and regeneration) it pays for.
+    multistep history), every last survivor is regenerated from its initial noise along the
+    whole schedule (paid) and the finalists are ranked by those samples, so a winner is always
+    its noise's plain sample and does not depend on top_k. With a budget, N is the most
+    candidates whose rounds (and regeneration) it pays for. Entries say whose score they hold:
+    ``sample`` "split run" (the run in pieces) or "final" (the returned sample).
     """
     steps = _rejection_steps(model, sigmas, levels)
     bounds = [0, *steps, len(sigmas) - 1]
     pieces = [sigmas[a : b + 1] for a, b in zip(bounds[:-1], bounds[1:])]
     costs = [model.nfe(p) for p in pieces]
     resumable = bool(model.resumable(sigmas, steps))
-    full = model.nfe(sigmas)
-
-    def survivors(n: int) -> list[int]:
-        counts = [n]
-        for _ in steps:
-            counts.append(max(min(top_k, n), math.ceil(counts[-1] * keep - 1e-9)))
-        return counts
-
-    def cost(n: int) -> int:
-        regen = 0 if resumable else min(top_k, survivors(n)[-1]) * full
-        return sum(c * m for c, m in zip(costs, survivors(n))) + regen
-
-    n = noise.shape[0]
-    run = _Run(model, sigmas, budget, min(top_k, n), callback)
-    run.planned = cost(n)
-    if run.ledger.budget is not None:
-        run.ledger.require(cost(1), "one candidate")
-        afford = max(m for m in range(1, n + 1) if cost(m) <= run.ledger.budget)
-        if afford < n:
-            n, run.stopped = afford, True
-    counts = survivors(n)
-    run.k = min(run.k, counts[-1])
-    run.regenerate, run.final_per = not resumable, full
-    ids, state, next_id = list(range(n)), None, n
+    plan, counts = _rejection_plan(model, sigmas, costs, resumable, noise.shape[0], top_k, keep, budget)
+    record = _Record(budget, callback, plan.planned)
+    ids, state, next_id = list(range(plan.count)), None, plan.count
     for r, piece in enumerate(pieces):
         last = r == len(pieces) - 1
         # A survivor continues under a fresh id: a sampler with per-step noise draws new noise
@@ -484,23 +575,24 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
         lanes = ids if state is None else list(range(next_id, next_id + len(ids)))
         next_id += 0 if state is None else len(ids)
         state, x0 = model.advance(state, noise[ids] if r == 0 else None, piece, lanes)
-        run.ledger.pay(len(ids) * costs[r])
+        record.ledger.pay(len(ids) * costs[r])
         scored = model.score(state if last else x0)
         values = compare(model, scored.values)
         level = 0.0 if last else model.sigma_level(float(piece[-1]))
-        run.record(ids, values, r, level=level, step=bounds[r + 1])
-        run.pool = _Pool(model, run.k)
+        sample = "final" if last and resumable else "split run"
+        record.entries(ids, values, r, level=level, step=bounds[r + 1], sample=sample)
         if last:
-            run.pool.add(scored.values, state, noise[ids], ids)
-            run.round_done(r, ids, values, scored, level=0.0, step=bounds[r + 1], lanes=lanes)
+            pool = _Pool(model, plan.k if resumable else len(ids))
+            pool.add(scored.values, state, noise[ids], ids)
+            record.round(r, ids, values, scored, pool, level=0.0, step=bounds[r + 1], lanes=lanes)
             break
         judged, kept = ids, best_first(values)[: counts[r + 1]]
         state, ids = state[kept], [judged[i] for i in kept.tolist()]
-        rejected = sorted(set(judged) - set(ids))
-        run.pool.add(scored.values[kept], x0[kept], noise[ids], ids)
-        run.round_done(r, judged, values, scored, level=level, step=bounds[r + 1], lanes=lanes, kept=list(ids),
-                       rejected=rejected)
-    return run.finish()
+        pool = _Pool(model, plan.k)
+        pool.add(scored.values[kept], x0[kept], noise[ids], ids)
+        record.round(r, judged, values, scored, pool, level=level, step=bounds[r + 1], lanes=lanes,
+                     kept=list(ids), rejected=sorted(set(judged) - set(ids)))
+    return _finish(model, sigmas, plan, record, pool)
 
 
 class _Tree:
@@ -525,13 +617,21 @@ class _Tree:
         self.children[parent].append(len(self.step) - 1)
         return len(self.step) - 1
 
+    def lineage(self, node: int) -> list[int]:
+        """The nodes from the initial noise down to ``node``."""
+        nodes = []
+        while node:
+            nodes.append(node)
+            node = self.parent[node]
+        return nodes[::-1]
+
     def path(self, node: int) -> list:
         """The ids of the nodes from the initial noise down to ``node``."""
-        ids = []
-        while node:
-            ids.append(self.ids[node])
-            node = self.parent[node]
-        return ids[::-1]
+        return [self.ids[n] for n in self.lineage(node)]
+
+    def noise_index(self, node: int) -> int:
+        """Which initial noise ``node`` descends from (its root's place under the virtual root)."""
+        return self.children[0].index(self.lineage(node)[0])
 
 
 def _soft_values(tree: _Tree, leaf_values: torch.Tensor, lmbda: float):
@@ -561,6 +661,99 @@ def _soft_values(tree: _Tree, leaf_values: torch.Tensor, lmbda: float):
     return value, count
 
 
+@dataclass(frozen=True)
+class _TreeShape:
+    """How a tree over ``sigmas`` may branch: the one-step pieces its edges solve along (re-noised
+    first where the pack supplies the stochastic step) and which steps add noise."""
+
+    pieces: list
+    noisy: list[bool]        # step s adds noise: its node may have ``branches`` children
+    branches: int
+    renoised: bool           # the pack re-noises before every step after the first
+
+    def max_children(self, tree: _Tree, node: int, roots: int) -> int:
+        if node == 0:
+            return roots
+        s = tree.step[node]
+        return 0 if s == len(self.pieces) else (self.branches if self.noisy[s] else 1)
+
+
+def _tree_shape(model: SearchBackend, sigmas: torch.Tensor, branches: int, renoise: float) -> _TreeShape:
+    # A step that adds no noise gives one child: without per-step noise, the first step from an
+    # initial noise (nothing above it to re-noise to) and every step at renoise 0; with it, the
+    # last step (samplers add no noise on the step to sigma 0).
+    steps = len(sigmas) - 1
+    pieces, noisy = [], []
+    for j in range(steps):
+        p = sigmas[j : j + 2].clone()
+        if renoise > 0 and j > 0:
+            p[0] = _renoised_from(model, sigmas, float(p[0]), renoise)
+        pieces.append(p)
+        noisy.append((renoise > 0 and j > 0) or (model.stochastic and float(sigmas[j + 1]) > 0))
+    return _TreeShape(pieces, noisy, branches, renoise > 0)
+
+
+def _descend(tree: _Tree, shape: _TreeShape, values: list, pending: list, roots: int, greedy: bool, lmbda: float,
+             generator) -> int | None:
+    """The node a rollout expands: down from the root by the children's soft values (greedy: the
+    best; otherwise in proportion to exp(lambda v)) to the first node with room for a child.
+    None: every open branch is taken by this wave's other rollouts."""
+    node = 0
+    while tree.open[node] and len(tree.children[node]) + pending[node] >= shape.max_children(tree, node, roots):
+        kids = [c for c in tree.children[node] if tree.open[c]]
+        if not kids:
+            return None
+        v = torch.tensor([values[c] for c in kids], dtype=torch.float64)
+        v = torch.where(torch.isfinite(v), v, torch.full_like(v, -1e30))
+        if greedy:
+            node = kids[int(torch.argmax(v))]
+        else:
+            p = torch.softmax(lmbda * v, 0) if lmbda else torch.full_like(v, 1 / len(kids))
+            node = kids[int(torch.multinomial(p, 1, generator=generator))]
+    return node
+
+
+def _expand(model: SearchBackend, tree: _Tree, shape: _TreeShape, starts: list[int], noise: torch.Tensor,
+            next_id: int, sigmas: torch.Tensor, generator) -> tuple[list[int], int]:
+    """Roll out from ``starts`` (0: a new initial noise under the root) to clean samples, adding
+    every state to the tree; rollouts at the same step share one model call. Returns the leaves
+    and the next free id."""
+    current = []
+    for n in starts:
+        if n == 0:
+            i = len(tree.children[0])
+            fresh = noise[i : i + 1] if i < noise.shape[0] else model.initial_noise([i]).to(noise.dtype)
+            current.append(tree.add(0, fresh, next_id))
+            next_id += 1
+        else:
+            current.append(n)
+    for j in range(min(tree.step[c] for c in current), len(shape.pieces)):
+        # The rollout that starts highest takes every step: no step is without rows.
+        rows = [k for k, c in enumerate(current) if tree.step[c] == j]
+        ids = list(range(next_id, next_id + len(rows)))
+        next_id += len(rows)
+        states, fresh = torch.cat([tree.states[current[k]] for k in rows]), None
+        if j == 0:
+            states, fresh = None, states
+        elif shape.renoised:
+            states, fresh = model.renoise(states, float(sigmas[j]), float(shape.pieces[j][0]), generator)
+        out, _ = model.advance(states, fresh, shape.pieces[j], ids)
+        for k, state, node_id in zip(rows, out, ids):
+            current[k] = tree.add(current[k], state[None], node_id)
+    return current, next_id
+
+
+def _back_up(tree: _Tree, shape: _TreeShape, leaves: list[int], roots: int) -> None:
+    """Mark the new leaves, and close every node whose subtree has no room left."""
+    for c in leaves:
+        tree.leaf_rows[c], tree.states[c] = len(tree.leaf_rows), None
+        node = c
+        while node is not None:
+            tree.open[node] = len(tree.children[node]) < shape.max_children(tree, node, roots) or \
+                any(tree.open[k] for k in tree.children[node])
+            node = tree.parent[node]
+
+
 def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                 generator: torch.Generator, budget: int | None = None, top_k: int = 1,
                 callback: Callback = None, rollouts: int = 16, branches: int = 2, lmbda: float = 1.0,
@@ -570,139 +763,69 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
     the children's soft values (``greedy``: the best one, DTS*; otherwise sampled in proportion
     to exp(lambda v), DTS), expands the first node with fewer than ``branches`` children (the
     root's children are initial noises: ``branches`` of them, one more whenever the whole tree
-    is grown out, drawn from ``generator`` beyond those given), and rolls out to a clean sample, adding every state on
-    the way to the tree; the rewards are backed up with the soft Bellman backup. ``wave``
-    rollouts share their model calls. The winner is the best-scoring clean sample found.
+    is grown out, the stock noise of its index), and rolls out to a clean sample, adding every
+    state on the way to the tree; the rewards are backed up with the soft Bellman backup.
+    ``wave`` rollouts share their model calls. The winner is the best-scoring clean sample.
 
     Stochastic steps as in particle steering: the sampler's own per-step noise under a fresh
     id per node, or, for samplers without it, re-noising ``renoise`` levels up before each
-    step (there the initial noise's first step is deterministic: one child per initial noise).
+    step. Where no step adds noise (a deterministic sampler at renoise 0) nothing can branch
+    below an initial noise: the search is best-of-``rollouts`` over stock samples.
     """
-    steps = len(sigmas) - 1
-    run = _Run(model, sigmas, budget, top_k, callback)
-    run.regenerate, run.reserve = False, 0
-    model_stochastic = bool(model.stochastic)
-    own_steps = renoise > 0 and not model_stochastic
-
-    def piece(j: int) -> torch.Tensor:
-        p = sigmas[j : j + 2].clone()
-        if own_steps and j > 0:
-            p[0] = _renoised_from(model, sigmas, float(p[0]), renoise)
-        return p
-
-    pieces = [piece(j) for j in range(steps)]
-    step_cost = [model.nfe(p) for p in pieces]
-    run.planned = rollouts * sum(step_cost)  # at most: a rollout from the root pays every step
-
-    def max_children(node: int) -> int:
-        if node == 0:
-            return roots
-        s = tree.step[node]
-        if s == steps:
-            return 0
-        # A step that adds no noise gives one child: without per-step noise, the first step
-        # from an initial noise (nothing above it to re-noise to) and every step at renoise 0;
-        # with it, the last step (samplers add no noise on the step to sigma 0).
-        noisy = (own_steps and s > 0) or (model_stochastic and float(sigmas[s + 1]) > 0)
-        return branches if noisy else 1
-
-    run.ledger.require(sum(step_cost), "one rollout")
-    tree, next_id, roots = _Tree(), 0, branches
-    leaf_scores = None
-    done, r = 0, 0
+    shape = _tree_shape(model, sigmas, branches, 0.0 if model.stochastic else renoise)
+    if not any(shape.noisy):
+        if rollouts > noise.shape[0]:
+            noise = torch.cat([noise, model.initial_noise(list(range(noise.shape[0], rollouts))).to(noise.dtype)])
+        return _best_of(model, noise[:rollouts], sigmas, sigmas, budget=budget, top_k=top_k, callback=callback,
+                        round_size=wave)
+    step_cost = [model.nfe(p) for p in shape.pieces]
+    # At most: a rollout from the root pays every step.
+    plan = _Plan(rollouts, top_k, rollouts * sum(step_cost))
+    record, pool = _Record(budget, callback, plan.planned), _Pool(model, top_k)
+    record.ledger.require(sum(step_cost), "one rollout")
+    tree, next_id, roots, leaf_scores, done = _Tree(), 0, branches, None, 0
     while done < rollouts:
         values, _ = _soft_values(tree, compare(model, leaf_scores) if leaf_scores is not None else None, lmbda)
-        pending = [0] * len(tree.step)
-        starts = []
+        pending, starts = [0] * len(tree.step), []
         for _ in range(min(wave, rollouts - done)):
-            node = 0
             if not tree.open[0]:
                 # Every branch of the tree is grown out: start another initial noise (anytime).
                 roots, tree.open[0] = roots + 1, True
-            while tree.open[node] and len(tree.children[node]) + pending[node] >= max_children(node):
-                kids = [c for c in tree.children[node] if tree.open[c]]
-                if not kids:
-                    node = None
-                    break
-                v = torch.tensor([values[c] for c in kids], dtype=torch.float64)
-                v = torch.where(torch.isfinite(v), v, torch.full_like(v, -1e30))
-                if greedy:
-                    node = kids[int(torch.argmax(v))]
-                else:
-                    p = torch.softmax(lmbda * v, 0) if lmbda else torch.full_like(v, 1 / len(kids))
-                    node = kids[int(torch.multinomial(p, 1, generator=generator))]
+            node = _descend(tree, shape, values, pending, roots, greedy, lmbda, generator)
             if node is None:
                 break  # the rest of the tree is taken by this wave's other rollouts
             pending[node] += 1
             starts.append(node)
-        # (the first rollout of a wave always finds a node: an open tree has one to expand, and
-        # a grown-out tree gets another initial noise)
         cost = [sum(step_cost[max(0, tree.step[n]) :]) for n in starts]
-        while starts and not run.ledger.affords(sum(cost)):
+        while starts and not record.ledger.affords(sum(cost)):
             starts.pop(), cost.pop()
-            run.stopped = True
+            record.stop()
         if not starts:
             break
-        # Expand: a new initial noise under the root, otherwise a step from the chosen node.
         branched = [tree.step[n] for n in starts]  # -1: a new initial noise
         parents = [tree.ids[n] for n in starts]    # None: the root
-        current = []
-        for n in starts:
-            if n == 0:
-                i = len(tree.children[0])
-                fresh = noise[i : i + 1] if i < noise.shape[0] else \
-                    gaussian((1, *noise.shape[1:]), generator).to(noise.dtype)
-                current.append(tree.add(0, fresh, next_id))
-                next_id += 1
-            else:
-                current.append(n)
-        for j in range(min(tree.step[c] for c in current), steps):
-            # The rollout that starts highest takes every step: no step is without rows.
-            rows = [k for k, c in enumerate(current) if tree.step[c] == j]
-            ids = list(range(next_id, next_id + len(rows)))
-            next_id += len(rows)
-            states = torch.cat([tree.states[current[k]] for k in rows])
-            if j == 0:
-                out, _ = model.advance(None, states, pieces[0], ids)
-            else:
-                fresh = None
-                if own_steps:
-                    states, fresh = model.renoise(states, float(sigmas[j]), float(pieces[j][0]), generator)
-                out, _ = model.advance(states, fresh, pieces[j], ids)
-            run.ledger.pay(len(rows) * step_cost[j])
-            for k, state, node_id in zip(rows, out, ids):
-                current[k] = tree.add(current[k], state[None], node_id)
-        finished = torch.cat([tree.states[c] for c in current])
+        leaves, next_id = _expand(model, tree, shape, starts, noise, next_id, sigmas, generator)
+        record.ledger.pay(sum(cost))
+        finished = torch.cat([tree.states[c] for c in leaves])
         scored = model.score(finished)
-        leaf_ids = [tree.ids[c] for c in current]
+        leaf_ids = [tree.ids[c] for c in leaves]
         # The pool keeps the finished samples (the best k; every one for a rank ensemble).
-        run.pool.add(scored.values, finished, None, leaf_ids)
+        pool.add(scored.values, finished, None, leaf_ids)
         leaf_scores = _cat(leaf_scores, scored.values)
-        for c in current:
-            tree.leaf_rows[c], tree.states[c] = len(tree.leaf_rows), None
-            node = c
-            while node is not None:
-                tree.open[node] = len(tree.children[node]) < max_children(node) or \
-                    any(tree.open[k] for k in tree.children[node])
-                node = tree.parent[node]
-        new = compare(model, leaf_scores)[-len(current):]
-        entries = run.record(leaf_ids, new, r)
-        for entry, step, parent, leaf in zip(entries, branched, parents, current):
-            entry["branched_at"], entry["branched_from"] = step, parent
-            entry["path"] = tree.path(leaf)
-        done += len(current)
-        run.round_done(r, leaf_ids, new, scored, rollouts=len(current), nodes=len(tree.step) - 1,
-                       branched_at=branched)
-        r += 1
+        _back_up(tree, shape, leaves, roots)
+        new = compare(model, leaf_scores)[-len(leaves):]
+        for entry, step, parent, leaf in zip(record.entries(leaf_ids, new, len(record.rounds)), branched, parents,
+                                             leaves):
+            entry.update(branched_at=step, branched_from=parent, path=tree.path(leaf), noise=tree.noise_index(leaf))
+        done += len(leaves)
+        record.round(len(record.rounds), leaf_ids, new, scored, pool, rollouts=len(leaves),
+                     nodes=len(tree.step) - 1, branched_at=branched)
     # A candidate's score is its value among every leaf (for a rank ensemble, its rank in the
     # final ranking, the one that picked the winner); entries are in leaf order.
-    for entry, value in zip(run.candidates, compare(model, leaf_scores).tolist()):
+    for entry, value in zip(record.candidates, compare(model, leaf_scores).tolist()):
         entry["score"] = value
-    return run.finish()
+    return _finish(model, sigmas, plan, record, pool)
 
 
-SEARCHES = {"random": random_search, "zero_order": zero_order_search, "paths": path_search,
-            "particles": particle_steering, "rejection": early_rejection, "tree": tree_search}
-
-__all__ = ["SEARCHES", "compare", "early_rejection", "particle_steering", "path_search", "random_search",
+__all__ = ["PARTICLE_JUDGE", "compare", "early_rejection", "particle_steering", "path_search", "random_search",
            "tree_search", "zero_order_search"]

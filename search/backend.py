@@ -36,6 +36,15 @@ class Scores(NamedTuple):
 
 
 class SearchBackend(Protocol):
+    """What every algorithm may use. A backend of many problems (a latent batch, see
+    search/lockstep.py) also takes ``problems=``, the problem of every row, in its row-wise
+    methods (solve, advance, predict_x0, score) and ``problem`` in ``initial_noise``; the
+    algorithms see one problem through a view and never pass them."""
+
+    stochastic: bool  # the sampler injects per-step noise (each row's drawn from its id's stream)
+    relative: bool    # compare() ranks the rows it is given (a rank ensemble): keep every candidate
+    chunk: int | None  # rows one model call holds (a hint for progress rounds; results never depend on it)
+
     def schedule(self, search: bool = False) -> torch.Tensor:
         """Sigmas of a full run (``search=True``: the cheaper schedule used while searching)."""
 
@@ -59,7 +68,10 @@ class SearchBackend(Protocol):
         """``solve`` that returns (state, the x0-prediction of the last denoiser call the sampler
         made on the way): what a verifier can judge mid-trajectory at no extra model call."""
 
-    stochastic: bool  # the sampler injects per-step noise (each row's drawn from its id's stream)
+    def initial_noise(self, ids: list[int]) -> torch.Tensor:
+        """Initial noises of candidates ``ids`` beyond those a search was given: the stock noise
+        of each id (for ComfyUI, the stock KSampler's noise at seed + id), so a sample that is a
+        plain chain from one replays with stock nodes."""
 
     def resumable(self, sigmas: torch.Tensor, at: list[int]) -> bool:
         """Whether solving along ``sigmas`` in pieces split at step indices ``at`` (each piece
@@ -90,6 +102,8 @@ class SearchResult:
     top_ids: list[int]
     top_scores: list[float]                 # the returned latents' scores
     best_noise: torch.Tensor | None         # initial noise that regenerates ``best``
+    # ``best_noise`` is the stock noise of ``best_id`` (the winner replays at seed + best_id).
+    seeded: bool = False
     # Scores on the cheaper search schedule, when the kept candidates were regenerated.
     search_scores: list[float] | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)

@@ -79,11 +79,11 @@ class ProblemView:
 
     @property
     def relative(self) -> bool:
-        return bool(getattr(self.backend, "relative", False))
+        return bool(self.backend.relative)
 
     @property
     def chunk(self):
-        return getattr(self.backend, "chunk", None)
+        return self.backend.chunk
 
     def schedule(self, search: bool = False) -> torch.Tensor:
         return self.backend.schedule(search)
@@ -106,6 +106,9 @@ class ProblemView:
 
     def renoise(self, state, sigma_from, sigma_to, generator):
         return self.backend.renoise(state, sigma_from, sigma_to, generator)
+
+    def initial_noise(self, ids):
+        return self.backend.initial_noise(ids, problem=self.index)
 
     def compare(self, values: torch.Tensor) -> torch.Tensor:
         return self.backend.compare(values)

@@ -30,6 +30,7 @@ class GaussianMixtureBackend:
         # adapter draws a host sampler's), instead of deterministic Euler steps.
         self.stochastic, self.seed = ancestral, seed
         self.runs: list[tuple[list[int], float, float]] = []  # (ids, first sigma, last sigma) per call
+        self.chunk = None
 
     # -- the exact model ----------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -83,6 +84,12 @@ class GaussianMixtureBackend:
             x = x + (x - x0) / s * (down - s)
             x = x + up * torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens])
         return x, x0
+
+    def initial_noise(self, ids, problem=0):
+        """The "stock" noise of candidate id: a generator seeded from the id alone (a problem's
+        own start is added where it is solved, as for the given noises)."""
+        return torch.stack([torch.randn(self.means.shape[1], generator=torch.Generator().manual_seed(
+            self.seed + 104729 + int(i))) for i in ids])
 
     def resumable(self, sigmas, at):
         # Euler steps carry no history; ancestral ones draw fresh noise under fresh ids.

@@ -311,4 +311,6 @@ def test_random_search_budget_buys_as_many_candidates_as_it_can_regenerate():
     for budget, n in ((30, 2), (45, 3), (15, 1), (29, 1)):
         m = backend(steps=12, search_steps=3)
         res = random_search(m, noise(8), m.schedule(), top_k=4, budget=budget)
-        assert len(res.candidates) == n and res.nfe == n * 3 + n * 12 <= budget
+        searched = [c for c in res.candidates if c["sample"] == "search schedule"]
+        assert len(searched) == n and res.nfe == n * 3 + n * 12 <= budget
+        assert [c["id"] for c in res.candidates if c["sample"] == "final"] == res.top_ids
