@@ -44,12 +44,10 @@ The last line printed is one JSON object (see ``summary`` below for its keys).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import io
 import json
-import logging
 import math
 import os
 import pstats
@@ -113,41 +111,18 @@ def section(name: str) -> None:
 
 # -- host ---------------------------------------------------------------------------------
 def load_host(device: str):
-    """ComfyUI in-process with the pack loaded (as bench/comfy_host.py does, but on
-    ``device``: its ``load_host`` always forces the CPU)."""
+    """ComfyUI in-process with the pack loaded (devhost), on ``device``."""
     # ComfyUI's root goes first on sys.path and has a `tests` package of its own: import
     # this repository's test helpers before it shadows them.
     import tests.harness.tiny_models  # noqa: F401
     import tests.toy_verifier  # noqa: F401
-    from bench import comfy_host as host
     try:
         import tests.verifier_fixtures  # noqa: F401
     except ImportError:  # open_clip missing: the ProbeVerifier stands in
         pass
-    if host._loaded is not None:
-        return host._loaded
-    root = str(host.comfyui_path())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from comfy.cli_args import args
+    import devhost
 
-    args.cpu = device == "cpu"
-    args.disable_all_custom_nodes = True
-    # ComfyUI logs every optional node module it cannot import (torchaudio is absent here).
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)
-    try:
-        import nodes  # noqa: I001 (ComfyUI's own top-level module)
-
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-        pack_dir = Path(root) / "custom_nodes" / host.PACK_NAME
-        if not asyncio.run(nodes.load_custom_node(str(pack_dir), module_parent="custom_nodes")):
-            raise RuntimeError(f"ComfyUI failed to load the pack from {pack_dir}")
-    finally:
-        root_logger.setLevel(level)
-    host._loaded = nodes
-    return nodes
+    return devhost.load_host(device)
 
 
 def server_like_progress_hook():
@@ -188,7 +163,7 @@ class LoadCounter:
         import safetensors.torch
         import torch
 
-        from bench.comfy_host import pack_module
+        from devhost import pack_module
 
         counts = self.counts
 
@@ -330,7 +305,7 @@ class Bench:
         """The workflow's loader nodes; returns per-stage seconds."""
         import folder_paths
 
-        from bench.comfy_host import run_node
+        from devhost import run_node
         from tests.harness import tiny_models
 
         times = {}
@@ -371,7 +346,7 @@ class Bench:
             return ProbeVerifier(), f"ProbeVerifier (tiny CLIP unavailable: {err})"
 
     def load_verifier(self):
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         if self.verifier_file is None:
             return self.verifier
@@ -380,19 +355,19 @@ class Bench:
 
     # the three ways ---------------------------------------------------------------------
     def latent(self, px: int, batch: int) -> dict:
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         return run_node("EmptyLatentImage", width=px, height=px, batch_size=batch)[0]
 
     def _ksampler(self, seed: int, latent: dict) -> dict:
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         return run_node("KSampler", model=self.model, seed=seed, steps=self.steps, cfg=CFG, sampler_name="euler",
                         scheduler="normal", positive=self.positive, negative=self.negative,
                         latent_image=latent, denoise=1.0)[0]
 
     def _decode(self, latent: dict):
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         return run_node("VAEDecode", vae=self.vae, samples=latent)[0]
 
@@ -404,7 +379,7 @@ class Bench:
     def limit(self, n: int, px: int, seed: int = SEED):
         """One stock sampler call on a batch of the n candidates' noises (candidate i: seed + i),
         one batched decode, one verifier pass."""
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         guider = run_node("CFGGuider", model=self.model, positive=self.positive, negative=self.negative, cfg=CFG)[0]
         sigmas = run_node("BasicScheduler", model=self.model, scheduler="normal", steps=self.steps, denoise=1.0)[0]
@@ -423,7 +398,7 @@ class Bench:
                latent: dict | None = None, **opts):
         """A search node (on ``latent``, default a batch-1 empty latent) and (by default) VAEDecode
         of its winners; returns the parsed report."""
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         out = run_node(node, **self._search_args(px, seed, batch_size, latent), **opts)
         if decode:
@@ -440,7 +415,7 @@ class Bench:
         """The same problems searched one after another: element b of the same batch (LatentFromBatch,
         so its noises are the batch's element b, as with a stock KSampler), each with its own
         VAEDecode; returns every problem's report."""
-        from bench.comfy_host import run_node
+        from devhost import run_node
 
         batch = self.latent(px, problems)
         return [self.search(node, px, batch_size=batch_size, latent=run_node(

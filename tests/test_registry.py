@@ -36,7 +36,7 @@ README_NODES = [
 RUNTIME_FILES = ["__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md"]
 RUNTIME_DIRS = ["nodes", "search", "verifiers", "web", "example_workflows"]
 # Development only; bench/ (the scaling demo's testbed and the benchmarks) runs from a clone.
-DEV_DIRS = ["tests", "scripts", ".ci", "bench"]
+DEV_DIRS = ["tests", "devhost", "scripts", ".ci", "bench"]
 DEV_FILES = ["Makefile", "requirements-dev.txt", "requirements-host.txt", "requirements-tools.txt"]
 REPOSITORY = "https://github.com/noise-search/noise-search"
 MAX_ARCHIVE_MB = 5.0  # weights or fixtures slipping in would blow this

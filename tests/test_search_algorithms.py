@@ -9,20 +9,7 @@ import torch
 
 from search import BudgetError, path_search, random_search, sphere_neighbours, zero_order_search
 from tests.analytic_backend import GaussianMixtureBackend
-
-MEANS = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])
-
-
-def backend(**kw):
-    return GaussianMixtureBackend(MEANS, **kw)
-
-
-def noise(n, seed=0):
-    return torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
-
-
-def gen(seed=1):
-    return torch.Generator().manual_seed(seed)
+from tests.helpers import MEANS, backend, gen, noise
 
 
 def test_random_search_nfe_closed_form_and_argmax():

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.harness.host import node_class, pack_module, run_node
-from tests.test_search_nodes import (
+from tests.helpers import (
     forward_rows,
     ks_args,
     out_of_memory_above,

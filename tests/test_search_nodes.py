@@ -7,69 +7,28 @@ every sampler the host lists, results do not depend on the chunk size."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
 import torch
 
 from tests.harness.host import node_class, pack_module, run_node
+from tests.helpers import (
+    LATENT,
+    forward_rows,
+    ks_args,
+    out_of_memory_above,
+    scores_of,
+    search,
+    stock_ksampler,
+)
 from tests.toy_verifier import InterruptingVerifier, ProbeVerifier
 
-LATENT = {"samples": torch.zeros(1, 4, 4, 4)}  # 32 px: keeps the CPU tests quick
 STOCHASTIC = ["euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde"]
-
-
-@contextmanager
-def forward_rows(model):
-    """Counts the rows the diffusion model really evaluates while the block runs."""
-    counts = {"rows": 0}
-
-    def count(module, args):
-        counts["rows"] += args[0].shape[0]
-
-    hook = model.model.diffusion_model.register_forward_pre_hook(count)
-    try:
-        yield counts
-    finally:
-        hook.remove()
-
-
-def ks_args(parts, **kw):
-    args = dict(model=parts["model"], seed=5, steps=3, search_steps=0, cfg=2.0, sampler_name="euler",
-                scheduler="normal", positive=parts["positive"], negative=parts["negative"],
-                latent_image=LATENT, denoise=1.0, vae=parts["vae"], verifier=ProbeVerifier(),
-                condition="", budget=0, top_k=1, batch_size=0)
-    args.update(kw)
-    return args
-
-
-def outputs(node_id, out):
-    names = [o.id for o in node_class(node_id).define_schema().outputs]
-    d = dict(zip(names, out))
-    d["report"] = json.loads(d["report"])
-    return d
-
-
-def search(node_id, **inputs):
-    return outputs(node_id, run_node(node_id, **inputs))
-
-
-def stock_ksampler(parts, model=None, latent=None, **kw):
-    args = dict(model=model or parts["model"], seed=5, steps=3, cfg=2.0, sampler_name="euler",
-                scheduler="normal", positive=parts["positive"], negative=parts["negative"],
-                latent_image=latent or LATENT, denoise=1.0)
-    args.update(kw)
-    return run_node("KSampler", **args)[0]["samples"]
 
 
 def same_top(a: list[dict], b: list[dict]) -> bool:
     return [t["id"] for t in a] == [t["id"] for t in b] and \
         [t["score"] for t in a] == pytest.approx([t["score"] for t in b], abs=1e-4)
-
-
-def scores_of(parts, latents, verifier=None, vae=None):
-    images = (vae or parts["vae"]).decode(latents)
-    return (verifier or ProbeVerifier()).score(images, "")
 
 
 def custom_parts(parts, model, sampler_name="euler", steps=3):
@@ -359,19 +318,6 @@ def test_early_x0_is_captured_at_exactly_the_level(parts):
 
 
 # -- chunking and budgets --------------------------------------------------------------------
-def out_of_memory_above(model, rows: int):
-    """A clone of ``model`` that runs out of memory on calls of more than ``rows`` rows."""
-    model = model.clone()
-
-    def small_batches_only(apply_model, args):
-        if args["input"].shape[0] > rows:
-            raise torch.OutOfMemoryError("out of memory (test)")
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    model.set_model_unet_function_wrapper(small_batches_only)
-    return model
-
-
 def test_out_of_memory_halving_sticks(parts):
     model = out_of_memory_above(parts["model"], 4)  # CFG: two rows per candidate
     out = search("RandomSearch", **ks_args(parts, model=model, candidates=8, top_k=8, batch_size=8))

@@ -11,7 +11,7 @@ import torch
 
 from search import BudgetError, early_rejection, particle_steering, random_search, tree_search
 from search.smc import effective_sample_size, log_potential, normalized, systematic_resample
-from tests.test_search_algorithms import MEANS, backend, gen, noise
+from tests.helpers import MEANS, backend, gen, noise
 
 
 def in_target_mode(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.harness.host import node_class, pack_module, run_node
-from tests.test_search_nodes import LATENT, forward_rows, ks_args, scores_of, search, stock_ksampler
+from tests.helpers import LATENT, forward_rows, ks_args, scores_of, search, stock_ksampler
 from tests.toy_verifier import InterruptingVerifier, ProbeVerifier
 
 FK = dict(particles=3, potential="max", lmbda=20.0, interval=1, ess_threshold=1.0, renoise=0.2)

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.comfy_host import load_host, pack_module, run_node  # noqa: E402
+from devhost import load_host, pack_module, run_node  # noqa: E402
 
 METHODS = ("steps", "random", "zero_order", "paths", "particles", "rejection", "tree")
 SEARCHES = METHODS[1:]

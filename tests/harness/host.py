@@ -1,5 +1,5 @@
-"""The in-process ComfyUI host for tests (shared with the demo and benchmarks: bench/comfy_host.py)."""
+"""The in-process ComfyUI host for tests (devhost/, shared with the demo and the benchmarks)."""
 
-from bench.comfy_host import PACK_NAME, REPO, comfyui_path, load_host, node_class, pack_module, run_node
+from devhost import PACK_NAME, REPO, comfyui_path, load_host, node_class, pack_module, run_node
 
 __all__ = ["PACK_NAME", "REPO", "comfyui_path", "load_host", "node_class", "pack_module", "run_node"]
