@@ -81,7 +81,8 @@ class SearchProgress:
 
     def on_round(self, info: dict) -> None:
         images = info.get("images")
-        self.total = max(self.total, int(info.get("planned") or 0))
+        # The bound the search can spend (its plan, or the budget where lower), never above it.
+        self.total = max(self.done, int(info.get("bound") or info.get("planned") or 0), 1)
         count = len(info["ids"]) if images is None else min(len(info["ids"]), images.shape[0])
         n_thumbs = max(0, min(MAX_THUMBS - len(self.state["candidates"]), count))
         thumbs = thumbnails(images[:n_thumbs]) if images is not None and n_thumbs else []
@@ -101,7 +102,8 @@ class SearchProgress:
     def finish(self, report: dict) -> dict:
         self.state.update(finished=True, nfe=report["nfe"]["search_total"],
                           best_id=report["best"]["id"], best_score=report["best"]["score"])
-        self.done = self.total = max(self.total, self.done)
+        # The bar closes at what was spent.
+        self.total = self.done = max(self.done, 1)
         self._update()
         self.send()
         return self.state

@@ -130,6 +130,12 @@ class _Record:
         """The budget ended the search before its plan did."""
         self.stopped = True
 
+    def bound(self) -> int:
+        """The most this run can spend: its plan, or the budget where that is lower (what a
+        progress bar's total should be: never a total the run cannot reach)."""
+        budget = self.ledger.budget
+        return self.planned if budget is None else min(self.planned, budget)
+
     def plan_more(self, nfe: int) -> None:
         """A step the plan could not foresee (zero-order's restarts)."""
         self.planned += nfe
@@ -142,7 +148,7 @@ class _Record:
 
     def round(self, round_index: int, ids, values, scored, pool: _Pool, **extra) -> None:
         best_id, best_score = pool.best() if pool.ids else (None, None)
-        info = {"round": round_index, "nfe": self.ledger.spent, "planned": self.planned,
+        info = {"round": round_index, "nfe": self.ledger.spent, "planned": self.planned, "bound": self.bound(),
                 "best_id": best_id, "best_score": best_score, **extra}
         self.rounds.append(dict(info))
         if self.callback:

@@ -68,7 +68,7 @@ def test_zero_order_first_round_and_callback():
                             restart=False, callback=seen.append)
     first = res.candidates[0]
     assert {k: first[k] for k in ("id", "round", "kind")} == {"id": 0, "round": 0, "kind": "pivot"}
-    assert res.rounds[0] == {"round": 0, "nfe": 5, "planned": 5 * 7, "best_id": 0,
+    assert res.rounds[0] == {"round": 0, "nfe": 5, "planned": 5 * 7, "bound": 5 * 7, "best_id": 0,
                              "best_score": pytest.approx(first["score"]), "pivot": 0, "moved": False}
     assert seen[0]["ids"] == [0] and seen[0]["scores"] == pytest.approx([first["score"]])
     for s in seen[1:]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from search import BudgetError, early_rejection, particle_steering, random_search, tree_search
+from search.algorithms import PARTICLE_JUDGE
 from search.smc import effective_sample_size, log_potential, normalized, systematic_resample
 from tests.helpers import MEANS, backend, gen, noise
 
@@ -61,13 +62,16 @@ def test_ess_and_potentials():
 @pytest.mark.parametrize("ancestral", [False, True])
 @pytest.mark.parametrize("interval", [1, 3])
 def test_particle_steering_nfe_is_exact_and_x0_predictions_cost_nothing(ancestral, interval):
+    """judge "last": the sampler's own x0-predictions (free), except where they would be a copy's
+    parent's; the default "point" asks the model at every resampling point (test_strategy_truth)."""
     m = backend(steps=10, ancestral=ancestral)
-    res = particle_steering(m, noise(6), m.schedule(), generator=gen(), lmbda=2.0, interval=interval)
+    res = particle_steering(m, noise(6), m.schedule(), generator=gen(), lmbda=2.0, interval=interval, judge="last")
     # One-step pieces of a stochastic sampler: the 8 inner resampling points (after the first)
     # ask the model for the particles' own x0-predictions, one NFE each.
     asked = 6 * 8 if ancestral and interval == 1 else 0
     assert res.nfe == 6 * 10 + asked == m.rows == res.planned_nfe
-    assert [r.get("x0") for r in res.rounds[1:-1]] == ["model call" if asked else "sampler"] * (len(res.rounds) - 2)
+    labels = [PARTICLE_JUDGE["point" if asked else "last"]] * (len(res.rounds) - 2)
+    assert [r.get("x0") for r in res.rounds[1:-1]] == labels
     assert len(res.rounds) == math.ceil(10 / interval)
     # The winner is the best-scoring final particle, and it is the returned latent.
     finals = [c for c in res.candidates if c["round"] == len(res.rounds) - 1]
@@ -78,8 +82,11 @@ def test_particle_steering_nfe_is_exact_and_x0_predictions_cost_nothing(ancestra
 
 def test_particle_steering_budget_buys_whole_particles():
     m = backend(steps=10)
-    res = particle_steering(m, noise(8), m.schedule(), generator=gen(), budget=35)
+    res = particle_steering(m, noise(8), m.schedule(), generator=gen(), budget=35, judge="last")
     assert res.stopped_by_budget and res.nfe == 30 == m.rows and res.planned_nfe == 80
+    # Judged at every resampling point: 10 steps + 9 x0-predictions a particle.
+    point = particle_steering(backend(steps=10), noise(8), m.schedule(), generator=gen(), budget=40)
+    assert point.stopped_by_budget and point.nfe == 38 and point.planned_nfe == 8 * 19
     with pytest.raises(BudgetError, match="budget of 9 NFEs cannot pay for one particle"):
         particle_steering(backend(steps=10), noise(8), m.schedule(), generator=gen(), budget=9)
 
@@ -125,7 +132,9 @@ def test_steering_tilts_particles_toward_the_reward(potential):
     steered = particle_steering(backend(steps=12), noise(k, seed=7), m.schedule(), generator=gen(),
                                 potential=potential, lmbda=1.0, top_k=k)
     assert any(r["resampled"] for r in steered.rounds[:-1])
-    assert float(in_target_mode(steered.top).mean()) > float(in_target_mode(plain.top).mean()) + 0.3
+    # Judged at the resampling points (the paper's definition) the tilt measured 0.27 -> 0.51 of
+    # the particles in the target mode; judged one step early, 0.27 -> 0.57 and more.
+    assert float(in_target_mode(steered.top).mean()) > float(in_target_mode(plain.top).mean()) + 0.2
 
 
 def test_resampling_follows_the_ess_threshold_and_reports_ancestors():
@@ -178,7 +187,7 @@ def lane_owner(res) -> dict[int, int]:
     owner = {}
     for r in res.rounds:
         judged = [c["id"] for c in res.candidates if c["round"] == r["round"]]
-        owner.update(zip(r["lanes"], judged))
+        owner.update(zip(r.get("lanes", judged), judged))  # a regeneration round runs under the ids
     return owner
 
 
@@ -201,9 +210,9 @@ def test_early_rejection_never_finishes_a_candidate_it_rejected(ancestral):
 def test_early_rejection_nfe_is_exact_and_the_winner_is_its_noises_plain_sample(ancestral):
     m = backend(steps=10, ancestral=ancestral)
     res = early_rejection(m, noise(16), m.schedule(), generator=gen(), keep=0.5, levels=(0.7, 0.4))
-    steps = [r["step"] for r in res.rounds]
+    steps = [r["step"] for r in res.rounds if "step" in r]
     pieces = [b - a for a, b in zip([0, *steps[:-1]], steps)]
-    regen = 10 if ancestral else 0  # per-step noise: the kept candidate is regenerated in one piece
+    regen = 4 * 10 if ancestral else 0  # per-step noise: every survivor is regenerated in one piece
     assert res.nfe == 16 * pieces[0] + 8 * pieces[1] + 4 * pieces[2] + regen == m.rows == res.planned_nfe
     plain, _ = backend(steps=10, ancestral=ancestral).solve(None, noise(16)[res.best_id : res.best_id + 1],
                                                             m.schedule(), [res.best_id])
@@ -288,18 +297,20 @@ def test_tree_search_budget_is_never_exceeded():
 
 
 def test_tree_search_without_any_noise_along_the_way_is_random_search_over_its_root():
-    """A deterministic sampler and renoise 0: every step has one possible child, so the tree is
-    `branches` independent samples and the search is best-of-`branches`."""
+    """A deterministic sampler and renoise 0: every step has one possible child, so every rollout
+    is a new initial noise and the search is best-of-`rollouts` over stock samples."""
     m = backend(steps=8)
     res = tree_search(m, noise(4), m.schedule(), generator=gen(), rollouts=3, branches=3, renoise=0.0)
     plain = random_search(backend(steps=8), noise(4)[:3], m.schedule())
     assert len(res.candidates) == 3 and res.nfe == 3 * 8
     assert torch.allclose(res.best, plain.best) and res.best_score == pytest.approx(plain.best_score)
-    # A grown-out tree goes on from further initial noises (drawn beyond the given ones).
+    # Beyond the given noises: the backend's stock noises of their index (seed + i).
     more = tree_search(backend(steps=8), noise(4), m.schedule(), generator=gen(), rollouts=6, branches=3,
                        renoise=0.0)
-    assert [c["branched_at"] for c in more.candidates] == [-1] * 6 and more.nfe == 6 * 8
-    assert more.best_score >= res.best_score
+    assert sorted(c["id"] for c in more.candidates) == list(range(6)) and more.nfe == 6 * 8
+    extra = torch.cat([noise(4), backend(steps=8).initial_noise([4, 5])])
+    assert torch.allclose(more.best, random_search(backend(steps=8), extra, m.schedule()).best)
+    assert more.seeded and more.best_score >= res.best_score
 
 
 def test_tree_search_children_never_exceed_branches():
@@ -418,16 +429,16 @@ def rejection_cost(pieces, n, keep, top_k, regen):
     counts = [n]
     for _ in pieces[1:]:
         counts.append(max(min(top_k, n), math.ceil(counts[-1] * keep - 1e-9)))
-    return sum(c * p for c, p in zip(counts, pieces)) + (min(top_k, counts[-1]) * sum(pieces) if regen else 0)
+    return sum(c * p for c, p in zip(counts, pieces)) + (counts[-1] * sum(pieces) if regen else 0)
 
 
 @pytest.mark.parametrize("ancestral", [False, True])
 def test_early_rejection_budget_sweep_starts_the_most_it_pays_for(ancestral):
     sigmas = backend(steps=10).schedule()
     probe = early_rejection(backend(steps=10, ancestral=ancestral), noise(8), sigmas, generator=gen(), top_k=2)
-    steps = [r["step"] for r in probe.rounds]
+    steps = [r["step"] for r in probe.rounds if "step" in r]
     pieces = [b - a for a, b in zip([0, *steps[:-1]], steps)]
-    assert probe.nfe == rejection_cost(pieces, 8, 0.5, 2, ancestral)  # two kept, regenerated if ancestral
+    assert probe.nfe == rejection_cost(pieces, 8, 0.5, 2, ancestral)  # survivors regenerated if ancestral
     for budget in range(rejection_cost(pieces, 1, 0.5, 2, ancestral), rejection_cost(pieces, 12, 0.5, 2, ancestral)):
         m = backend(steps=10, ancestral=ancestral)
         res = early_rejection(m, noise(12), sigmas, generator=gen(), budget=budget, top_k=2)
@@ -536,7 +547,7 @@ def test_tree_steps_are_re_noised_and_its_root_holds_the_given_noises():
 
 def test_particle_budget_of_exactly_k_particles_is_not_a_stop():
     m = backend(steps=10)
-    res = particle_steering(m, noise(4), m.schedule(), generator=gen(), budget=40)
+    res = particle_steering(m, noise(4), m.schedule(), generator=gen(), budget=40, judge="last")
     assert res.nfe == 40 and not res.stopped_by_budget
 
 

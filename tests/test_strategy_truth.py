@@ -20,14 +20,12 @@ import math
 import pytest
 import torch
 
-from search import early_rejection, particle_steering, random_search, tree_search, zero_order_search
+from search import particle_steering, random_search, tree_search, zero_order_search
 from search.smc import log_potential, normalized
 from tests.analytic_backend import GaussianMixtureBackend
 from tests.harness.host import run_node
-from tests.test_search_nodes import ks_args, scores_of, search, stock_ksampler
-from tests.toy_verifier import ProbeVerifier
+from tests.helpers import MEANS, ks_args, scores_of, search, stock_ksampler
 
-MEANS = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])
 REJECT = dict(candidates=8, keep=0.5, levels="0.8, 0.4")
 FK = dict(particles=3, potential="max", lmbda=20.0, interval=1, ess_threshold=1.0, renoise=0.2)
 TREE = dict(rollouts=6, branches=2, lmbda=1.0, greedy=True, wave=3, renoise=0.2)
@@ -51,7 +49,7 @@ def test_early_rejection_winner_does_not_depend_on_top_k(parts, sampler):
         assert one["best"]["id"] == two["best"]["id"], (sampler, seed)
         assert one["best"]["score"] == pytest.approx(two["best"]["score"], abs=1e-4)
         assert [t["id"] for t in two["top"]][:1] == [one["best"]["id"]]
-        for k, run in runs.items():
+        for run in runs.values():
             rep = run["report"]
             # The reported scores are the returned latents' own, and the winner replays.
             own = scores_of(parts, run["top"]["samples"])
