@@ -1,7 +1,7 @@
 """Queue a workflow on a running ComfyUI, follow the search live, and download the results.
 
     python examples/api_queue.py example_workflows/sd15_random_search_imagereward.json \\
-        --server http://127.0.0.1:8188 --set RandomSearch.candidates=32 --out results/
+        --server http://127.0.0.1:8188 --set RandomSearchSampler.candidates=32 --out results/
 
 The workflow may be in the editor's format (converted with the server's /object_info, see
 workflow_convert.py) or in the API format ("Export (API)"). Then:

@@ -176,6 +176,24 @@ def decode_and_save(wf, latent_src, output, vae_src, vae_slot, x, y, prefix, pre
 
 
 # -- the examples --------------------------------------------------------------------------
+def judge_node(wf: Workflow, vae_src, vae_slot, verifier, text, pos, title="Search Judge"):
+    """A Search Judge: the VAE that decodes candidates, the verifier, the prompt as its condition."""
+    judge = wf.node("SearchJudge", pos, (360, 170), title=title, condition=wf.prompt)
+    wf.link(vae_src, vae_slot, judge, "vae")
+    wf.link(verifier, 0, judge, "verifier")
+    wf.link(text, 0, judge, "condition")
+    return judge
+
+
+def ksampler_style(wf: Workflow, kind, pos, size, ckpt, positive, negative, latent, judge, **widgets):
+    """A KSampler-style search node wired as a stock KSampler is, plus its judge."""
+    search = wf.node(kind, pos, size, **widgets)
+    for src, slot, name in ((ckpt, 0, "model"), (positive, 0, "positive"), (negative, 0, "negative"),
+                            (latent, 0, "latent_image"), (judge, 0, "judge")):
+        wf.link(src, slot, search, name)
+    return search
+
+
 def sd15_random_search_imagereward(info):
     wf = Workflow(info, "sd15_random_search_imagereward")
     ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
@@ -184,20 +202,18 @@ def sd15_random_search_imagereward(info):
     neg = negative(wf, ckpt, 1, 380, 320)
     latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=1)
     verifier = wf.node("ImageRewardVerifierLoader", (0, 340), (320, 160))
-    search = wf.node("RandomSearch", (800, 0), (400, 900), seed=42, steps=25, search_steps=0, cfg=7.0,
-                     sampler_name="euler", scheduler="normal", candidates=16, top_k=4, condition=wf.prompt)
-    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
-                            (latent, 0, "latent_image"), (ckpt, 2, "vae"), (verifier, 0, "verifier"),
-                            (text, 0, "condition")):
-        wf.link(src, slot, search, name)
+    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
+    search = ksampler_style(wf, "RandomSearchSampler", (800, 0), (400, 760), ckpt, pos, neg, latent, judge,
+                            seed=42, steps=25, search_steps=0, cfg=7.0, sampler_name="euler", scheduler="normal",
+                            candidates=16, top_k=4)
     decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_random_imagereward")
     decode_and_save(wf, search, "top_k", ckpt, 2, 1260, 400, "", preview=True)
     scores = wf.node("PreviewAny", (1260, 760), (400, 160), title="Top scores")
     wf.link(search, "scores", scores, "source")
     wf.note((0, 560), (360, 330), "Random search (best-of-N), the paper's simplest search.\n\n"
-            "RandomSearch samples `candidates` noises with the sampler, decodes each, scores it with "
-            "ImageReward against the prompt and keeps the best. The node shows every candidate with its "
-            "score while it runs, and the best score against NFEs.\n\n"
+            "Random Search samples `candidates` noises with the sampler, decodes each, scores it with "
+            "ImageReward against the prompt (the Search Judge) and keeps the best. The node shows every "
+            "candidate with its score while it runs, and the best score against NFEs.\n\n"
             "search_steps < steps makes the search cheaper (the kept candidates are regenerated with the "
             "full steps and scored again). Candidate i is the stock KSampler's sample at seed + i: the seed "
             "output replays the winner with a stock KSampler on a batch of 1 (see the replay example).\n\n"
@@ -218,17 +234,14 @@ def sdxl_zero_order_ensemble(info):
     ensemble = wf.node("VerifierEnsemble", (400, 560), (320, 240))
     for i, v in enumerate((aesthetic, clip, reward), start=1):
         wf.link(v, 0, ensemble, f"verifier_{i}")
-    search = wf.node("ZeroOrderSearch", (800, 0), (400, 960), seed=7, steps=30, search_steps=10, cfg=7.0,
-                     sampler_name="euler", scheduler="normal", neighbours=2, iterations=8, angle=30.0,
-                     restart=True, top_k=1, condition=wf.prompt)
-    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
-                            (latent, 0, "latent_image"), (ckpt, 2, "vae"), (ensemble, 0, "verifier"),
-                            (text, 0, "condition")):
-        wf.link(src, slot, search, name)
+    judge = judge_node(wf, ckpt, 2, ensemble, text, (400, 840))
+    search = ksampler_style(wf, "ZeroOrderSearchSampler", (800, 0), (400, 820), ckpt, pos, neg, latent, judge,
+                            seed=7, steps=30, search_steps=10, cfg=7.0, sampler_name="euler", scheduler="normal",
+                            neighbours=2, iterations=8, angle=30.0, restart=True, top_k=1)
     decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sdxl_zero_order_ensemble")
     report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
     wf.link(search, "report", report, "source")
-    wf.note((400, 860), (380, 300), "Zero-order search (ZO-2) with the verifier ensemble.\n\n"
+    wf.note((800, 860), (400, 300), "Zero-order search (ZO-2) with the verifier ensemble.\n\n"
             "Each iteration draws 2 neighbours of the pivot noise at the given angle, scores them and "
             "moves the pivot to the best; 8 iterations. search_steps=10 keeps each candidate cheap; the "
             "winner is regenerated with 30 steps.\n\n"
@@ -256,20 +269,21 @@ def flux_path_search_clipscore(info):
     wf.link(unet, 0, sigmas, "model")
     latent = wf.node("EmptySD3LatentImage", (0, 790), (320, 110), width=1024, height=1024, batch_size=1)
     verifier = wf.node("CLIPScoreVerifierLoader", (380, 510), (360, 160))
-    paths = wf.node("SearchPaths", (380, 960), (360, 200), paths=2, branches=2, start=0.4, forward=0.2,
-                    backward=0.3, interval_steps=4)
-    search = wf.node("NoiseSearch", (800, 0), (400, 880), top_k=1, condition=wf.prompt)
+    judge = judge_node(wf, vae, 0, verifier, text, (380, 710))
+    paths = wf.node("SearchPaths", (380, 920), (360, 300), paths=2, branches=2, start=0.4, forward=0.2,
+                    backward=0.3, interval_steps=4, top_k=1)
+    search = wf.node("NoiseSearch", (800, 0), (400, 600))
     for src, slot, name in ((noise, 0, "noise"), (guider, 0, "guider"), (sampler, 0, "sampler"),
                             (sigmas, 0, "sigmas"), (latent, 0, "latent_image"), (paths, 0, "search"),
-                            (vae, 0, "vae"), (verifier, 0, "verifier"), (text, 0, "condition")):
+                            (judge, 0, "judge")):
         wf.link(src, slot, search, name)
     decode_and_save(wf, search, "best", vae, 0, 1260, 0, "noise_search/flux_path_search_clipscore")
-    wf.note((380, 710), (380, 330), "Search over paths (Paths-2) on FLUX.1-dev with CLIPScore.\n\n"
-            "SearchPaths builds the SEARCH; NoiseSearch runs it with the custom-sampling parts (any SEARCH "
-            "node plugs in there). 2 paths are denoised to `start` (a noise level: t has the signal-to-noise "
-            "ratio of (1 - t) x0 + t noise; on FLUX sigma = t); each round re-noises every path "
-            "with 2 fresh noises by `forward`, denoises by `backward` in interval_steps steps, scores the "
-            "x0-prediction and keeps the best 2, until the image is clean.\n\n"
+    wf.note((800, 640), (400, 360), "Search over paths (Paths-2) on FLUX.1-dev with CLIPScore.\n\n"
+            "Path Search Options builds the SEARCH; Noise Search runs it with the custom-sampling parts (any "
+            "search options node plugs in there) and judges with the Search Judge. 2 paths are denoised to "
+            "`start` (a noise level: t has the signal-to-noise ratio of (1 - t) x0 + t noise; on FLUX sigma = "
+            "t); each round re-noises every path with 2 fresh noises by `forward`, denoises by `backward` in "
+            "interval_steps steps, scores the x0-prediction and keeps the best 2, until the image is clean.\n\n"
             "FLUX files: flux1-dev.safetensors in models/diffusion_models, clip_l.safetensors and "
             "t5xxl_fp16.safetensors in models/text_encoders, ae.safetensors in models/vae.\n\n"
             + VERIFIER_NOTE)
@@ -317,13 +331,12 @@ def replay_winner_stock_nodes(info):
     cfg = wf.node("PrimitiveFloat", (0, 280), (320, 60), title="cfg", value=7.0)
     latent = wf.node("EmptyLatentImage", (0, 380), (320, 110), width=512, height=512, batch_size=1)
     verifier = wf.node("CLIPScoreVerifierLoader", (0, 530), (360, 160))
-    search = wf.node("RandomSearch", (800, 0), (400, 900), seed=42, steps=20, search_steps=0, cfg=7.0,
-                     sampler_name="euler_ancestral", scheduler="normal", candidates=8, top_k=1,
-                     condition=wf.prompt)
-    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
-                            (latent, 0, "latent_image"), (ckpt, 2, "vae"), (verifier, 0, "verifier"),
-                            (text, 0, "condition"), (steps, 0, "steps"), (cfg, 0, "cfg")):
-        wf.link(src, slot, search, name)
+    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
+    search = ksampler_style(wf, "RandomSearchSampler", (800, 0), (400, 760), ckpt, pos, neg, latent, judge,
+                            seed=42, steps=20, search_steps=0, cfg=7.0, sampler_name="euler_ancestral",
+                            scheduler="normal", candidates=8, top_k=1)
+    wf.link(steps, 0, search, "steps")
+    wf.link(cfg, 0, search, "cfg")
     decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/replay_search_best")
 
     # 1) Stock KSampler: candidate i is the stock sample at seed + i on a batch of 1.
@@ -349,7 +362,7 @@ def replay_winner_stock_nodes(info):
         wf.link(src, slot, custom, name)
     decode_and_save(wf, custom, "output", ckpt, 2, 1980, 940, "noise_search/replay_custom")
     wf.note((0, 730), (360, 330), "Replaying a search winner with stock nodes.\n\n"
-            "Candidate i of RandomSearch is exactly the stock KSampler's sample at seed + i on a latent of "
+            "Candidate i of Random Search is exactly the stock KSampler's sample at seed + i on a latent of "
             "batch size 1, for every sampler (the per-step noise of ancestral and SDE samplers comes from "
             "that seed too; this example uses euler_ancestral). The seed output is that seed: feed it to a "
             "KSampler with the same model, prompts, steps, cfg, sampler and scheduler (steps and cfg are "
@@ -359,8 +372,133 @@ def replay_winner_stock_nodes(info):
     return wf
 
 
+def sd15_particle_steering_clipscore(info):
+    wf = Workflow(info, "sd15_particle_steering_clipscore")
+    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    text, pos = sd_text(wf, ckpt, 1, "a red apple and a green pear on a white plate, studio photograph", 380, 0)
+    neg = negative(wf, ckpt, 1, 380, 320)
+    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=1)
+    verifier = wf.node("CLIPScoreVerifierLoader", (0, 340), (360, 160))
+    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
+    search = ksampler_style(wf, "ParticleSteeringSampler", (800, 0), (400, 860), ckpt, pos, neg, latent, judge,
+                            seed=3, steps=25, cfg=7.0, sampler_name="euler_ancestral", scheduler="normal",
+                            particles=4, potential="max", lmbda=10.0, interval=5, ess_threshold=0.5, top_k=1)
+    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_particle_steering")
+    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
+    wf.link(search, "report", report, "source")
+    wf.note((0, 560), (360, 360), "Particle steering (Feynman-Kac steering).\n\n"
+            "4 particles are sampled together; every 5 steps each is weighted by CLIPScore's reward of its "
+            "x0-prediction (potential max: the best reward of its lineage, lambda 10) and, when the weights "
+            "grow uneven, the particles are resampled: good ones are copied, poor ones dropped. "
+            "euler_ancestral's own per-step noise makes copies part ways. The best final particle wins.\n\n"
+            "Choose it to steer sampling itself toward the verifier for about the cost of 4 samples (plus one "
+            "x0-prediction per particle at each resampling point). Its winner is not one noise's sample: the "
+            "best output is the result.\n\n" + VERIFIER_NOTE)
+    return wf
+
+
+def sd15_early_rejection_imagereward(info):
+    wf = Workflow(info, "sd15_early_rejection_imagereward")
+    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    text, pos = sd_text(wf, ckpt, 1, "a knight in ornate silver armor in a misty forest, oil painting", 380, 0)
+    neg = negative(wf, ckpt, 1, 380, 320)
+    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=1)
+    verifier = wf.node("ImageRewardVerifierLoader", (0, 340), (320, 160))
+    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
+    search = ksampler_style(wf, "EarlyRejectionSampler", (800, 0), (400, 720), ckpt, pos, neg, latent, judge,
+                            seed=21, steps=25, cfg=7.0, sampler_name="euler", scheduler="normal", candidates=32,
+                            keep=0.5, levels="0.7, 0.4", top_k=1)
+    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_early_rejection")
+    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
+    wf.link(search, "report", report, "source")
+    wf.note((0, 560), (360, 360), "Early rejection (successive halving).\n\n"
+            "32 candidate noises start together; at noise levels 0.7 and 0.4 ImageReward judges their "
+            "x0-predictions (free: the sampler computes them), the better half goes on and the rest stop. "
+            "Only the 8 survivors are denoised to the end, and the best wins.\n\n"
+            "Choose it to try many more noises than full samples would pay for, when early x0-predictions "
+            "already tell good from bad. The winner is the stock KSampler's sample at the seed output, like "
+            "random search's.\n\n" + VERIFIER_NOTE)
+    return wf
+
+
+def sd15_tree_search_custom(info):
+    wf = Workflow(info, "sd15_tree_search_custom")
+    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    text, pos = sd_text(wf, ckpt, 1, "a tiny house on a floating island above the clouds, concept art", 380, 0)
+    neg = negative(wf, ckpt, 1, 380, 320)
+    guider = wf.node("CFGGuider", (0, 150), (320, 100), cfg=7.0)
+    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative")):
+        wf.link(src, slot, guider, name)
+    noise = wf.node("NoiseCandidates", (0, 290), (320, 110), seed=5, count=2)
+    sampler = wf.node("KSamplerSelect", (0, 440), (320, 60), sampler_name="euler_ancestral")
+    sigmas = wf.node("BasicScheduler", (0, 540), (320, 110), scheduler="normal", steps=20, denoise=1.0)
+    wf.link(ckpt, 0, sigmas, "model")
+    latent = wf.node("EmptyLatentImage", (0, 690), (320, 110), width=512, height=512, batch_size=1)
+    verifier = wf.node("CLIPScoreVerifierLoader", (0, 840), (360, 160))
+    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
+    tree = wf.node("SearchTree", (380, 700), (360, 330), rollouts=16, branches=2, lmbda=1.0, greedy=True, wave=4,
+                   renoise=0.1, top_k=1)
+    search = wf.node("NoiseSearch", (800, 0), (400, 600))
+    for src, slot, name in ((noise, 0, "noise"), (guider, 0, "guider"), (sampler, 0, "sampler"),
+                            (sigmas, 0, "sigmas"), (latent, 0, "latent_image"), (tree, 0, "search"),
+                            (judge, 0, "judge")):
+        wf.link(src, slot, search, name)
+    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_tree_search")
+    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
+    wf.link(search, "report", report, "source")
+    wf.note((800, 640), (400, 380), "Diffusion tree search (DTS*), with the custom-sampling nodes.\n\n"
+            "Diffusion Tree Search Options builds the SEARCH: 16 rollouts through a tree of euler_ancestral "
+            "steps, 2 children per node, waves of 4 rollouts sharing model calls. Each rollout descends to the "
+            "child of highest soft value (backed up from CLIPScore's rewards of finished samples) and branches "
+            "off where the tree is not grown out; it pays only the steps below its branch.\n\n"
+            "Noise Search runs any SEARCH with a GUIDER, SAMPLER and SIGMAS; Noise Candidates gives the tree "
+            "its first noises (noise i is the stock noise at seed + i).\n\n"
+            "Choose it for large budgets, where reusing good partial trajectories beats independent samples. "
+            "Its winner is not one noise's sample: the best output is the result.\n\n" + VERIFIER_NOTE)
+    return wf
+
+
+def sd15_latent_batch_random_search(info):
+    wf = Workflow(info, "sd15_latent_batch_random_search")
+    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
+    text, pos = sd_text(wf, ckpt, 1, "a portrait of a smiling old fisherman, golden hour, 85mm photograph",
+                        380, 0)
+    neg = negative(wf, ckpt, 1, 380, 320)
+    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), title="Latent batch (each searched alone)",
+                     width=512, height=512, batch_size=4)
+    verifier = wf.node("ImageRewardVerifierLoader", (0, 340), (320, 160))
+    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
+    search = ksampler_style(wf, "RandomSearchSampler", (800, 0), (400, 760), ckpt, pos, neg, latent, judge,
+                            seed=100, steps=25, search_steps=0, cfg=7.0, sampler_name="euler_ancestral",
+                            scheduler="normal", candidates=8, top_k=1)
+    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/latent_batch_winners")
+
+    # Latent 0's winner replayed alone: LatentFromBatch(0) + a stock KSampler at the seed output.
+    first = wf.node("LatentFromBatch", (1260, 400), (320, 90), batch_index=0, length=1)
+    wf.link(latent, 0, first, "samples")
+    ks = wf.node("KSampler", (1260, 530), (320, 270), seed=100, steps=25, cfg=7.0, sampler_name="euler_ancestral",
+                 scheduler="normal", denoise=1.0)
+    for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
+                            (first, 0, "latent_image"), (search, "seed", "seed")):
+        wf.link(src, slot, ks, name)
+    decode_and_save(wf, ks, 0, ckpt, 2, 1620, 530, "noise_search/latent_batch_replay_0")
+    report = wf.node("PreviewAny", (1260, 860), (420, 300), title="Search report (one entry per latent)")
+    wf.link(search, "report", report, "source")
+    wf.note((0, 560), (360, 380), "A latent batch: every latent is its own search, all in one pass.\n\n"
+            "The 4 latents of the batch are 4 problems: each gets 8 candidates, its own winner and its own "
+            "entry in the report (problems); model calls carry the rows of all of them. best holds the 4 "
+            "winners; latent b's winner is what that latent gives searched alone.\n\n"
+            "Replay: latent b's winner is LatentFromBatch(b) sampled by a stock KSampler at the seed the "
+            "report gives for it, for every sampler (here latent 0's, whose seed is the seed output). For "
+            "deterministic samplers it is also element b of a stock KSampler run on the whole batch at that "
+            "seed.\n\nFor a condition per latent, write a JSON list in the judge's condition: "
+            "[\"a cat\", \"a dog\", ...].\n\n" + VERIFIER_NOTE)
+    return wf
+
+
 EXAMPLES = [sd15_random_search_imagereward, sdxl_zero_order_ensemble, flux_path_search_clipscore,
-            verifier_score_best_of_batch, replay_winner_stock_nodes]
+            verifier_score_best_of_batch, replay_winner_stock_nodes, sd15_particle_steering_clipscore,
+            sd15_early_rejection_imagereward, sd15_tree_search_custom, sd15_latent_batch_random_search]
 
 
 def build_all(object_info: dict) -> dict[str, dict]:
@@ -376,6 +514,10 @@ def render_thumbnails(server: str, workflows: dict[str, dict], out: Path, chromi
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
+    # A fresh user's first visit opens the template browser over the graph: mark it seen.
+    seen = urllib.request.Request(server.rstrip("/") + "/settings/Comfy.TutorialCompleted",  # noqa: S310
+                                  data=b"true", method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(seen, timeout=60).close()  # noqa: S310 (the given server)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1800, "height": 1200})

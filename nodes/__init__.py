@@ -8,10 +8,10 @@ from .host_compat import ComfyExtension, io
 
 
 def node_list() -> list[type[io.ComfyNode]]:
-    from .search_nodes import SEARCH_NODES
+    from .search_nodes import node_classes
     from .verifier_nodes import VERIFIER_NODES
 
-    return [*SEARCH_NODES, *VERIFIER_NODES]
+    return [*node_classes(), *VERIFIER_NODES]
 
 
 class NoiseSearchExtension(ComfyExtension):

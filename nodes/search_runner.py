@@ -1,20 +1,25 @@
-"""Runs one search for a node: checks the parts, drives the strategy, builds the report.
+"""Runs one search for a node, in one pass: every check, then the search, then the outputs.
 
-A latent batch of B is B independent problems searched at once (search/lockstep.py): each
-problem has its own candidates, budget, pool and report; model calls carry all of them.
-The report is a pure function of the strategy, the results and the backend's counters.
+``search`` is the core every search node calls with a SEARCH (a configured strategy), a JUDGE
+(VAE, verifier, condition) and the sampling parts (noise, guider, sampler, sigmas, latent).
+``prepare`` checks everything once, before any denoising; ``run_search`` drives the strategy
+on every problem of the latent batch at once (search/lockstep.py: each problem has its own
+candidates, budget, pool and report; model calls carry all of them); the report is a pure
+function of the strategy, the results and the backend's counters.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import torch
 
-from ..search import Strategy
 from ..search.backend import BudgetError
 from ..search.lockstep import run_lockstep
+from ..search.strategy import Strategy
+from ..verifiers.base import VerifierError
 from .progress import SearchProgress
 from .sampling_adapter import (
     DOWNSCALE_KEYS,
@@ -32,6 +37,35 @@ REPORT_KEY = "noise_search_report"
 MAX_PROBLEMS = 1024
 
 
+@dataclass(frozen=True)
+class Judge:
+    """What a JUDGE socket carries: candidates are decoded by ``vae`` and scored by ``verifier``
+    against ``condition`` (for a latent batch, a JSON list gives each latent its own)."""
+
+    vae: object
+    verifier: object
+    condition: str = ""
+
+    def __post_init__(self):
+        # Duck-typed: any object with score(images, condition_text, early) is a verifier.
+        if not callable(getattr(self.verifier, "score", None)):
+            raise VerifierError("verifier: connect a VERIFIER (e.g. from a verifier loader node)")
+
+
+class NoReplayNoise:
+    """The replay_noise output of a search whose winner cannot be replayed from one noise."""
+
+    seed = 0
+
+    def __init__(self, display_name: str = "this search"):
+        self.display_name = display_name
+
+    def generate_noise(self, input_latent):
+        raise ValueError(f"replay_noise: the winner of {self.display_name} cannot be replayed from one noise "
+                         "(noise is injected along its trajectory); use the search's best output instead")
+
+
+# -- checks ---------------------------------------------------------------------------------------
 def check_latent(latent: dict) -> None:
     samples = latent["samples"]
     supported = (f"supported: a latent batch of 1 to {MAX_PROBLEMS} latents of one size, each searched as its "
@@ -43,6 +77,22 @@ def check_latent(latent: dict) -> None:
                          "(LatentFromBatch) and search the parts")
     if not torch.isfinite(samples).all():
         raise ValueError("latent_image contains NaN or infinite values")
+
+
+def check_rows(count: int, latent: dict) -> None:
+    """Refuse a round whose noises alone would not fit in memory, before allocating (``count``:
+    candidates of one round, over all problems of a latent batch)."""
+    need = count * latent["samples"][:1].numel() * 4  # float32 noise per candidate
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except Exception:  # noqa: BLE001 (estimate only)
+        return
+    if need > available // 2:
+        raise ValueError(f"search: {count} candidates per round of this latent need {need / 2**30:.1f} GiB for "
+                         f"their noises alone, more than half the free memory ({available / 2**30:.1f} GiB); "
+                         f"use fewer candidates or a smaller image")
 
 
 def problem_conditions(condition: str, problems: int) -> str | list[str]:
@@ -63,40 +113,28 @@ def problem_conditions(condition: str, problems: int) -> str | list[str]:
     return [str(c) for c in items]
 
 
-def build_backend(strategy: Strategy, noise_source, guider, sampler, sigmas, latent: dict, vae, verifier,
-                  condition: str, batch_size: int, search_sigmas=None) -> ComfyBackend:
+def prepare(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigmas, latent: dict):
+    """Every check of a search, each once, before any denoising; returns (backend, the candidate
+    noises [B, noises, ...])."""
     check_latent(latent)
-    scorer = Scorer(vae, verifier, problem_conditions(condition, latent["samples"].shape[0]))
+    problems = latent["samples"].shape[0]
+    check_rows(strategy.rows * problems, latent)
+    scorer = Scorer(judge.vae, judge.verifier, problem_conditions(judge.condition, problems))
     if scorer.early_level is not None and float(sigmas[-1]) > 0:
         raise ValueError("verifier: this verifier compares an early x0-prediction with the final image; a "
                          "segment that stops above sigma 0 has no final image to compare. Use another "
                          "verifier, or search the whole schedule")
-    if not strategy.uses_search_schedule:
-        search_sigmas = None
-    backend = ComfyBackend(guider, sampler, sigmas, latent, scorer, search_sigmas=search_sigmas,
-                           seed=int(getattr(noise_source, "seed", 0) or 0), chunk=batch_size)
-    check_parts_fit(backend.patcher, backend.latent, vae)
-    # Classifier-like verifiers know their classes: an unknown class fails here, before
-    # any denoising, rather than after the first round.
-    class_index = getattr(verifier, "class_index", None)
+    backend = ComfyBackend(guider, sampler, sigmas, latent, scorer, search_sigmas=strategy.search_sigmas,
+                           seed=int(getattr(noise_source, "seed", 0) or 0), chunk=strategy.batch_size)
+    check_parts_fit(backend.patcher, backend.latent, judge.vae)
+    # Classifier-like verifiers know their classes: an unknown class fails here.
+    class_index = getattr(judge.verifier, "class_index", None)
     if callable(class_index):
         for c in dict.fromkeys(scorer.conditions):
             class_index(c)
-    return backend
-
-
-def problem_seed(seed: int, index: int) -> int:
-    """Seed of the generator of problem ``index``'s later random draws (zero-order directions and
-    restarts, path re-noising): the same for a batch element and for that element searched alone
-    (LatentFromBatch tags its index); index 0 keeps the seed a batch of one always had."""
-    return step_seed(seed, (1 << 63) + index * 0x9E3779B97F4A7C15)
-
-
-def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budget: int, top_k: int,
-               settings: dict, node_id=None, extra_pnginfo=None):
-    """Run ``strategy`` on every problem of the latent batch at once (search/lockstep.py);
-    returns (results, report, per-problem reports, UI state, replay NOISE or None)."""
-    if budget and not backend.cost(backend.sigmas)[1]:
+    if strategy.check is not None:
+        strategy.check(backend)
+    if strategy.budget and not backend.cost(backend.sigmas)[1]:
         raise ValueError(f"budget: the {sampler_name(backend.sampler)} sampler chooses its own number of steps, "
                          "so its cost cannot be planned; set budget to 0 (no limit) or choose another sampler")
     count = getattr(noise_source, "count", None)
@@ -108,8 +146,20 @@ def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budge
     if noises.abs().max() == 0:
         raise ValueError("noise: every candidate noise is zero (a disabled noise); there is nothing to "
                          "search. Connect a RandomNoise or NoiseCandidates")
+    return backend, noises
+
+
+# -- the search -----------------------------------------------------------------------------------
+def problem_seed(seed: int, index: int) -> int:
+    """Seed of the generator of problem ``index``'s later random draws (zero-order directions and
+    restarts, path re-noising): the same for a batch element and for that element searched alone
+    (LatentFromBatch tags its index); index 0 keeps the seed a batch of one always had."""
+    return step_seed(seed, (1 << 63) + index * 0x9E3779B97F4A7C15)
+
+
+def run_search(strategy: Strategy, backend: ComfyBackend, noises: torch.Tensor, progress: SearchProgress) -> list:
+    """Run ``strategy`` on every problem of the latent batch at once; one result per problem."""
     problems = backend.problems
-    progress = SearchProgress(node_id, strategy.name)
     backend.counter.on_call = progress.on_call
 
     def first_problem_view(info: dict) -> None:
@@ -120,29 +170,48 @@ def run_search(strategy: Strategy, backend: ComfyBackend, noise_source, *, budge
         index = backend.batch_index[b] if backend.batch_index is not None else b
         generator = torch.Generator().manual_seed(problem_seed(backend.seed, index))
         callback = (progress.on_round if problems == 1 else first_problem_view) if b == 0 else None
-        return lambda view: strategy(view, noises[b], backend.sigmas, generator=generator, budget=budget or None,
-                                     top_k=top_k, callback=callback)
+        return lambda view: strategy(view, noises[b], backend.sigmas, generator=generator,
+                                     budget=strategy.budget or None, top_k=strategy.top_k, callback=callback)
 
-    t0 = time.perf_counter()
     try:
-        results = run_lockstep(backend, [job(b) for b in range(problems)])
+        return run_lockstep(backend, [job(b) for b in range(problems)])
     except BudgetError as err:
         raise ValueError(f"budget: {err}") from err
+
+
+def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigmas, latent: dict, *,
+           settings: dict | None = None, node_id=None, extra_pnginfo=None) -> dict:
+    """Check, run ``strategy`` on every latent of the batch, and return every output by name and
+    the UI state. With a batch of B: ``best`` holds the B winners, ``top`` each problem's top k in
+    turn (problem-major), ``scores`` their scores in that order; the scalar outputs (best_score,
+    seed, batch_index) describe the first problem's winner."""
+    backend, noises = prepare(strategy, judge, noise_source, guider, sampler, sigmas, latent)
+    progress = SearchProgress(node_id, strategy.name)
+    progress.state["label"] = strategy.display_name  # what the live view calls the search
+    t0 = time.perf_counter()
+    results = run_search(strategy, backend, noises, progress)
     elapsed = time.perf_counter() - t0
-    reports = [problem_report(strategy, r, backend, noise_source, budget, settings, b) for b, r in enumerate(results)]
-    report = build_report(strategy, reports, backend, budget, settings, elapsed)
+
+    settings = {"seed": backend.seed, "top_k": strategy.top_k, **(settings or {})}
+    reports = [problem_report(strategy, r, backend, noise_source, settings, b) for b, r in enumerate(results)]
+    report = build_report(strategy, reports, backend, settings, elapsed)
     state = progress.finish(reports[0])
     if isinstance(extra_pnginfo, dict):
         # SaveImage writes every key of extra_pnginfo into the PNG: the report travels along.
         extra_pnginfo[REPORT_KEY] = report
-    replay = None
     if all(r.best_noise is not None for r in results):
         replay = ReplayNoise(torch.cat([r.best_noise for r in results]), step_seed(backend.seed, results[0].best_id))
-    return results, report, reports, state, replay
+    else:
+        replay = NoReplayNoise(strategy.display_name)
+    best, top = latent_outputs(latent, results)
+    return {"best": best, "top": top, "scores": json.dumps([s for r in results for s in r.top_scores]),
+            "best_score": results[0].best_score, "replay_noise": replay,
+            "replay_seed": reports[0]["replay"].get("seed", -1), "replay_index": 0, "report": report_json(report),
+            "ui": {"noise_search": [state]}}
 
 
-def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, budget: int, settings: dict,
-                   b: int) -> dict:
+# -- the report -----------------------------------------------------------------------------------
+def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, settings: dict, b: int) -> dict:
     """One problem's report: the whole report of a search on a batch of one."""
     return {
         "algorithm": strategy.name,
@@ -155,7 +224,7 @@ def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_sour
         "replay": replay_rule(strategy, result, backend, noise_source, b),
         "nfe": {"search_total": result.nfe, "planned": result.planned_nfe,
                 "measured": backend.counter.nfe_by_problem[b],
-                "forward_passes": backend.counter.forward_by_problem[b], "budget": budget or None,
+                "forward_passes": backend.counter.forward_by_problem[b], "budget": strategy.budget or None,
                 "stopped_by_budget": result.stopped_by_budget},
         "rounds": result.rounds,
         "candidates": result.candidates,
@@ -164,7 +233,7 @@ def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_sour
     }
 
 
-def build_report(strategy: Strategy, reports: list[dict], backend: ComfyBackend, budget: int, settings: dict,
+def build_report(strategy: Strategy, reports: list[dict], backend: ComfyBackend, settings: dict,
                  elapsed: float) -> dict:
     """A batch of one: that problem's report with the timings. A batch of B > 1: the shared
     settings, totals and timings, and every problem's report under ``problems`` (in batch
@@ -180,7 +249,7 @@ def build_report(strategy: Strategy, reports: list[dict], backend: ComfyBackend,
         "settings": {**reports[0]["settings"], "problems": len(reports)},
         "nfe": {"search_total": sum(r["nfe"]["search_total"] for r in reports),
                 "planned": sum(r["nfe"]["planned"] for r in reports), "measured": counter.nfe,
-                "forward_passes": counter.forward, "budget_per_problem": budget or None,
+                "forward_passes": counter.forward, "budget_per_problem": strategy.budget or None,
                 "stopped_by_budget": sum(bool(r["nfe"]["stopped_by_budget"]) for r in reports)},
         "timings": timings,
         "verifier": reports[0]["verifier"],
@@ -188,33 +257,39 @@ def build_report(strategy: Strategy, reports: list[dict], backend: ComfyBackend,
     }
 
 
+STOCK = "the same model, conditioning, cfg, sampler, scheduler, steps and denoise"
+
+
 def replay_rule(strategy: Strategy, result, backend: ComfyBackend, noise_source, b: int = 0) -> dict:
-    """How to regenerate problem ``b``'s winner with stock nodes (see the README's replay section)."""
-    if result.best_noise is None or strategy.replay == "none":
-        return {"how": "not replayable from one noise: path search injects noise along the trajectory"}
+    """How to regenerate problem ``b``'s winner with stock nodes, from what the result says of it:
+    ``best_noise`` None (not one noise's sample), ``seeded`` (the stock noise of its id)."""
+    if result.best_noise is None:
+        return {"how": f"not replayable from one noise: {strategy.display_name} injects noise along the trajectory"}
     seed = step_seed(backend.seed, result.best_id)
-    seeded = getattr(noise_source, "per_candidate_seed", False) and \
-        (strategy.replay == "seed" or result.best_id < strategy.noises)
+    # Only NoiseCandidates (and the KSampler-style nodes) give candidate i the stock noise at seed + i.
+    seeded = bool(getattr(noise_source, "per_candidate_seed", False) and result.seeded)
     problems = backend.problems
+    rule = {"seed": seed, "candidate": result.best_id}
     if problems == 1:
-        rule = {"seed": seed, "candidate": result.best_id,
-                "with_noise": "SamplerCustomAdvanced with the replay_noise output, on a latent of batch size 1, "
-                              "with the same guider, sampler and sigmas"}
+        rule["with_noise"] = ("SamplerCustomAdvanced with the replay_noise output, on a latent of batch size 1, "
+                              "with the same guider, sampler and sigmas")
         if seeded:
             rule["with_seed"] = (f"a stock KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} on a "
-                                 "latent of batch size 1, with the same model, conditioning, cfg, sampler, "
-                                 "scheduler, steps and denoise")
+                                 f"latent of batch size 1, with {STOCK}")
     else:
-        rule = {"seed": seed, "candidate": result.best_id, "batch_index": b,
-                "with_noise": f"SamplerCustomAdvanced with the replay_noise output on the same latent batch of "
-                              f"{problems} (element {b} is this winner), with the same guider, sampler and sigmas; "
-                              "exact for deterministic samplers (an ancestral or SDE sampler draws one seed's "
-                              "per-step noise for the whole batch)"}
+        rule["batch_index"] = b
+        rule["with_noise"] = (f"SamplerCustomAdvanced with the replay_noise output on the same latent batch of "
+                              f"{problems} (element {b} is this winner) or on its element alone (LatentFromBatch "
+                              f"batch_index {b}), with the same guider, sampler and sigmas; exact for deterministic "
+                              "samplers (replay_noise carries one seed for the per-step noise of ancestral and SDE "
+                              "samplers)")
         if seeded:
-            rule["with_seed"] = (f"a stock KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} on the "
-                                 f"same latent batch of {problems}: its element {b} (LatentFromBatch batch_index "
-                                 f"{b}), with the same model, conditioning, cfg, sampler, scheduler, steps and "
-                                 "denoise")
+            rule["with_seed"] = (f"LatentFromBatch (batch_index {b}, length 1) of the same latent batch, then a stock "
+                                 f"KSampler (or RandomNoise + SamplerCustomAdvanced) with seed {seed} and {STOCK} "
+                                 f"(for a conditioning batch, its element {b}): exact for every sampler. Element {b} "
+                                 f"of a stock KSampler run on the whole batch of {problems} at seed {seed} is the same "
+                                 "only for deterministic samplers (ancestral and SDE samplers draw one seed's "
+                                 "per-step noise for the whole batch)")
     rule["how"] = rule.get("with_seed", rule["with_noise"])
     return rule
 

@@ -13,7 +13,8 @@ per server. Results are one JSONL row per task, written as each task finishes, s
 does only what is missing. See the README's "Sweeps" section and ``sweep/example.toml``.
 
 The driver needs the standard library plus ``ray``, ``tqdm``, ``numpy`` and ``matplotlib``
-(for the report); nothing here imports ComfyUI or torch.
+(for the report), and torch: the strategy kinds are the pack's strategy registry
+(search/registry.py), read when a config is parsed. Nothing here imports ComfyUI.
 """
 
 __all__ = ["__version__"]

@@ -16,16 +16,19 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         tomllib = None
 
-KINDS = ("random", "zero_order", "paths", "particles", "rejection", "tree")
-# What the strategy kinds are called in tables when the config gives no name.
-KIND_LABELS = {"random": "random", "zero_order": "zero-order", "paths": "paths", "particles": "particles (FK)",
-               "rejection": "early rejection", "tree": "tree"}
 BASELINE = "no search"
 WORKFLOW_VERIFIER = "workflow"
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which key and why."""
+
+
+def strategy_registry():
+    """The strategy registry (search/registry.py): a strategy kind is a registered strategy's name."""
+    from search import registry
+
+    return registry
 
 
 @dataclass(frozen=True)
@@ -182,18 +185,20 @@ def parse(data: dict, path: Path) -> Config:
     for name in eval_verifiers:
         _need(name in verifiers, f"eval_verifiers: {name!r} is not defined under [verifiers]")
 
-    strategies = []
+    chosen = []
     raw_strategies = data.get("strategies")
     _need(isinstance(raw_strategies, list) and raw_strategies,
           "[[strategies]]: give at least one, e.g. kind = \"random\"")
+    kinds = strategy_registry().names()
     for i, s in enumerate(raw_strategies):
-        _need(isinstance(s, dict) and s.get("kind") in KINDS,
-              f"strategies[{i}].kind must be one of {KINDS}, got {s.get('kind') if isinstance(s, dict) else s!r}")
+        _need(isinstance(s, dict) and s.get("kind") in kinds,
+              f"strategies[{i}].kind must be one of {kinds}, got {s.get('kind') if isinstance(s, dict) else s!r}")
         options = {k: v for k, v in s.items() if k not in ("kind", "name")}
-        name = s.get("name") or KIND_LABELS[s["kind"]]
+        # Named in tables by the strategy's label when the config gives no name.
+        name = s.get("name") or strategy_registry().get(s["kind"]).label
         _need(isinstance(name, str) and name != BASELINE, f"strategies[{i}].name must be a string, not {BASELINE!r}")
-        strategies.append(Strategy(name, s["kind"], options))
-    names = [s.name for s in strategies]
+        chosen.append(Strategy(name, s["kind"], options))
+    names = [s.name for s in chosen]
     _need(len(set(names)) == len(names), f"strategy names must differ (set name = ...): {names}")
 
     budgets = _int_list(data.get("budgets"), "budgets")
@@ -238,7 +243,7 @@ def parse(data: dict, path: Path) -> Config:
         path=path, root=root, workflow=workflow, node=data["node"], output=output,
         prompt_sets=sets, prompt_list=[p.strip() for p in plist], prompt_limit=limit, prompt_sample=sample,
         prompt_sample_seed=int(prompts.get("sample_seed", 0)),
-        strategies=strategies, verifiers=verifiers, search_verifiers=search_verifiers,
+        strategies=chosen, verifiers=verifiers, search_verifiers=search_verifiers,
         eval_verifiers=eval_verifiers, budgets=budgets, seeds=seeds, baseline=bool(data.get("baseline", False)),
         edits_set=edits_set, edits_replace=edits_replace, prompt_targets=prompt_targets, seed_target=seed_target,
         urls=urls, launch=launch, ray=ray_cfg,

@@ -3,11 +3,13 @@
 The workflow (editor or API format) is converted once with the server's /object_info, edited
 (``[edits]``), and then, for every task:
 
-- the search node gets the task's strategy: its class is swapped within its family
-  (RandomSearch / ZeroOrderSearch / PathSearch, the ...Advanced family, or the SEARCH node that
-  feeds NoiseSearch) and the strategy's options are set; inputs the new class does not have
-  are dropped and missing ones take their defaults;
-- its ``verifier`` input is linked to the setting's verifier nodes (``[verifiers]``), its
+- the search node gets the task's strategy: its class is swapped within its family (the
+  KSampler-style nodes, the search options nodes that feed NoiseSearch, or an earlier
+  release's family; node ids from the strategy registry, search/registry.py) and the
+  strategy's options are set; inputs the new class does not have are dropped and missing ones
+  take their defaults;
+- the judge's ``verifier`` input (the Search Judge node's, or an earlier release's search
+  node's own) is linked to the setting's verifier nodes (``[verifiers]``), the SEARCH's
   ``budget`` is the setting's budget, the prompt text goes into every prompt target and the
   seed into the seed target (both found in the graph unless ``[targets]`` names them);
 - nodes are added: VAEDecode of the search's best latent, SaveImage (prefix
@@ -26,23 +28,21 @@ import json
 import sys
 from pathlib import Path
 
-from .config import WORKFLOW_VERIFIER, Config, ConfigError, VerifierSpec
+from .config import WORKFLOW_VERIFIER, Config, ConfigError, VerifierSpec, strategy_registry
 from .tasks import Task
 
 PACK = Path(__file__).resolve().parents[1]
-FAMILIES = {
-    "ksampler": {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch",
-                 "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch", "tree": "DiffusionTreeSearch"},
-    "advanced": {"random": "RandomSearchAdvanced", "zero_order": "ZeroOrderSearchAdvanced",
-                 "paths": "PathSearchAdvanced"},
-    "options": {"random": "SearchRandom", "zero_order": "SearchZeroOrder", "paths": "SearchPaths",
-                "particles": "SearchParticles", "rejection": "SearchEarlyRejection", "tree": "SearchTree"},
-}
-# Strategies that search on the full schedule only (their KSampler-style nodes refuse search_steps).
-FULL_SCHEDULE = ("paths", "particles", "rejection", "tree")
 EXECUTOR = "NoiseSearch"
-# The option that says how many noises a strategy starts from (zero-order: one pivot).
-INITIAL_NOISES = {"random": "candidates", "paths": "paths", "particles": "particles", "rejection": "candidates", "tree": "branches"}
+# The families of search nodes a task's strategy is swapped within (node ids: StrategySpec.node_ids).
+FAMILY_NAMES = {"ksampler": "KSampler-style", "options": "search options (feeding NoiseSearch)",
+                "legacy_ksampler": "earlier releases' KSampler-style", "legacy_advanced": "first release's Advanced"}
+
+
+def node_for(family: str, kind: str) -> str | None:
+    """The node id of strategy ``kind`` in ``family``, or None when it has none there."""
+    return strategy_registry().get(kind).node_ids().get(family)
+
+
 PROMPT_INPUTS = ("text", "clip_l", "t5xxl", "prompt")
 TEXT_ENCODER_MARK = "TextEncode"
 SEED_INPUTS = ("seed", "noise_seed")
@@ -146,19 +146,25 @@ class Template:
             raise WorkflowError(f"edits/node: {e}") from None
         self.base = base
         cls = base[self.search_id]["class_type"]
-        if cls in FAMILIES["ksampler"].values():
-            self.family, self.options_id = "ksampler", self.search_id
-        elif cls in FAMILIES["advanced"].values():
-            self.family, self.options_id = "advanced", self.search_id
+        found = strategy_registry().find_node(cls)
+        if found is not None and found[1] != "options":
+            self.family, self.options_id = found[1], self.search_id
         elif cls == EXECUTOR:
             link = base[self.search_id]["inputs"].get("search")
-            if not is_link(link) or base.get(link[0], {}).get("class_type") not in FAMILIES["options"].values():
+            source = strategy_registry().find_node(base.get(link[0], {}).get("class_type")) if is_link(link) else None
+            if source is None or source[1] != "options":
                 raise WorkflowError(f"node {self.search_id} (NoiseSearch): its search input must come from a "
-                                    f"Search: ... node (Random, Zero-Order, Paths, Particle Steering, Early Rejection, Diffusion Tree)")
+                                    "search options node (Random Search Options, ...)")
             self.family, self.options_id = "options", link[0]
         else:
-            raise WorkflowError(f"node {cfg.node!r} is a {cls}, not a search node (RandomSearch, ZeroOrderSearch, "
-                                "PathSearch, ParticleSteering, EarlyRejectionSearch, DiffusionTreeSearch, the Advanced versions, or NoiseSearch)")
+            raise WorkflowError(f"node {cfg.node!r} is a {cls}, not a search node (a KSampler-style search node, "
+                                "one of an earlier release, or NoiseSearch)")
+        # Where the judging inputs (vae, verifier, condition) are: the node feeding the search's
+        # JUDGE input, or (earlier releases' nodes) the search node itself.
+        judge = base[self.search_id]["inputs"].get("judge")
+        self.judge_id = judge[0] if is_link(judge) else self.search_id
+        if "verifier" not in input_specs(object_info, base[self.judge_id]["class_type"]):
+            raise WorkflowError(f"node {self.search_id}: its judge input must come from a Search Judge node")
         self.prompt_targets = self._targets(cfg.prompt_targets) if cfg.prompt_targets else self._find_prompt_targets()
         self.seed_target = self._targets([cfg.seed_target])[0] if cfg.seed_target else self._find_seed_target()
         if not self.prompt_targets:
@@ -205,12 +211,11 @@ class Template:
 
     def _find_prompt_targets(self) -> list[tuple[str, str]]:
         found = []
-        search = self.base[self.search_id]
-        if "condition" in search["inputs"]:
-            found.append(self._follow_value(self.search_id, "condition", STRING_PRIMITIVES))
+        if "condition" in self.base[self.judge_id]["inputs"]:
+            found.append(self._follow_value(self.judge_id, "condition", STRING_PRIMITIVES))
         # Text encoders on the positive side (through guiders and conditioning nodes).
         for node_id in self._upstream(self.search_id, skip=("negative", "verifier", "vae", "latent_image",
-                                                            "noise", "sampler", "sigmas", "search")):
+                                                            "noise", "sampler", "sigmas", "search", "judge")):
             node = self.base[node_id]
             if TEXT_ENCODER_MARK not in node["class_type"]:
                 continue
@@ -246,11 +251,12 @@ class Template:
 
     def _set_strategy(self, prompt: dict, task: Task) -> None:
         strategy = task.setting.strategy
-        if strategy.kind not in FAMILIES[self.family]:
-            raise WorkflowError(f"strategy {strategy.name}: {strategy.kind} has no node of the first release's "
-                                f"Advanced family; search with NoiseSearch and its Search: ... node, or a "
-                                f"KSampler-style node")
-        new_class = FAMILIES[self.family][strategy.kind]
+        spec = strategy_registry().get(strategy.kind)
+        new_class = node_for(self.family, strategy.kind)
+        if new_class is None:
+            raise WorkflowError(f"strategy {strategy.name}: {spec.display_name} has no node of the "
+                                f"{FAMILY_NAMES[self.family]} family; search with NoiseSearch and its search options "
+                                f"node, or its KSampler-style node ({spec.sampler_node})")
         opt_node = prompt[self.options_id]
         opt_node["class_type"] = new_class
         opt_node["inputs"] = self._fill(new_class, opt_node["inputs"], f"strategy {strategy.name}")
@@ -265,14 +271,17 @@ class Template:
             else:
                 raise WorkflowError(f"strategy {strategy.name}: neither {new_class} nor {search['class_type']} "
                                     f"has an input {name!r}")
-        if self.family == "ksampler" and strategy.kind in FULL_SCHEDULE:
-            search["inputs"]["search_steps"] = 0  # these refuse a cheaper search schedule
+        if spec.full_schedule and "search_steps" in opt_node["inputs"]:
+            opt_node["inputs"]["search_steps"] = 0  # an earlier release's node keeps it, held at 0
         # A NoiseCandidates node must supply the noises the strategy starts from (NoiseSearch
         # refuses a smaller count): raise its count to what this strategy needs.
         noise = search["inputs"].get("noise")
         if is_link(noise) and prompt.get(noise[0], {}).get("class_type") == "NoiseCandidates":
-            option = INITIAL_NOISES.get(strategy.kind)
-            need = int(opt_node["inputs"].get(option, 1)) if option else 1
+            chosen = {k: v for k, v in opt_node["inputs"].items() if not is_link(v)}
+            try:
+                need = spec.noises(spec.parse(chosen))
+            except ValueError:
+                need = 1  # the server refuses the options, naming them
             count = prompt[noise[0]]["inputs"].get("count")
             if isinstance(count, int) and count < need:
                 prompt[noise[0]]["inputs"]["count"] = need
@@ -298,25 +307,25 @@ class Template:
         """The API prompt of one task and where its results will be: {"image", "report", "eval"}."""
         prompt = copy.deepcopy(self.base)
         self._set_strategy(prompt, task)
-        search = prompt[self.search_id]
+        search, judge = prompt[self.search_id], prompt[self.judge_id]
         made: dict = {}
         verifier = task.setting.verifier
         search_condition = None
         if verifier != WORKFLOW_VERIFIER:
-            search["inputs"]["verifier"] = self._add_verifier(prompt, verifier, made)
+            judge["inputs"]["verifier"] = self._add_verifier(prompt, verifier, made)
             search_condition = self.cfg.verifiers[verifier].condition
-        search["inputs"]["budget"] = task.setting.budget
+        prompt[self.options_id]["inputs"]["budget"] = task.setting.budget  # the SEARCH's (or the node's) budget
         for node_id, name in self.prompt_targets:
             prompt[node_id]["inputs"][name] = task.prompt.text
         if search_condition is not None:  # a class-conditional verifier judges a fixed class
-            search["inputs"]["condition"] = search_condition
+            judge["inputs"]["condition"] = search_condition
         seed_node, seed_input = self.seed_target
         prompt[seed_node]["inputs"][seed_input] = task.seed
 
         search_class = search["class_type"]
         decode, save, report = f"{ID}_decode", f"{ID}_save", f"{ID}_report"
         prompt[decode] = {"class_type": "VAEDecode", "inputs": {"samples": [self.search_id, 0],
-                                                                "vae": search["inputs"]["vae"]}}
+                                                                "vae": judge["inputs"]["vae"]}}
         prompt[save] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0],
                                                               "filename_prefix": f"{IMAGE_PREFIX}/{task.id}"}}
         prompt[report] = {"class_type": "PreviewAny",

@@ -29,9 +29,9 @@ def run_script(server, *args, timeout=600):
 
 def test_ui_workflow_with_overrides_downloads_best_image_and_report(server_with_verifiers, live, tmp_path):
     example = wc.EXAMPLES_DIR / "sd15_random_search_imagereward.json"
-    # Node 1 is the checkpoint loader, node 5 the latent; RandomSearch is the only one of its class.
-    sets = ["RandomSearch.candidates=4", "RandomSearch.batch_size=2", "RandomSearch.steps=2",
-            "RandomSearch.top_k=2", "5.width=32", "5.height=32"]
+    # Node 1 is the checkpoint loader, node 5 the latent; RandomSearchSampler is the only one of its class.
+    sets = ["RandomSearchSampler.candidates=4", "RandomSearchSampler.batch_size=2", "RandomSearchSampler.steps=2",
+            "RandomSearchSampler.top_k=2", "5.width=32", "5.height=32"]
     proc = run_script(live, example, "--replace", "v1-5-pruned-emaonly.safetensors=tiny_sd15.safetensors",
                       *[a for s in sets for a in ("--set", s)], "--out", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -20,9 +20,6 @@ EXAMPLES = [p.stem for p in wc.example_paths()]
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # File names the examples use that the test server does not have (official model files).
 OFFICIAL_FILES = set(wc.MODEL_SUBSTITUTES) | {"clip_l.safetensors", "t5xxl_fp16.safetensors"}
-SEARCH_TYPES = {"RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
-                "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch", "DiffusionTreeSearch",
-                "NoiseSearch"}
 # The examples as the first release saved them (node ids and widget orders of that release).
 SAVED_V1 = sorted((REPO / "tests" / "fixtures" / "saved_v1").glob("*.json"))
 
@@ -33,10 +30,31 @@ def info(server):
     return server.object_info()
 
 
-def test_the_five_examples_exist():
+def search_types(info) -> set[str]:
+    """The pack's search nodes: those that output a search report."""
+    return {name for name, node in info.items()
+            if node.get("category", "").startswith("sampling/noise_search") and "report" in node.get("output_name", [])}
+
+
+def test_the_examples_exist():
     assert EXAMPLES == sorted(["sd15_random_search_imagereward", "sdxl_zero_order_ensemble",
                                "flux_path_search_clipscore", "verifier_score_best_of_batch",
-                               "replay_winner_stock_nodes"])
+                               "replay_winner_stock_nodes", "sd15_particle_steering_clipscore",
+                               "sd15_early_rejection_imagereward", "sd15_tree_search_custom",
+                               "sd15_latent_batch_random_search"])
+
+
+def test_examples_use_no_deprecated_node_and_show_every_strategy(info):
+    """Examples show the current nodes; every registered strategy has one (its KSampler-style node
+    or its search options node), as has a latent batch."""
+    used = {node["type"] for name in EXAMPLES for node in wc.load_example(name)["nodes"]}
+    assert not [t for t in used if info.get(t, {}).get("deprecated")]
+    from search import registry
+
+    for spec in registry.specs():
+        assert {spec.sampler_node, spec.option_node} & used, spec.name
+    batches = [n for n in wc.load_example("sd15_latent_batch_random_search")["nodes"] if n["type"] == "EmptyLatentImage"]
+    assert batches and wc.widget_values_by_name(batches[0], info["EmptyLatentImage"])["batch_size"] > 1
 
 
 def test_template_browser_lists_and_serves_them(live):
@@ -115,7 +133,7 @@ def test_example_converts_validates_and_runs(live, info, name):
     assert result["status"] == "success", json.dumps(result.get("data") or result.get("body"), indent=1)[:4000]
     outputs = result["history"]["outputs"]
 
-    searches = [nid for nid, n in prompt.items() if n["class_type"] in SEARCH_TYPES]
+    searches = [nid for nid, n in prompt.items() if n["class_type"] in search_types(info)]
     for nid in searches:
         (state,) = outputs[nid]["noise_search"]
         assert state["finished"] and state["candidates"] and state["curve"]
@@ -131,9 +149,12 @@ def test_example_converts_validates_and_runs(live, info, name):
         # The report travels inside the saved PNG (SaveImage writes extra_pnginfo).
         png = open_image(live, outputs[saves[0]]["images"][0])
         report = json.loads(png.info["noise_search_report"])
-        assert report["best"]["score"] == pytest.approx(outputs[searches[0]]["noise_search"][0]["best_score"])
+        first = report["problems"][0] if "problems" in report else report  # a latent batch: the view shows latent 0
+        assert first["best"]["score"] == pytest.approx(outputs[searches[0]]["noise_search"][0]["best_score"])
     if name == "replay_winner_stock_nodes":
         check_replays_match(live, prompt, outputs)
+    if name == "sd15_latent_batch_random_search":
+        check_batch_replay(live, prompt, outputs, report)
     if name == "sdxl_zero_order_ensemble":
         # The ensemble ranks the pivot with its neighbours: the pivot moves, and the winner is
         # not the seed's plain sample (candidate 0).
@@ -151,7 +172,7 @@ def test_workflows_saved_by_the_first_release_still_run(live, info, path):
     assert result["status"] == "success", json.dumps(result.get("data") or result.get("body"), indent=1)[:4000]
     outputs = result["history"]["outputs"]
     for nid, node in prompt.items():
-        if node["class_type"] in SEARCH_TYPES:
+        if node["class_type"] in search_types(info):
             (state,) = outputs[nid]["noise_search"]
             assert state["finished"] and np.isfinite(state["best_score"])
     if path.stem == "replay_winner_stock_nodes":
@@ -166,6 +187,19 @@ def open_image(live, image: dict) -> Image.Image:
     img = Image.open(io.BytesIO(body))
     img.load()
     return img
+
+
+def check_batch_replay(live, prompt, outputs, report):
+    """A latent batch: one winner per latent, each with its own report; latent 0's winner is
+    LatentFromBatch(0) sampled by a stock KSampler at the seed output (euler_ancestral)."""
+    by_prefix = {prompt[nid]["inputs"]["filename_prefix"].rsplit("/", 1)[-1]: nid
+                 for nid, n in prompt.items() if n["class_type"] == "SaveImage"}
+    winners = outputs[by_prefix["latent_batch_winners"]]["images"]
+    assert len(winners) == report["batch"] == len(report["problems"]) > 1
+    replay = np.asarray(open_image(live, outputs[by_prefix["latent_batch_replay_0"]]["images"][0]).convert("RGB"),
+                        dtype=np.int16)
+    first = np.asarray(open_image(live, winners[0]).convert("RGB"), dtype=np.int16)
+    assert np.abs(replay - first).max() <= 3
 
 
 def check_replays_match(live, prompt, outputs):

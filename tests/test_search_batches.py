@@ -2,8 +2,8 @@
 
 Problem b of a batch is what that latent gives searched alone (LatentFromBatch: its noises are
 the batch's element b, as with the stock KSampler): same winner, score and report, for every
-strategy. Batch winners replay with a stock KSampler on the batch (element b at seed + id),
-ancestral and SDE samplers included; every model call carries rows of all problems."""
+strategy. Batch winners replay with a stock KSampler on their latent alone (LatentFromBatch(b)
+at seed + id), ancestral and SDE samplers included; every model call carries rows of all problems."""
 
 from __future__ import annotations
 
@@ -110,9 +110,9 @@ def test_each_problem_of_a_batch_gets_what_it_gets_alone(parts, node):
 
 
 @pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_sde"])
-def test_batch_winners_replay_with_a_stock_ksampler_on_the_batch(parts, sampler):
-    """Problem b's candidate id is element b of the stock KSampler's batch at seed + id, per-step
-    noise of ancestral and SDE (Brownian tree) samplers included, whatever the chunk size."""
+def test_batch_winners_replay_with_a_stock_ksampler_on_their_latent(parts, sampler):
+    """Problem b's candidate id is the stock KSampler's sample of LatentFromBatch(b) at seed + id,
+    per-step noise of ancestral and SDE (Brownian tree) samplers included, whatever the chunk size."""
     empty = {"samples": torch.zeros(B, 4, 4, 4)}
     runs = {bs: search("RandomSearch", **ks_args(parts, latent_image=empty, sampler_name=sampler, candidates=3,
                                                  top_k=3, batch_size=bs)) for bs in (2, 9)}
@@ -123,9 +123,9 @@ def test_batch_winners_replay_with_a_stock_ksampler_on_the_batch(parts, sampler)
         assert problem["replay"]["batch_index"] == b
         for rank, entry in enumerate(problem["top"]):
             seed = 5 + entry["id"]
-            if seed not in stock:
-                stock[seed] = stock_ksampler(parts, seed=seed, sampler_name=sampler, latent=empty)
-            assert torch.allclose(ref["top"]["samples"][b * 3 + rank], stock[seed][b], atol=1e-4), (b, rank)
+            if (seed, b) not in stock:
+                stock[seed, b] = stock_ksampler(parts, seed=seed, sampler_name=sampler, latent=element(empty, b))
+            assert torch.allclose(ref["top"]["samples"][b * 3 + rank], stock[seed, b][0], atol=1e-4), (b, rank)
         assert problem["replay"]["seed"] == 5 + problem["best"]["id"]
     assert ref["replay_seed"] == ref["report"]["problems"][0]["replay"]["seed"]
 
@@ -233,9 +233,9 @@ def test_random_noise_into_noise_search_gives_candidate_zero_the_stock_batch(par
     euler = run_node("KSamplerSelect", sampler_name="euler")[0]
     sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 3, 1.0)
     noise = run_node("RandomNoise", noise_seed=21)[0]
+    judge = run_node("SearchJudge", vae=parts["vae"], verifier=ProbeVerifier(), condition="")[0]
     out = search("NoiseSearch", noise=noise, guider=guider, sampler=euler, sigmas=sigmas, latent_image=BATCH,
-                 search=run_node("SearchRandom", candidates=2)[0], vae=parts["vae"], verifier=ProbeVerifier(),
-                 condition="", budget=0, top_k=2, batch_size=0)
+                 search=run_node("SearchRandom", candidates=2, top_k=2)[0], judge=judge)
     stock = run_node("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=euler, sigmas=sigmas,
                      latent_image=BATCH)[0]["samples"]
     for b, problem in enumerate(out["report"]["problems"]):

@@ -31,6 +31,11 @@ def same_top(a: list[dict], b: list[dict]) -> bool:
         [t["score"] for t in a] == pytest.approx([t["score"] for t in b], abs=1e-4)
 
 
+def judge(parts, verifier=None, condition=""):
+    """A JUDGE of the tiny VAE and a verifier (default: the probe verifier)."""
+    return run_node("SearchJudge", vae=parts["vae"], verifier=verifier or ProbeVerifier(), condition=condition)[0]
+
+
 def custom_parts(parts, model, sampler_name="euler", steps=3):
     guider = run_node("CFGGuider", model=model, positive=parts["positive"], negative=parts["negative"], cfg=2.0)[0]
     sampler = run_node("KSamplerSelect", sampler_name=sampler_name)[0]
@@ -75,10 +80,9 @@ def test_noise_search_winner_replays_with_sampler_custom_advanced(parts, flow, s
         model = run_node("ModelSamplingSD3", model=model, shift=3.0)[0]
     guider, ksel, sigmas = custom_parts(parts, model, sampler)
     noise = run_node("NoiseCandidates", seed=11, count=4)[0]
-    strategy = run_node("SearchRandom", candidates=4)[0]
+    strategy = run_node("SearchRandom", candidates=4, budget=0, top_k=1, batch_size=2)[0]
     out = search("NoiseSearch", noise=noise, guider=guider, sampler=ksel, sigmas=sigmas, latent_image=LATENT,
-                 search=strategy, vae=parts["vae"], verifier=ProbeVerifier(), condition="", budget=0, top_k=1,
-                 batch_size=2)
+                 search=strategy, judge=judge(parts))
     replay = run_node("SamplerCustomAdvanced", noise=out["replay_noise"], guider=guider, sampler=ksel,
                       sigmas=sigmas, latent_image=LATENT)[0]["samples"]
     assert torch.allclose(out["best"]["samples"], replay, atol=1e-4)
@@ -240,33 +244,43 @@ PATH_OPTIONS = dict(paths=1, branches=2, start=0.4, forward=0.2, backward=0.3, i
     ("RandomSearch", dict(candidates=2)), ("ZeroOrderSearch", ZO_OPTIONS), ("PathSearch", PATH_OPTIONS),
     ("RandomSearchAdvanced", dict(candidates=2)), ("ZeroOrderSearchAdvanced", ZO_OPTIONS),
     ("PathSearchAdvanced", PATH_OPTIONS), ("NoiseSearch", dict(candidates=2)),
+    ("RandomSearchSampler", dict(candidates=2)), ("PathSearchSampler", PATH_OPTIONS),
 ])
 def test_latent_with_downscale_ratio_keys_matches_stock_and_drops_them(parts, node, options):
     """A latent as newer hosts' EmptyLatentImage makes it (downscale ratio attached) runs at the
     stock sampler's resolution in every search node; the keys are dropped from the outputs, as
     the stock samplers drop them; winners equal the stock sampler's output."""
-    ksampler_style = node in ("RandomSearch", "ZeroOrderSearch", "PathSearch")
+    ksampler_style = node in ("RandomSearch", "ZeroOrderSearch", "PathSearch", "RandomSearchSampler",
+                              "PathSearchSampler")
     if ksampler_style:  # the parts the stock KSampler builds
         guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"],
                           negative=parts["negative"], cfg=2.0)[0]
         ksel = run_node("KSamplerSelect", sampler_name="euler")[0]
         sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 3, 1.0)
         args = ks_args(parts, latent_image=DOWNSCALED, **options)
+        if node.endswith("Sampler"):  # judging as one JUDGE
+            args = {k: v for k, v in args.items() if k not in ("vae", "verifier", "condition")}
+            args["judge"] = judge(parts)
+    elif node == "NoiseSearch":
+        guider, ksel, sigmas = custom_parts(parts, parts["model"])
+        args = dict(noise=run_node("NoiseCandidates", seed=5, count=2)[0], guider=guider, sampler=ksel,
+                    sigmas=sigmas, latent_image=DOWNSCALED, search=run_node("SearchRandom", **options)[0],
+                    judge=judge(parts))
     else:
         guider, ksel, sigmas = custom_parts(parts, parts["model"])
         args = dict(noise=run_node("NoiseCandidates", seed=5, count=2)[0], guider=guider, sampler=ksel,
                     sigmas=sigmas, latent_image=DOWNSCALED, vae=parts["vae"], verifier=ProbeVerifier(),
-                    condition="", budget=0, top_k=1, batch_size=0)
-        args.update({"search": run_node("SearchRandom", **options)[0]} if node == "NoiseSearch" else options)
+                    condition="", budget=0, top_k=1, batch_size=0, **options)
     out = search(node, **args)
     assert "downscale_ratio_spacial" not in out["best"] and "downscale_ratio_spacial" not in out["top"]
     # The stock custom sampler on the same latent: with the winner's replay noise where there is
     # one, else (path search) with the seed's noise, for the resolution.
-    noise = out.get("replay_noise") or run_node("RandomNoise", noise_seed=5)[0]
+    replayable = "seed" in out["report"]["replay"]
+    noise = out["replay_noise"] if replayable else run_node("RandomNoise", noise_seed=5)[0]
     stock = run_node("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=ksel, sigmas=sigmas,
                      latent_image=DOWNSCALED)[0]["samples"]
     assert out["best"]["samples"].shape == stock.shape
-    if "replay_noise" in out:
+    if replayable:
         assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
 
 
@@ -358,8 +372,7 @@ def test_noise_search_matches_its_ksampler_style_node(parts, node, options):
     sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 4, 1.0)
     b = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=8)[0], guider=guider,
                sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
-               search=run_node(node, **options)[0], vae=parts["vae"], verifier=ProbeVerifier(), condition="",
-               budget=0, top_k=1, batch_size=0)
+               search=run_node(node, **options)[0], judge=judge(parts))
     assert a["report"]["best"] == b["report"]["best"]
     assert torch.allclose(a["best"]["samples"], b["best"]["samples"], atol=1e-5)
 
@@ -408,8 +421,7 @@ def test_disabled_noise_is_refused_naming_noise(parts):
                      run_node("SearchZeroOrder", neighbours=2, iterations=1, angle=30.0, restart=False)[0]):
         with pytest.raises(ValueError, match="noise"):
             run_node("NoiseSearch", noise=run_node("DisableNoise")[0], guider=guider, sampler=ksel, sigmas=sigmas,
-                     latent_image=LATENT, search=strategy, vae=parts["vae"], verifier=ProbeVerifier(),
-                     condition="", budget=0, top_k=1, batch_size=0)
+                     latent_image=LATENT, search=strategy, judge=judge(parts))
 
 
 def test_interrupt_propagates_and_is_not_swallowed(parts):
@@ -439,7 +451,9 @@ def test_only_full_schedule_searches_have_a_validation_rule_and_it_names_one_inp
 
     for node in ("RandomSearch", "ZeroOrderSearch", "NoiseSearch", "SearchRandom", "SearchZeroOrder",
                  "SearchPaths", "SearchParticles", "SearchEarlyRejection", "SearchTree", "RandomSearchAdvanced",
-                 "ZeroOrderSearchAdvanced", "PathSearchAdvanced"):
+                 "ZeroOrderSearchAdvanced", "PathSearchAdvanced", "SearchJudge", "RandomSearchSampler",
+                 "ZeroOrderSearchSampler", "PathSearchSampler", "ParticleSteeringSampler", "EarlyRejectionSampler",
+                 "DiffusionTreeSampler"):
         assert "validate_inputs" not in vars(node_class(node)), node
     for node in ("PathSearch", "ParticleSteering", "EarlyRejectionSearch", "DiffusionTreeSearch"):
         validate = node_class(node).validate_inputs

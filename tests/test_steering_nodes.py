@@ -17,6 +17,10 @@ TREE = dict(rollouts=6, branches=2, lmbda=1.0, greedy=True, wave=3, renoise=0.2)
 NEW = [("ParticleSteering", FK), ("EarlyRejectionSearch", REJECT), ("DiffusionTreeSearch", TREE)]
 
 
+def judge(parts):
+    return run_node("SearchJudge", vae=parts["vae"], verifier=ProbeVerifier(), condition="")[0]
+
+
 def same_rounds(a: list[dict], b: list[dict]) -> bool:
     """Equal rounds: ids and decisions exactly, scores and weights to float tolerance (another
     chunk size batches the model's convolutions differently)."""
@@ -57,9 +61,9 @@ def test_particle_steering_counts_exactly_and_is_chunk_invariant(parts, flow, sa
                     **FK)
     for run in runs.values():
         rep = run["report"]
-        # K particles x 4 steps; the x0-predictions the potentials use are the sampler's, except
-        # after one-step pieces of an ancestral sampler (rounds 1 and 2: one model call each).
-        expected = 3 * 4 + (3 * 2 if sampler == "euler_ancestral" else 0)
+        # K particles x 4 steps, and one x0-prediction per particle at each of the 3 resampling
+        # points (judged at the resampling point: the paper's definition, the default).
+        expected = 3 * 4 + 3 * 3
         assert rep["nfe"]["planned"] == rep["nfe"]["search_total"] == rep["nfe"]["measured"] == expected
         assert run["rows"] == 2 * expected == rep["nfe"]["forward_passes"]  # CFG: two rows per NFE
     one, auto = runs[1], runs[0]
@@ -73,17 +77,32 @@ def test_particle_steering_counts_exactly_and_is_chunk_invariant(parts, flow, sa
     assert own.tolist() == pytest.approx(sorted(own.tolist(), reverse=True), abs=1e-4)
 
 
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_particles_judged_one_step_early_pay_no_extra_call(parts, sampler):
+    """judge_at "last step": the potentials use the sampler's own last x0-predictions (free), except
+    after one-step pieces of an ancestral sampler (rounds 1 and 2: one model call each)."""
+    last = "last step (cheaper, one step early)"
+    with forward_rows(parts["model"]) as counts:
+        rep = search("ParticleSteering", **ks_args(parts, steps=4, sampler_name=sampler, top_k=3, judge_at=last,
+                                                   **FK))["report"]
+    expected = 3 * 4 + (3 * 2 if sampler == "euler_ancestral" else 0)
+    assert rep["nfe"]["planned"] == rep["nfe"]["search_total"] == rep["nfe"]["measured"] == expected
+    assert counts["rows"] == 2 * expected
+    assert rep["settings"]["judge_at"] == last
+
+
 def test_particle_steering_uses_the_samplers_own_noise_or_renoises(parts):
     """euler_ancestral needs no re-noising (the noise source is the sampler's); with euler and
     renoise 0 nothing separates copies of a resampled particle, with renoise > 0 they part."""
-    backend_of = pack_module("nodes.search_runner").build_backend
-    strategy = pack_module("nodes.search_nodes").particle_strategy(**FK)
+    runner = pack_module("nodes.search_runner")
+    strategy = pack_module("search.registry").get("particles").configure(FK)
     for name, stochastic in (("euler", False), ("euler_ancestral", True), ("dpmpp_2m", False), ("dpmpp_sde", True)):
         guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"], negative=parts["negative"],
                           cfg=2.0)[0]
         sigmas = run_node("BasicScheduler", model=parts["model"], scheduler="normal", steps=3, denoise=1.0)[0]
-        backend = backend_of(strategy, None, guider, run_node("KSamplerSelect", sampler_name=name)[0], sigmas, LATENT,
-                             parts["vae"], ProbeVerifier(), "", 0)
+        backend, _ = runner.prepare(strategy, runner.Judge(parts["vae"], ProbeVerifier()),
+                                    run_node("NoiseCandidates", seed=5, count=3)[0], guider,
+                                    run_node("KSamplerSelect", sampler_name=name)[0], sigmas, LATENT)
         assert backend.stochastic is stochastic, name
     frozen = search("ParticleSteering", **ks_args(parts, steps=4, top_k=3, **{**FK, "renoise": 0.0}))
     rounds = frozen["report"]["rounds"]
@@ -110,7 +129,7 @@ def test_flat_potential_particles_are_plain_ancestral_samples(parts):
     assert not any(r["resampled"] for r in steered["report"]["rounds"][:-1])
 
 
-@pytest.mark.parametrize("node,options,first", [("ParticleSteering", FK, 3), ("EarlyRejectionSearch", REJECT, 6),
+@pytest.mark.parametrize("node,options,first", [("ParticleSteering", FK, 3 * 2), ("EarlyRejectionSearch", REJECT, 6),
                                                 ("DiffusionTreeSearch", TREE, 2 * 4)])
 def test_interrupts_within_one_denoiser_call(parts, node, options, first):
     import comfy.model_management as mm
@@ -122,8 +141,9 @@ def test_interrupts_within_one_denoiser_call(parts, node, options, first):
     finally:
         mm.interrupt_current_processing(False)
     assert verifier.calls == 1
-    # The NFEs of the first scored round (3 particles x 1 step; 6 candidates x 1 step; the tree's
-    # first wave: its two root rollouts x 4 steps), nothing after the request.
+    # The NFEs of the first scored round (3 particles x (1 step + the x0-prediction at the
+    # resampling point); 6 candidates x 1 step; the tree's first wave: its two root rollouts x 4
+    # steps), nothing after the request.
     assert counts["rows"] == 2 * first
 
 
@@ -137,8 +157,7 @@ def test_noise_search_runs_the_particle_and_rejection_searches_as_their_nodes(pa
         a = search(node, **ks_args(parts, steps=4, **options))
         b = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=8)[0], guider=guider,
                    sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
-                   search=run_node(option_node, **options)[0], vae=parts["vae"], verifier=ProbeVerifier(),
-                   condition="", budget=0, top_k=1, batch_size=0)
+                   search=run_node(option_node, **options)[0], judge=judge(parts))
         assert a["report"]["best"] == b["report"]["best"], node
         assert torch.allclose(a["best"]["samples"], b["best"]["samples"], atol=1e-5), node
 
@@ -231,8 +250,7 @@ def test_a_schedule_that_stops_above_zero_is_refused(parts, option_node, options
     with forward_rows(parts["model"]) as counts, pytest.raises(ValueError, match="^sigmas: .* runs to the end"):
         run_node("NoiseSearch", noise=run_node("NoiseCandidates", seed=5, count=8)[0], guider=guider,
                  sampler=run_node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas, latent_image=LATENT,
-                 search=run_node(option_node, **options)[0], vae=parts["vae"], verifier=ProbeVerifier(),
-                 condition="", budget=0, top_k=1, batch_size=0)
+                 search=run_node(option_node, **options)[0], judge=judge(parts))
     assert counts["rows"] == 0
 
 

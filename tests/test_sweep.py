@@ -39,7 +39,10 @@ EXAMPLE = REPO / "example_workflows" / "sd15_random_search_imagereward.json"
 PROMPTS = ["a red cube on a table", "a blue sphere in the snow"]
 
 
-SD15_SET = {"RandomSearch.steps": 2, "EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32}
+SD15_SET = {"RandomSearchSampler.steps": 2, "EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32}
+# The first release's example (its RandomSearch node, with the judging inputs of its own).
+SAVED_V1 = REPO / "tests" / "fixtures" / "saved_v1"
+V1_SET = {"RandomSearch.steps": 2, "EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32}
 SD15_REPLACE = {"v1-5-pruned-emaonly.safetensors": "tiny_sd15.safetensors"}
 ZERO_ORDER = "kind = \"zero_order\"\nneighbours = 2\niterations = 100"
 
@@ -49,7 +52,7 @@ def inline(table: dict) -> str:
 
 
 def config_text(workflow: Path, output: Path, urls=(), prompts=PROMPTS, seeds=(0,), budgets=(4, 8),
-                baseline=False, extra="", node="RandomSearch", edits_set=None, edits_replace=None,
+                baseline=False, extra="", node="RandomSearchSampler", edits_set=None, edits_replace=None,
                 second_strategy=ZERO_ORDER) -> str:
     edits_set = SD15_SET if edits_set is None else edits_set
     edits_replace = SD15_REPLACE if edits_replace is None else edits_replace
@@ -514,7 +517,7 @@ def images_on_folder(folder: Path) -> Counter:
     return Counter(p.name.split("_")[0] for p in folder.glob("*.png"))
 
 
-NOISE_SEARCH_API = {  # the composable form: a Search: Random node feeding NoiseSearch
+NOISE_SEARCH_API = {  # the composable form: a search options node feeding NoiseSearch, judged by a Search Judge
     "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
     "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "placeholder"}},
     "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
@@ -525,13 +528,14 @@ NOISE_SEARCH_API = {  # the composable form: a Search: Random node feeding Noise
     "7": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
     "8": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 2,
                                                      "denoise": 1.0}},
-    "9": {"class_type": "SearchRandom", "inputs": {"candidates": 4}},
+    "9": {"class_type": "SearchRandom", "inputs": {"candidates": 4, "budget": 0, "top_k": 1, "batch_size": 0}},
     "10": {"class_type": "ClassifierVerifierLoader",
            "inputs": {"classifier_file": "classifiers/brightness.safetensors"}},
+    "14": {"class_type": "SearchJudge", "inputs": {"vae": ["1", 2], "verifier": ["10", 0],
+                                                   "condition": "placeholder"}},
     "11": {"class_type": "NoiseSearch", "inputs": {
         "noise": ["5", 0], "guider": ["6", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0],
-        "search": ["9", 0], "vae": ["1", 2], "verifier": ["10", 0], "condition": "placeholder", "budget": 0,
-        "top_k": 1, "batch_size": 0}},
+        "search": ["9", 0], "judge": ["14", 0]}},
     "12": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "not_in_the_sweep"}},
     "13": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["1", 2]}},
 }
@@ -544,8 +548,10 @@ FLUX_SET = {"BasicScheduler.steps": 2, "EmptySD3LatentImage.width": 32, "EmptySD
 # The FLUX workflows with the tiny SD1.5 parts' names (see tests/harness/workflow_convert.py).
 FLUX_REPLACE = {"flux1-dev.safetensors": "tiny_sd15_unet.safetensors", "ae.safetensors": "tiny_taesd.safetensors"}
 FAMILY_CASES = {  # family, workflow, node, edits, run a task (FLUX's DualCLIPLoader has no tiny stand-in)
-    "ksampler": ("ksampler", EXAMPLE, "RandomSearch", SD15_SET, SD15_REPLACE, True),
-    "advanced": ("advanced", REPO / "tests" / "fixtures" / "saved_v1" / "flux_path_search_clipscore.json",
+    "ksampler": ("ksampler", EXAMPLE, "RandomSearchSampler", SD15_SET, SD15_REPLACE, True),
+    "legacy": ("legacy_ksampler", SAVED_V1 / "sd15_random_search_imagereward.json", "RandomSearch", V1_SET,
+               SD15_REPLACE, False),
+    "advanced": ("legacy_advanced", SAVED_V1 / "flux_path_search_clipscore.json",
                  "PathSearchAdvanced", FLUX_SET, FLUX_REPLACE, False),
     "options-flux": ("options", REPO / "example_workflows" / "flux_path_search_clipscore.json", "NoiseSearch",
                      FLUX_SET, FLUX_REPLACE, False),
@@ -580,10 +586,11 @@ def run_one(server, template, tasks, kind: str) -> dict:
 
 @pytest.mark.parametrize("case", list(FAMILY_CASES))
 def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
-    """Each family of search node (KSampler-style, Advanced, a SEARCH node feeding NoiseSearch)
-    is varied over random and path search; where the server has the models, a path-search task
-    runs through the worker (no Ray): a class swap the server accepts, results that parse."""
-    from sweep.workflow import FAMILIES, Template
+    """Each family of search node (KSampler-style, a search options node feeding NoiseSearch, the
+    earlier releases' KSampler-style and Advanced nodes) is varied over random and path search;
+    where the server has the models, a path-search task runs through the worker (no Ray): a class
+    swap the server accepts, results that parse."""
+    from sweep.workflow import Template, node_for
 
     family, _, _, _, _, runs = FAMILY_CASES[case]
     a = two_servers[0]
@@ -595,12 +602,14 @@ def test_every_search_node_family_builds_and_runs(two_servers, tmp_path, case):
     for task in tasks:
         prompt, outputs = template.build(task)
         varied = prompt[template.options_id]
-        assert varied["class_type"] == FAMILIES[family][task.setting.strategy.kind]
+        assert varied["class_type"] == node_for(family, task.setting.strategy.kind)
         spec = info[varied["class_type"]]["input"]
         assert set(varied["inputs"]) <= {*spec["required"], *spec.get("optional", {})}
         assert "not_in_the_sweep" not in json.dumps(prompt)  # the workflow's own outputs are dropped
-        search = prompt[template.search_id]
-        assert search["inputs"]["budget"] == 6 and search["inputs"]["condition"] == "bright"
+        # The SEARCH holds the budget, the judge the verifier's condition (one node for the
+        # earlier releases' nodes).
+        assert varied["inputs"]["budget"] == 6 and prompt[template.judge_id]["inputs"]["condition"] == "bright"
+        assert (template.judge_id == template.search_id) is family.startswith("legacy")
         assert [prompt[n]["inputs"][k] for n, k in template.prompt_targets if k != "condition"] == [PROMPTS[0]]
         assert prompt[template.seed_target[0]]["inputs"][template.seed_target[1]] == 0
         if case == "options-api":  # NoiseCandidates supplies what the strategy starts from
@@ -616,12 +625,13 @@ NEWER = ("kind = \"particles\"\nparticles = 2\nlmbda = 5.0\n\n[[strategies]]\nki
          "candidates = 4\nlevels = \"0.6\"\n\n[[strategies]]\nkind = \"tree\"\nrollouts = 3\nbranches = 2")
 
 
-@pytest.mark.parametrize("case", ["ksampler", "options-api", "advanced"])
+@pytest.mark.parametrize("case", ["ksampler", "options-api", "legacy", "advanced"])
 def test_particle_rejection_and_tree_strategies_are_swept(two_servers, tmp_path, case):
-    """The three newer strategies vary a KSampler-style node and a SEARCH node feeding
-    NoiseSearch (an Advanced node has no such version: the sweep says so); a particle-steering
-    task runs through the worker."""
-    from sweep.workflow import FAMILIES, Template, WorkflowError
+    """The three newer strategies vary a KSampler-style node, a search options node feeding
+    NoiseSearch and an earlier release's KSampler-style node (its search_steps held at 0); an
+    Advanced node has no such version: the sweep says so. A particle-steering task runs through
+    the worker."""
+    from sweep.workflow import Template, WorkflowError, node_for
 
     family, _, _, _, _, runs = FAMILY_CASES[case]
     a = two_servers[0]
@@ -631,16 +641,18 @@ def test_particle_rejection_and_tree_strategies_are_swept(two_servers, tmp_path,
     tasks = [t for t in all_tasks(cfg) if t.setting.strategy.kind != "random"]
     assert {t.setting.strategy.kind for t in tasks} == {"particles", "rejection", "tree"}
     for task in tasks:
-        if family == "advanced":
+        if family == "legacy_advanced":
             with pytest.raises(WorkflowError, match="no node of the first release's Advanced family"):
                 template.build(task)
             continue
         prompt, _ = template.build(task)
         varied = prompt[template.options_id]
-        assert varied["class_type"] == FAMILIES[family][task.setting.strategy.kind]
+        assert varied["class_type"] == node_for(family, task.setting.strategy.kind)
         spec = info[varied["class_type"]]["input"]
         assert set(varied["inputs"]) <= {*spec["required"], *spec.get("optional", {})}
-        if family == "ksampler":
+        if family == "ksampler":  # these search the full schedule: their nodes have no search_steps
+            assert "search_steps" not in prompt[template.search_id]["inputs"]
+        if family == "legacy_ksampler":
             assert prompt[template.search_id]["inputs"]["search_steps"] == 0
         if case == "options-api":
             need = {"particles": 2, "rejection": 4, "tree": 2}[task.setting.strategy.kind]

@@ -9,20 +9,17 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const EVENT = "noise-search.progress";
-const SEARCH_NODES = new Set([
-  "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch", "ZeroOrderSearchAdvanced",
-  "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch", "DiffusionTreeSearch", "NoiseSearch",
-]);
+// The pack's search nodes, whatever their strategy (the strategy registry makes them): the
+// nodes of its category that output a search report.
+const CATEGORY = "sampling/noise_search";
+const isSearchNode = (nodeData) =>
+  (nodeData.category ?? "").startsWith(CATEGORY) && (nodeData.output_name ?? []).includes("report");
 const WIDGET_NAME = "noise_search_view";
 // The last state is kept in the node's properties so it survives saving and reopening the
 // workflow. Properties travel inside every PNG saved from this workflow, so only the best
 // candidates keep their thumbnails there; the others keep id and score.
 const PROPERTY = "noise_search_state";
 const KEEP_THUMBS = 16;
-const ALGORITHMS = {
-  random: "Random search", zero_order: "Zero-order search", paths: "Path search",
-  particles: "Particle steering", rejection: "Early rejection", tree: "Diffusion tree search",
-};
 const SVG_NS = "http://www.w3.org/2000/svg";
 // The view's least height. The classic canvas sizes a DOM widget from getMinHeight; Nodes 2.0
 // (Vue nodes) only moves the element into the node's body and lets CSS size it, so the same
@@ -175,7 +172,8 @@ class SearchView {
   }
 
   drawHeader(s) {
-    const parts = [ALGORITHMS[s.algorithm] || s.algorithm || "Search", `${s.candidates.length} scored`];
+    // The state names its strategy (its display name); views saved before it did name the algorithm.
+    const parts = [s.label || s.algorithm || "Search", `${s.candidates.length} scored`];
     if (s.best_score !== null && s.best_score !== undefined) {
       parts.push(`best ${formatScore(s.best_score)} (#${s.best_id})`);
     }
@@ -303,7 +301,7 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!SEARCH_NODES.has(nodeData.name)) return;
+    if (!isSearchNode(nodeData)) return;
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {

@@ -51,8 +51,6 @@ SEARCHES = METHODS[1:]
 LABELS = {"steps": "more denoising steps", "random": "random search", "zero_order": "zero-order search (ZO-2)",
           "paths": "search over paths", "particles": "particle steering (FK)", "rejection": "early rejection",
           "tree": "tree search (DTS*)"}
-NODES = {"random": "RandomSearch", "zero_order": "ZeroOrderSearch", "paths": "PathSearch",
-         "particles": "ParticleSteering", "rejection": "EarlyRejectionSearch", "tree": "DiffusionTreeSearch"}
 METRICS = ("verifier_score", "inception_score", "accuracy", "frechet_distance", "diversity")
 METRIC_NAMES = {"verifier_score": "verifier", "inception_score": "IS", "accuracy": "acc",
                 "frechet_distance": "FD", "diversity": "divers."}
@@ -81,6 +79,11 @@ MAX_CANDIDATES = 4096  # the nodes' limit: the budget decides how many start
 # Diffusion tree search: the node's defaults except lambda (the same logit scale as particle
 # steering's); a budget buys as many rollouts as it pays for (deeper branches cost less).
 TREE = {"branches": 2, "lmbda": 2.0, "greedy": True, "wave": 4, "renoise": 0.1}
+
+
+def node_of(method: str) -> str:
+    """The KSampler-style node of a search method, from the pack's strategy registry."""
+    return pack_module("search.registry").get(method).sampler_node
 
 
 class Testbed:
@@ -122,13 +125,14 @@ class Testbed:
     def _search_args(self, labels: list[int], seed: int, budget: int) -> dict:
         # One verifier condition per sample: its class.
         condition = json.dumps([str(int(c)) for c in labels]) if len(labels) > 1 else str(int(labels[0]))
-        return dict(self.common(labels, seed), steps=self.search_steps, search_steps=0, vae=self.vae,
-                    verifier=self.verifier, condition=condition, budget=budget, top_k=1, batch_size=BATCH_SIZE)
+        judge = run_node("SearchJudge", vae=self.vae, verifier=self.verifier, condition=condition)[0]
+        return dict(self.common(labels, seed), steps=self.search_steps, judge=judge, budget=budget, top_k=1,
+                    batch_size=BATCH_SIZE)
 
     @functools.cached_property
     def path_cost(self) -> int:
         """NFEs of path search with one path (the cost grows linearly with the paths kept)."""
-        out = run_node("PathSearch", **self._search_args([0], 0, 0), paths=1, **self.paths)
+        out = run_node(node_of("paths"), **self._search_args([0], 0, 0), paths=1, **self.paths)
         return int(json.loads(out[-1])["nfe"]["search_total"])
 
     def min_budget(self, method: str) -> int:
@@ -160,7 +164,7 @@ class Testbed:
             options = {"rollouts": budget, **self.tree}
         else:
             raise ValueError(method)
-        out = run_node(NODES[method], **args, **options)
+        out = run_node(node_of(method), **args, **options)
         report = json.loads(out[-1])
         return out[0]["samples"], [int(p["nfe"]["search_total"]) for p in report.get("problems", [report])]
 
