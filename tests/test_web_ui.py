@@ -40,6 +40,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = REPO / "test_artifacts"
 README_PICTURE = REPO / "docs" / "images" / "live_search.png"  # committed; the README shows it
 CANDIDATES, ROUND_SIZE = 6, 2
+SEARCH_NODE = "RandomSearchSampler"  # the search node of the random-search example
 SCORE = re.compile(r"^-?\d+\.\d+$")
 REGISTRY_LOOKUP = re.compile(r"^(Connecting to|Fetch API cannot load) '?https://api\.comfy\.org/.*Content Security Policy")
 NEWEST = REPO / ".frontends" / "newest"
@@ -230,11 +231,11 @@ def with_clipscore(workflow):
 
 def search_workflow(info, frontend, variant):
     workflow = wc.tiny_ui_workflow(with_clipscore(wc.load_example("sd15_random_search_imagereward")), info)
-    search = next(n for n in workflow["nodes"] if n["type"] == "RandomSearch")
-    wc.set_widget_value(search, info["RandomSearch"], "candidates", CANDIDATES)
+    search = next(n for n in workflow["nodes"] if n["type"] == SEARCH_NODE)
+    wc.set_widget_value(search, info[SEARCH_NODE], "candidates", CANDIDATES)
     # Two candidates per model call: three rounds, three live updates before the end.
-    wc.set_widget_value(search, info["RandomSearch"], "batch_size", ROUND_SIZE)
-    wc.set_widget_value(search, info["RandomSearch"], "seed", SEEDS[frontend, variant])
+    wc.set_widget_value(search, info[SEARCH_NODE], "batch_size", ROUND_SIZE)
+    wc.set_widget_value(search, info[SEARCH_NODE], "seed", SEEDS[frontend, variant])
     return workflow, search
 
 
@@ -479,9 +480,9 @@ def test_live_search_view_inside_a_subgraph(browser, backend, info, frontend):
         made = page.evaluate("""async id => { const root = app.rootGraph ?? app.graph;
             app.canvas.deselectAll?.(); app.canvas.select(root.getNodeById(id));
             await app.extensionManager.command.execute('Comfy.Graph.ConvertToSubgraph');
-            const outer = root.nodes.find(n => n.subgraph?.nodes.some(m => m.type === 'RandomSearch'));
+            const outer = root.nodes.find(n => n.subgraph?.nodes.some(m => m.type === 'RandomSearchSampler'));
             return outer ? {outer: outer.id, subgraph: outer.subgraph.id,
-                            inner: outer.subgraph.nodes.find(m => m.type === 'RandomSearch').id} : null; }""",
+                            inner: outer.subgraph.nodes.find(m => m.type === 'RandomSearchSampler').id} : null; }""",
                              search["id"])
         assert made is not None, "the search node was not moved into a subgraph"
         node = f"root.subgraphs.get('{made['subgraph']}').getNodeById({made['inner']})"
