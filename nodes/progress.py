@@ -56,6 +56,7 @@ class SearchProgress:
         self.node_id = node_id
         self.total = 1
         self.done = 0
+        self.sized = False  # the first round reports the plan the bar is sized by
         self.bar = comfy.utils.ProgressBar(self.total, node_id=node_id)
         self.state = {"node": node_id, "algorithm": algorithm, "candidates": [], "curve": [],
                       "best_id": None, "best_score": None, "nfe": 0, "finished": False}
@@ -72,6 +73,8 @@ class SearchProgress:
         return self.best_preview
 
     def _update(self) -> None:
+        if not self.sized:
+            return  # no plan yet: a total guessed from the calls so far would read as done
         self.total = max(self.total, self.done)
         self.bar.update_absolute(self.done, self.total, self._new_preview())
 
@@ -83,6 +86,7 @@ class SearchProgress:
         images = info.get("images")
         # The bound the search can spend (its plan, or the budget where lower), never above it.
         self.total = max(self.done, int(info.get("bound") or info.get("planned") or 0), 1)
+        self.sized = True
         count = len(info["ids"]) if images is None else min(len(info["ids"]), images.shape[0])
         n_thumbs = max(0, min(MAX_THUMBS - len(self.state["candidates"]), count))
         thumbs = thumbnails(images[:n_thumbs]) if images is not None and n_thumbs else []
@@ -104,6 +108,7 @@ class SearchProgress:
                           best_id=report["best"]["id"], best_score=report["best"]["score"])
         # The bar closes at what was spent.
         self.total = self.done = max(self.done, 1)
+        self.sized = True
         self._update()
         self.send()
         return self.state

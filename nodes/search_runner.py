@@ -164,7 +164,8 @@ def run_search(strategy: Strategy, backend: ComfyBackend, noises: torch.Tensor, 
 
     def first_problem_view(info: dict) -> None:
         # The live view follows the first problem; the bar is sized for all of them.
-        progress.on_round({**info, "planned": int(info.get("planned") or 0) * problems})
+        progress.on_round({**info, "planned": int(info.get("planned") or 0) * problems,
+                           "bound": int(info.get("bound") or 0) * problems})
 
     def job(b: int):
         index = backend.batch_index[b] if backend.batch_index is not None else b

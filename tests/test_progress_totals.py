@@ -56,6 +56,8 @@ def test_a_latent_batch_bar_counts_every_problem(parts, bar_updates):
     rep = search("DiffusionTreeSearch", **ks_args(parts, latent_image={"samples": torch.zeros(2, 4, 4, 4)}, steps=4,
                                                   budget=32, **STRATEGIES[-1][1]))["report"]
     spent = rep["nfe"]["measured"]
+    # Sized for both problems from the first round on (not grown by what was spent).
+    assert bar_updates[0][1] == 2 * 32
     assert all(total <= max(2 * 32, spent) for _, total in bar_updates)
     assert bar_updates[-1] == (spent, spent)
 
