@@ -259,7 +259,9 @@ def find_node(node_id: str) -> tuple[StrategySpec, str] | None:
 
 # -- checks of the sampling parts ------------------------------------------------------------------
 def whole_sample_strategies() -> str:
-    return ", ".join(s.display_name for s in _SPECS.values() if not s.full_schedule)
+    """The strategies that search whole samples (any schedule, masks, early verifiers): "A, B or C"."""
+    names = [s.display_name for s in _SPECS.values() if not s.full_schedule]
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def check_trajectory(backend, spec: StrategySpec, options: Mapping[str, Any]) -> None:

@@ -18,9 +18,10 @@ CKPT = "tiny_sd15.safetensors"
 CLASSIFIER = "classifiers/rel_brightness.safetensors"
 IMAGEREWARD = "ImageReward/ImageReward.pt"
 
-# Node ids of the shared graph.
-CKPT_ID, POS_ID, NEG_ID, LATENT_ID, VERIFIER_ID, SEARCH_ID, DECODE_ID, SAVE_ID = (
-    "1", "2", "3", "4", "5", "10", "11", "12")
+# Node ids of the shared graph (the JUDGE and the SEARCH options node: the current nodes only).
+CKPT_ID, POS_ID, NEG_ID, LATENT_ID, VERIFIER_ID, SEARCH_ID, DECODE_ID, SAVE_ID, JUDGE_ID, OPTIONS_ID = (
+    "1", "2", "3", "4", "5", "10", "11", "12", "13", "14")
+JUDGING = ("vae", "verifier", "condition")
 
 SEARCH_NODES = ("RandomSearch", "ZeroOrderSearch", "PathSearch",
                 "RandomSearchAdvanced", "ZeroOrderSearchAdvanced", "PathSearchAdvanced")
@@ -84,6 +85,41 @@ ALGORITHM_INPUTS = {
     "PathSearch": {"paths": 2, "branches": 2, "start": 0.5, "forward": 0.2, "backward": 0.7,
                    "interval_steps": 2},
 }
+# The current nodes: the KSampler-style node and the search options node of each strategy above
+# (judged by a Search Judge), and NoiseSearch (fed by the random search's options node).
+CURRENT = {"RandomSearchSampler": "RandomSearch", "ZeroOrderSearchSampler": "ZeroOrderSearch",
+           "PathSearchSampler": "PathSearch", "NoiseSearch": "RandomSearch"}
+
+
+def current_prompt(prompt: dict, node: str, inputs: dict) -> dict:
+    """``node`` (one of CURRENT) in the shared graph: judging through a Search Judge; for
+    NoiseSearch, the strategy's options and search settings in a search options node.
+    ``inputs`` go where they belong (a value of ``None`` removes the input)."""
+    judge = {"vae": [CKPT_ID, 2], "verifier": [VERIFIER_ID, 0], "condition": "bright"}
+    settings = {"budget": 0, "top_k": 1, "batch_size": 0}
+    if node == "NoiseSearch":
+        prompt.update(advanced_parts())
+        own = {"noise": ["20", 0], "guider": ["21", 0], "sampler": ["22", 0], "sigmas": ["23", 0],
+               "latent_image": [LATENT_ID, 0], "search": [OPTIONS_ID, 0], "judge": [JUDGE_ID, 0]}
+        options = {**ALGORITHM_INPUTS[CURRENT[node]], **settings}
+    else:
+        own = {**ksampler_common(), **ALGORITHM_INPUTS[CURRENT[node]], **settings, "judge": [JUDGE_ID, 0]}
+        if node == "PathSearchSampler":
+            own.pop("search_steps")  # it searches on the full schedule only
+        options = None
+    for k, v in inputs.items():
+        where = judge if k in JUDGING else own if options is None or k in own else options
+        if v is None:
+            where.pop(k, None)
+        else:
+            where[k] = v
+    prompt[JUDGE_ID] = {"class_type": "SearchJudge", "inputs": judge}
+    if options is not None:
+        prompt[OPTIONS_ID] = {"class_type": "SearchRandom", "inputs": options}
+        if isinstance(options.get("candidates"), int):  # NoiseCandidates supplies what the search starts from
+            prompt["20"]["inputs"]["count"] = max(prompt["20"]["inputs"]["count"], options["candidates"])
+    prompt[SEARCH_ID] = {"class_type": node, "inputs": own}
+    return prompt
 
 
 def search_prompt(node: str = "RandomSearch", *, save: bool = True, text: str = "a red cube",
@@ -93,6 +129,23 @@ def search_prompt(node: str = "RandomSearch", *, save: bool = True, text: str = 
     ``inputs`` override the search node's inputs (a value of ``None`` removes the input).
     """
     prompt = base_graph(text, size, batch, verifier_node)
+    if node in CURRENT:
+        current_prompt(prompt, node, inputs)
+    else:
+        prompt[SEARCH_ID] = {"class_type": node, "inputs": earlier_inputs(prompt, node, inputs)}
+    if save:
+        prompt[DECODE_ID] = {"class_type": "VAEDecode", "inputs": {"samples": [SEARCH_ID, 0], "vae": [CKPT_ID, 2]}}
+        prompt[SAVE_ID] = {"class_type": "SaveImage", "inputs": {"images": [DECODE_ID, 0],
+                                                                 "filename_prefix": "reliability"}}
+    else:
+        # PreviewAny makes the report string an output without writing an image.
+        prompt[SAVE_ID] = {"class_type": "PreviewAny", "inputs": {"source": [SEARCH_ID, len_outputs(node) - 1]}}
+    return prompt
+
+
+def earlier_inputs(prompt: dict, node: str, inputs: dict) -> dict:
+    """The inputs of an earlier release's node (judging inputs of its own); the Advanced ones get
+    their custom-sampling parts added to ``prompt``."""
     if node.endswith("Advanced"):
         base = node.removesuffix("Advanced")
         prompt.update(advanced_parts())
@@ -110,18 +163,12 @@ def search_prompt(node: str = "RandomSearch", *, save: bool = True, text: str = 
             node_inputs.pop(k, None)
         else:
             node_inputs[k] = v
-    prompt[SEARCH_ID] = {"class_type": node, "inputs": node_inputs}
-    if save:
-        prompt[DECODE_ID] = {"class_type": "VAEDecode", "inputs": {"samples": [SEARCH_ID, 0], "vae": [CKPT_ID, 2]}}
-        prompt[SAVE_ID] = {"class_type": "SaveImage", "inputs": {"images": [DECODE_ID, 0],
-                                                                 "filename_prefix": "reliability"}}
-    else:
-        # PreviewAny makes the report string an output without writing an image.
-        prompt[SAVE_ID] = {"class_type": "PreviewAny", "inputs": {"source": [SEARCH_ID, len_outputs(node) - 1]}}
-    return prompt
+    return node_inputs
 
 
 def len_outputs(node: str) -> int:
+    if node in CURRENT:
+        return 7  # best, top, scores, best_score, replay_noise, seed, report
     return {"RandomSearch": 8, "RandomSearchAdvanced": 6}.get(node, 6 if "ZeroOrder" in node else 5)
 
 

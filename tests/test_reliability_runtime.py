@@ -53,10 +53,14 @@ LONG = {
     "ZeroOrderSearch": {"neighbours": 2, "iterations": 12, "steps": 4},
     "PathSearch": {"paths": 3, "branches": 2, "steps": 8, "interval_steps": 4, "start": 0.6, "forward": 0.1,
                    "backward": 0.2},
+    # The current nodes: a KSampler-style node judged by a Search Judge, NoiseSearch with a SEARCH.
+    "RandomSearchSampler": {"candidates": 12, "steps": 6},
+    "NoiseSearch": {"candidates": 12},  # its schedule: 2 steps
 }
 # At least this many denoiser calls each would make uninterrupted (batch_size 1: one call
 # per candidate and step; path search: 6 rounds of 6 branches x (4 steps + 1 x0-prediction)).
-PLANNED_CALLS = {"RandomSearch": 12 * 6, "ZeroOrderSearch": 4 * (1 + 12 * 2), "PathSearch": 6 * 6 * 5}
+PLANNED_CALLS = {"RandomSearch": 12 * 6, "ZeroOrderSearch": 4 * (1 + 12 * 2), "PathSearch": 6 * 6 * 5,
+                 "RandomSearchSampler": 12 * 6, "NoiseSearch": 12 * 2}
 PROGRESS_BEFORE_INTERRUPT = 4  # progress messages (= denoiser calls) seen before interrupting
 
 
@@ -86,7 +90,8 @@ def gaps(times: list[float]) -> list[float]:
     return [b - a for a, b in zip(times, times[1:])]
 
 
-@pytest.mark.parametrize("node", ["RandomSearch", "ZeroOrderSearch", "PathSearch"])
+@pytest.mark.parametrize("node", ["RandomSearch", "ZeroOrderSearch", "PathSearch", "RandomSearchSampler",
+                                  "NoiseSearch"])
 def test_interrupt_stops_within_one_denoiser_call(live, warm, node):
     before = rss(live)
     result = timed_run(live, rp.search_prompt(node, seed=502, save=False, batch_size=1, **LONG[node]),
@@ -176,7 +181,7 @@ def without_timings(report: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("node", ["RandomSearch", "ZeroOrderSearch", "PathSearch"])
+@pytest.mark.parametrize("node", ["RandomSearch", "ZeroOrderSearch", "PathSearch", "NoiseSearch"])
 def test_same_prompt_twice_gives_identical_images_and_reports(live, warm, node):
     prompt = rp.search_prompt(node, seed=4242)
     extra = {"extra_pnginfo": {"workflow": {"note": "determinism"}}}
@@ -197,7 +202,7 @@ def test_same_prompt_twice_gives_identical_images_and_reports(live, warm, node):
     assert np.array_equal(pixels1, pixels2)
     assert without_timings(report1) == without_timings(report2)
     assert report1["algorithm"] == {"RandomSearch": "random", "ZeroOrderSearch": "zero_order",
-                                    "PathSearch": "paths"}[node]
+                                    "PathSearch": "paths", "NoiseSearch": "random"}[node]
 
 
 # -- out of memory (in-process) ----------------------------------------------------------------------
