@@ -421,10 +421,12 @@ PARTICLE_JUDGE = {"point": "at the resampling point", "last": "one step early (t
 
 def _particle_asks(pieces: list, judge: str, own_steps: bool) -> list[bool]:
     """Per piece: whether the particles' x0-predictions at its end are asked of the model (one
-    NFE each). "point" (the paper's definition): at every resampling point. "last": the
-    sampler's last prediction, made at the start of the piece's last step, is judged instead
-    (free), except in a one-step piece that starts where resampling left the particles without
-    re-noising, where copies of one particle would all get their parent's prediction."""
+    NFE each). "point" (the paper's definition): at every resampling point. "last" (the default,
+    chosen by measurement: on the digits testbed it scored higher at equal NFEs, e.g. verifier
+    10.95 against 10.02 at 16 NFEs, docs/strategies.md): the sampler's last prediction, made at
+    the start of the piece's last step, is judged instead (free, one step early), except in a
+    one-step piece that starts where resampling left the particles without re-noising, where
+    copies of one particle would all get their parent's prediction."""
     if judge not in PARTICLE_JUDGE:
         raise ValueError(f"judge must be one of {', '.join(PARTICLE_JUDGE)}, got {judge!r}")
     if judge == "point":
@@ -460,7 +462,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
                       generator: torch.Generator, budget: int | None = None, top_k: int = 1,
                       callback: Callback = None, potential: str = "max", lmbda: float = 10.0,
                       interval: int = 1, ess_threshold: float = 0.5, renoise: float = 0.1,
-                      judge: str = "point") -> SearchResult:
+                      judge: str = "last") -> SearchResult:
     """Feynman-Kac steering: K particles advanced together along the schedule with stochastic
     steps; every ``interval`` steps each is weighted by a potential of the verifier's rewards of
     its x0-predictions at that point (``judge``, see ``_particle_asks``), and the particles are

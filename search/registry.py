@@ -20,14 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .algorithms import (
-    early_rejection,
-    particle_steering,
-    path_search,
-    random_search,
-    tree_search,
-    zero_order_search,
-)
+from . import algorithms
 from .smc import POTENTIALS
 from .strategy import Strategy
 
@@ -301,6 +294,11 @@ def validate_paths(o: Mapping[str, Any]) -> None:
 
 
 # -- the strategies of the pack -------------------------------------------------------------------
+def _text(prose: str) -> str:
+    """Prose written as a block, as one line."""
+    return " ".join(prose.split())
+
+
 def _level(name, default, tooltip, lo=0.01, hi=0.99):
     return Option(name, "float", default, tooltip, min=lo, max=hi, step=0.01)
 
@@ -309,24 +307,39 @@ RENOISE_TOOLTIP = ("For samplers without per-step noise (euler, dpmpp_2m, ...): 
                    "re-noised before each {where}, so {why}. Ancestral and SDE samplers use their own per-step "
                    "noise instead.")
 LAMBDA = "lambda"
+# The outputs the earlier releases' nodes had (saved links refer to them by position).
+LATENTS = ("best", "top", "scores", "best_score")
+REPORT = ("report",)
+
+
+def judged_midway(**fields) -> StrategySpec:
+    """A strategy that judges and continues trajectories midway: it searches the full schedule
+    only, and needs a run to sigma 0 without a noise mask or an early-x0 verifier."""
+    return StrategySpec(**{"full_schedule": True, "check": check_trajectory, **fields})
+
+
+def earlier_ksampler(node_id: str, display_name: str, outputs: tuple, options=None) -> LegacyNode:
+    return LegacyNode(node_id, display_name, "ksampler", LATENTS + outputs + REPORT, options)
 
 RANDOM = StrategySpec(
-    name="random", display_name="Random Search", label="random", run=random_search,
+    name="random", display_name="Random Search", label="random", run=algorithms.random_search,
     options=(Option("candidates", "int", 8, "N: candidate noises to try.", min=1, max=MAX_ROWS, arg=None),),
     noises=lambda o: o["candidates"], rows=lambda o: o["candidates"],
-    description="Best-of-N (the paper's random search): N candidate noises, each denoised and scored; the best is "
-                "kept. Use it first: it is the baseline every other search must beat, its winner replays with a "
-                "stock KSampler at seed + its id, and search_steps below steps makes each candidate cheaper.",
+    description=_text("""
+        Best-of-N (the paper's random search): N candidate noises, each denoised and scored; the best is
+        kept. Use it first: it is the baseline every other search must beat, its winner replays with a stock
+        KSampler at seed + its id, and search_steps below steps makes each candidate cheaper.
+    """),
     cost="N samples (on the search schedule) + top_k regenerated",
     option_node="SearchRandom", sampler_node="RandomSearchSampler",
-    legacy=(LegacyNode("RandomSearch", "Random Search (best-of-N)", "ksampler",
-                       ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "replay_index", "report")),
+    legacy=(earlier_ksampler("RandomSearch", "Random Search (best-of-N)",
+                             ("replay_noise", "replay_seed", "replay_index")),
             LegacyNode("RandomSearchAdvanced", "Random Search (Advanced)", "advanced",
-                       ("best", "top", "scores", "best_score", "replay_noise", "report"))),
+                       LATENTS + ("replay_noise",) + REPORT)),
 )
 
 ZERO_ORDER = StrategySpec(
-    name="zero_order", display_name="Zero-Order Search", label="zero-order", run=zero_order_search,
+    name="zero_order", display_name="Zero-Order Search", label="zero-order", run=algorithms.zero_order_search,
     options=(
         Option("neighbours", "int", 2, "N: neighbours drawn around the pivot per iteration.", min=1, max=1024),
         Option("iterations", "int", 8, "K: iterations.", min=1, max=10000),
@@ -336,19 +349,20 @@ ZERO_ORDER = StrategySpec(
         Option("restart", "bool", True, "When no neighbour beats the pivot, restart from a fresh noise."),
     ),
     noises=lambda o: 1, rows=lambda o: o["neighbours"],
-    description="Moves a pivot noise to its best-scoring neighbour, K times (the paper's ZO-N). Use it to refine "
-                "one good noise locally rather than draw new ones: with a smooth verifier it climbs further than "
-                "random search for the same NFEs; with a noisy one, random search is safer.",
+    description=_text("""
+        Moves a pivot noise to its best-scoring neighbour, K times (the paper's ZO-N). Use it to refine one
+        good noise locally rather than draw new ones: with a smooth verifier it climbs further than random
+        search for the same NFEs; with a noisy one, random search is safer.
+    """),
     cost="(1 + K x N) samples (on the search schedule) + top_k regenerated",
     option_node="SearchZeroOrder", sampler_node="ZeroOrderSearchSampler",
-    legacy=(LegacyNode("ZeroOrderSearch", "Zero-Order Search", "ksampler",
-                       ("best", "top", "scores", "best_score", "replay_noise", "report")),
+    legacy=(earlier_ksampler("ZeroOrderSearch", "Zero-Order Search", ("replay_noise",)),
             LegacyNode("ZeroOrderSearchAdvanced", "Zero-Order Search (Advanced)", "advanced",
-                       ("best", "top", "scores", "best_score", "replay_noise", "report"))),
+                       LATENTS + ("replay_noise",) + REPORT)),
 )
 
-PATHS = StrategySpec(
-    name="paths", display_name="Path Search", label="paths", run=path_search,
+PATHS = judged_midway(
+    name="paths", display_name="Path Search", label="paths", run=algorithms.path_search,
     options=(
         Option("paths", "int", 2, "N: paths kept after every round.", min=1, max=1024, arg=None),
         Option("branches", "int", 2, "M: fresh noises per path per round.", min=1, max=1024),
@@ -358,20 +372,20 @@ PATHS = StrategySpec(
         Option("interval_steps", "int", 4, "L: solver steps per backward interval.", min=1, max=1000),
     ),
     noises=lambda o: o["paths"], rows=lambda o: o["paths"] * o["branches"],
-    description="Search over sampling paths: N paths denoised to a noise level; every round re-noises each with M "
-                "fresh noises, denoises them, scores their x0-predictions and keeps the best N, until clean. Use it "
-                "when the early layout decides the result and good beginnings should be kept and varied; the winner "
-                "is not replayable from one noise.",
+    description=_text("""
+        Search over sampling paths: N paths denoised to a noise level; every round re-noises each with M
+        fresh noises, denoises them, scores their x0-predictions and keeps the best N, until clean. Use it
+        when the early layout decides the result and good beginnings should be kept and varied; the winner
+        is not replayable from one noise.
+    """),
     cost="N x M candidates per round, each a short segment + one x0-prediction",
-    option_node="SearchPaths", sampler_node="PathSearchSampler", full_schedule=True,
-    validate=validate_paths, check=check_paths,
-    legacy=(LegacyNode("PathSearch", "Path Search", "ksampler", ("best", "top", "scores", "best_score", "report")),
-            LegacyNode("PathSearchAdvanced", "Path Search (Advanced)", "advanced",
-                       ("best", "top", "scores", "best_score", "report"))),
+    option_node="SearchPaths", sampler_node="PathSearchSampler", validate=validate_paths, check=check_paths,
+    legacy=(earlier_ksampler("PathSearch", "Path Search", ()),
+            LegacyNode("PathSearchAdvanced", "Path Search (Advanced)", "advanced", LATENTS + REPORT)),
 )
 
-PARTICLES = StrategySpec(
-    name="particles", display_name="Particle Steering", label="particles (FK)", run=particle_steering,
+PARTICLES = judged_midway(
+    name="particles", display_name="Particle Steering", label="particles (FK)", run=algorithms.particle_steering,
     options=(
         Option("particles", "int", 4, "K: particles advanced together (the cost is K full samples).", min=1,
                max=MAX_ROWS, arg=None),
@@ -394,21 +408,21 @@ PARTICLES = StrategySpec(
                display_name="judged at", arg="judge"),
     ),
     noises=lambda o: o["particles"], rows=lambda o: o["particles"],
-    description="Feynman-Kac steering (Singhal et al. 2025): K particles sampled together with stochastic steps, "
-                "weighted by the verifier's rewards of their x0-predictions and resampled when the weights grow "
-                "uneven; the best final particle wins. Use it to steer sampling itself toward the verifier at about "
-                "the cost of K samples, with a verifier that judges x0-predictions well; the winner is not "
-                "replayable from one noise.",
+    description=_text("""
+        Feynman-Kac steering (Singhal et al. 2025): K particles sampled together with stochastic steps,
+        weighted by the verifier's rewards of their x0-predictions and resampled when the weights grow
+        uneven; the best final particle wins. Use it to steer sampling itself toward the verifier at about
+        the cost of K samples, with a verifier that judges x0-predictions well; the winner is not replayable
+        from one noise.
+    """),
     cost="K samples + one x0-prediction per particle per resampling point",
-    option_node="SearchParticles", sampler_node="ParticleSteeringSampler", full_schedule=True,
-    check=check_trajectory,
-    legacy=(LegacyNode("ParticleSteering", "Particle Steering (FK)", "ksampler",
-                       ("best", "top", "scores", "best_score", "report"),
-                       options=("particles", "potential", "lmbda", "interval", "ess_threshold", "renoise")),),
+    option_node="SearchParticles", sampler_node="ParticleSteeringSampler",
+    legacy=(earlier_ksampler("ParticleSteering", "Particle Steering (FK)", (),
+                             options=("particles", "potential", "lmbda", "interval", "ess_threshold", "renoise")),),
 )
 
-REJECTION = StrategySpec(
-    name="rejection", display_name="Early Rejection Search", label="early rejection", run=early_rejection,
+REJECTION = judged_midway(
+    name="rejection", display_name="Early Rejection Search", label="early rejection", run=algorithms.early_rejection,
     options=(
         Option("candidates", "int", 16, "N: candidates started (with a budget: as many as it pays for, at most N).",
                min=1, max=MAX_ROWS, arg=None),
@@ -419,19 +433,19 @@ REJECTION = StrategySpec(
                "nearest to it."),
     ),
     noises=lambda o: o["candidates"], rows=lambda o: o["candidates"],
-    description="Successive halving: starts N candidate noises, judges their x0-predictions (free: the sampler "
-                "computes them) at a few noise levels, keeps the best fraction each time and finishes only the "
-                "survivors. Use it to try many more noises than full samples would pay for, when early "
-                "x0-predictions already tell good from bad; the winner replays with a stock KSampler at its seed.",
+    description=_text("""
+        Successive halving: starts N candidate noises, judges their x0-predictions (free: the sampler
+        computes them) at a few noise levels, keeps the best fraction each time and finishes only the
+        survivors. Use it to try many more noises than full samples would pay for, when early x0-predictions
+        already tell good from bad; the winner replays with a stock KSampler at its seed.
+    """),
     cost="N x (steps to the first level) + the survivors' remaining steps",
-    option_node="SearchEarlyRejection", sampler_node="EarlyRejectionSampler", full_schedule=True,
-    check=check_trajectory,
-    legacy=(LegacyNode("EarlyRejectionSearch", "Early Rejection Search", "ksampler",
-                       ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report")),),
+    option_node="SearchEarlyRejection", sampler_node="EarlyRejectionSampler",
+    legacy=(earlier_ksampler("EarlyRejectionSearch", "Early Rejection Search", ("replay_noise", "replay_seed")),),
 )
 
-TREE = StrategySpec(
-    name="tree", display_name="Diffusion Tree Search", label="tree", run=tree_search,
+TREE = judged_midway(
+    name="tree", display_name="Diffusion Tree Search", label="tree", run=algorithms.tree_search,
     options=(
         Option("rollouts", "int", 16, "Rollouts to a clean sample (with a budget: as many as it pays for). A rollout "
                "that branches off deep in the tree pays only the steps below the branch.", min=1, max=100000),
@@ -448,16 +462,16 @@ TREE = StrategySpec(
                lo=0.0),
     ),
     noises=lambda o: o["branches"], rows=lambda o: o["wave"],
-    description="Diffusion tree sampling / search (Jain et al. 2025): rollouts through a tree of stochastic "
-                "sampler steps, descending by soft values backed up from the verifier's rewards of finished "
-                "samples; later rollouts branch off deep in the tree and pay only the steps below. Use it with "
-                "large budgets, where reusing good partial trajectories beats independent samples; the winner is "
-                "not replayable from one noise.",
+    description=_text("""
+        Diffusion tree sampling / search (Jain et al. 2025): rollouts through a tree of stochastic sampler
+        steps, descending by soft values backed up from the verifier's rewards of finished samples; later
+        rollouts branch off deep in the tree and pay only the steps below. Use it with large budgets, where
+        reusing good partial trajectories beats independent samples; the winner is not replayable from one
+        noise.
+    """),
     cost="one full sample for the first rollouts, then only the steps below each branch",
-    option_node="SearchTree", sampler_node="DiffusionTreeSampler", full_schedule=True,
-    check=check_trajectory,
-    legacy=(LegacyNode("DiffusionTreeSearch", "Diffusion Tree Search", "ksampler",
-                       ("best", "top", "scores", "best_score", "report")),),
+    option_node="SearchTree", sampler_node="DiffusionTreeSampler",
+    legacy=(earlier_ksampler("DiffusionTreeSearch", "Diffusion Tree Search", ()),),
 )
 
 for _spec in (RANDOM, ZERO_ORDER, PATHS, PARTICLES, REJECTION, TREE):

@@ -85,7 +85,7 @@ def test_particle_steering_budget_buys_whole_particles():
     res = particle_steering(m, noise(8), m.schedule(), generator=gen(), budget=35, judge="last")
     assert res.stopped_by_budget and res.nfe == 30 == m.rows and res.planned_nfe == 80
     # Judged at every resampling point: 10 steps + 9 x0-predictions a particle.
-    point = particle_steering(backend(steps=10), noise(8), m.schedule(), generator=gen(), budget=40)
+    point = particle_steering(backend(steps=10), noise(8), m.schedule(), generator=gen(), budget=40, judge="point")
     assert point.stopped_by_budget and point.nfe == 38 and point.planned_nfe == 8 * 19
     with pytest.raises(BudgetError, match="budget of 9 NFEs cannot pay for one particle"):
         particle_steering(backend(steps=10), noise(8), m.schedule(), generator=gen(), budget=9)
@@ -132,9 +132,9 @@ def test_steering_tilts_particles_toward_the_reward(potential):
     steered = particle_steering(backend(steps=12), noise(k, seed=7), m.schedule(), generator=gen(),
                                 potential=potential, lmbda=1.0, top_k=k)
     assert any(r["resampled"] for r in steered.rounds[:-1])
-    # Judged at the resampling points (the paper's definition) the tilt measured 0.27 -> 0.51 of
-    # the particles in the target mode; judged one step early, 0.27 -> 0.57 and more.
-    assert float(in_target_mode(steered.top).mean()) > float(in_target_mode(plain.top).mean()) + 0.2
+    # Judged one step early (the default) the tilt measured 0.27 -> 0.57 of the particles in the
+    # target mode; judged at the resampling points, 0.27 -> 0.51.
+    assert float(in_target_mode(steered.top).mean()) > float(in_target_mode(plain.top).mean()) + 0.3
 
 
 def test_resampling_follows_the_ess_threshold_and_reports_ancestors():
