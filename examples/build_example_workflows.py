@@ -175,7 +175,29 @@ def decode_and_save(wf, latent_src, output, vae_src, vae_slot, x, y, prefix, pre
     return out
 
 
+def save_and_report(wf: Workflow, search, ckpt, prefix: str):
+    """The search's best image saved, and its report shown."""
+    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, prefix)
+    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
+    wf.link(search, "report", report, "source")
+
+
 # -- the examples --------------------------------------------------------------------------
+SD15 = "v1-5-pruned-emaonly.safetensors"
+
+
+def sd_start(info, name: str, ckpt_name: str, prompt: str, latent_at=(0, 180), size=512, batch=1, title=None):
+    """A workflow that starts as the stock text-to-image graph: checkpoint, prompt (also the
+    verifier's condition), negative prompt and (``latent_at`` not None) an empty latent."""
+    wf = Workflow(info, name)
+    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name=ckpt_name)
+    text, pos = sd_text(wf, ckpt, 1, prompt, 380, 0)
+    neg = negative(wf, ckpt, 1, 380, 320)
+    latent = None if latent_at is None else wf.node("EmptyLatentImage", latent_at, (320, 110), title=title,
+                                                    width=size, height=size, batch_size=batch)
+    return wf, ckpt, text, pos, neg, latent
+
+
 def judge_node(wf: Workflow, vae_src, vae_slot, verifier, text, pos, title="Search Judge"):
     """A Search Judge: the VAE that decodes candidates, the verifier, the prompt as its condition."""
     judge = wf.node("SearchJudge", pos, (360, 170), title=title, condition=wf.prompt)
@@ -195,12 +217,8 @@ def ksampler_style(wf: Workflow, kind, pos, size, ckpt, positive, negative, late
 
 
 def sd15_random_search_imagereward(info):
-    wf = Workflow(info, "sd15_random_search_imagereward")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a photo of an astronaut riding a horse on the moon, highly detailed",
-                        380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
-    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=1)
+    wf, ckpt, text, pos, neg, latent = sd_start(
+        info, "sd15_random_search_imagereward", SD15, "a photo of an astronaut riding a horse on the moon, highly detailed")
     verifier = wf.node("ImageRewardVerifierLoader", (0, 340), (320, 160))
     judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
     search = ksampler_style(wf, "RandomSearchSampler", (800, 0), (400, 760), ckpt, pos, neg, latent, judge,
@@ -222,12 +240,9 @@ def sd15_random_search_imagereward(info):
 
 
 def sdxl_zero_order_ensemble(info):
-    wf = Workflow(info, "sdxl_zero_order_ensemble")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="sd_xl_base_1.0.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a cozy cabin in a snowy forest at dusk, warm light in the windows, "
-                        "cinematic", 380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
-    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=1024, height=1024, batch_size=1)
+    wf, ckpt, text, pos, neg, latent = sd_start(
+        info, "sdxl_zero_order_ensemble", "sd_xl_base_1.0.safetensors",
+        "a cozy cabin in a snowy forest at dusk, warm light in the windows, cinematic", size=1024)
     aesthetic = wf.node("AestheticVerifierLoader", (0, 500), (360, 180))
     clip = wf.node("CLIPScoreVerifierLoader", (0, 720), (360, 160))
     reward = wf.node("ImageRewardVerifierLoader", (0, 920), (360, 160))
@@ -238,9 +253,7 @@ def sdxl_zero_order_ensemble(info):
     search = ksampler_style(wf, "ZeroOrderSearchSampler", (800, 0), (400, 820), ckpt, pos, neg, latent, judge,
                             seed=7, steps=30, search_steps=10, cfg=7.0, sampler_name="euler", scheduler="normal",
                             neighbours=2, iterations=8, angle=30.0, restart=True, top_k=1)
-    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sdxl_zero_order_ensemble")
-    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
-    wf.link(search, "report", report, "source")
+    save_and_report(wf, search, ckpt, "noise_search/sdxl_zero_order_ensemble")
     wf.note((800, 860), (400, 300), "Zero-order search (ZO-2) with the verifier ensemble.\n\n"
             "Each iteration draws 2 neighbours of the pivot noise at the given angle, scores them and "
             "moves the pivot to the best; 8 iterations. search_steps=10 keeps each candidate cheap; the "
@@ -291,11 +304,8 @@ def flux_path_search_clipscore(info):
 
 
 def verifier_score_best_of_batch(info):
-    wf = Workflow(info, "verifier_score_best_of_batch")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a watercolor painting of a lighthouse on a cliff at sunrise", 380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
-    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=8)
+    wf, ckpt, text, pos, neg, latent = sd_start(
+        info, "verifier_score_best_of_batch", SD15, "a watercolor painting of a lighthouse on a cliff at sunrise", batch=8)
     sampler = wf.node("KSampler", (800, 0), (320, 270), seed=42, steps=25, cfg=7.0, sampler_name="euler",
                       scheduler="normal", denoise=1.0)
     for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
@@ -323,10 +333,8 @@ def verifier_score_best_of_batch(info):
 
 
 def replay_winner_stock_nodes(info):
-    wf = Workflow(info, "replay_winner_stock_nodes")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a bowl of ramen on a wooden table, studio lighting", 380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
+    wf, ckpt, text, pos, neg, _ = sd_start(
+        info, "replay_winner_stock_nodes", SD15, "a bowl of ramen on a wooden table, studio lighting", latent_at=None)
     steps = wf.node("PrimitiveInt", (0, 150), (320, 90), title="steps", value=20)
     cfg = wf.node("PrimitiveFloat", (0, 280), (320, 60), title="cfg", value=7.0)
     latent = wf.node("EmptyLatentImage", (0, 380), (320, 110), width=512, height=512, batch_size=1)
@@ -372,60 +380,56 @@ def replay_winner_stock_nodes(info):
     return wf
 
 
-def sd15_particle_steering_clipscore(info):
-    wf = Workflow(info, "sd15_particle_steering_clipscore")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a red apple and a green pear on a white plate, studio photograph", 380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
-    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=1)
-    verifier = wf.node("CLIPScoreVerifierLoader", (0, 340), (360, 160))
+def report_example(info, name: str, prompt: str, verifier_kind: str, verifier_size, kind: str, size, prefix: str,
+                   note: str, **widgets):
+    """A KSampler-style search judged by one verifier, its best image saved and its report shown."""
+    wf, ckpt, text, pos, neg, latent = sd_start(info, name, SD15, prompt)
+    verifier = wf.node(verifier_kind, (0, 340), verifier_size)
     judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
-    search = ksampler_style(wf, "ParticleSteeringSampler", (800, 0), (400, 860), ckpt, pos, neg, latent, judge,
-                            seed=3, steps=25, cfg=7.0, sampler_name="euler_ancestral", scheduler="normal",
-                            particles=4, potential="max", lmbda=10.0, interval=5, ess_threshold=0.5, top_k=1)
-    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_particle_steering")
-    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
-    wf.link(search, "report", report, "source")
-    wf.note((0, 560), (360, 360), "Particle steering (Feynman-Kac steering).\n\n"
-            "4 particles are sampled together; every 5 steps each is weighted by CLIPScore's reward of its "
-            "x0-prediction (potential max: the best reward of its lineage, lambda 10) and, when the weights "
-            "grow uneven, the particles are resampled: good ones are copied, poor ones dropped. "
-            "euler_ancestral's own per-step noise makes copies part ways. The best final particle wins.\n\n"
-            "Choose it to steer sampling itself toward the verifier for about the cost of 4 samples (plus one "
-            "x0-prediction per particle at each resampling point). Its winner is not one noise's sample: the "
-            "best output is the result.\n\n" + VERIFIER_NOTE)
+    search = ksampler_style(wf, kind, (800, 0), size, ckpt, pos, neg, latent, judge, **widgets)
+    save_and_report(wf, search, ckpt, prefix)
+    wf.note((0, 560), (360, 360), note + VERIFIER_NOTE)
     return wf
+
+
+def sd15_particle_steering_clipscore(info):
+    return report_example(
+        info, "sd15_particle_steering_clipscore", "a red apple and a green pear on a white plate, studio photograph",
+        "CLIPScoreVerifierLoader", (360, 160), "ParticleSteeringSampler", (400, 860),
+        "noise_search/sd15_particle_steering",
+        "Particle steering (Feynman-Kac steering).\n\n"
+        "4 particles are sampled together; every 5 steps each is weighted by CLIPScore's reward of its "
+        "x0-prediction (potential max: the best reward of its lineage, lambda 10) and, when the weights "
+        "grow uneven, the particles are resampled: good ones are copied, poor ones dropped. "
+        "euler_ancestral's own per-step noise makes copies part ways. The best final particle wins.\n\n"
+        "judged at: the sampler's last x0-prediction, one step before the resampling point, costs nothing; "
+        "'at the resampling point' (the paper's definition) costs one model call per particle there.\n\n"
+        "Choose it to steer sampling itself toward the verifier for about the cost of 4 samples. Its winner "
+        "is not one noise's sample: the best output is the result.\n\n",
+        seed=3, steps=25, cfg=7.0, sampler_name="euler_ancestral", scheduler="normal", particles=4, potential="max",
+        lmbda=10.0, interval=5, ess_threshold=0.5, judge_at="last step (cheaper, one step early)", top_k=1)
 
 
 def sd15_early_rejection_imagereward(info):
-    wf = Workflow(info, "sd15_early_rejection_imagereward")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a knight in ornate silver armor in a misty forest, oil painting", 380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
-    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), width=512, height=512, batch_size=1)
-    verifier = wf.node("ImageRewardVerifierLoader", (0, 340), (320, 160))
-    judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
-    search = ksampler_style(wf, "EarlyRejectionSampler", (800, 0), (400, 720), ckpt, pos, neg, latent, judge,
-                            seed=21, steps=25, cfg=7.0, sampler_name="euler", scheduler="normal", candidates=32,
-                            keep=0.5, levels="0.7, 0.4", top_k=1)
-    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_early_rejection")
-    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
-    wf.link(search, "report", report, "source")
-    wf.note((0, 560), (360, 360), "Early rejection (successive halving).\n\n"
-            "32 candidate noises start together; at noise levels 0.7 and 0.4 ImageReward judges their "
-            "x0-predictions (free: the sampler computes them), the better half goes on and the rest stop. "
-            "Only the 8 survivors are denoised to the end, and the best wins.\n\n"
-            "Choose it to try many more noises than full samples would pay for, when early x0-predictions "
-            "already tell good from bad. The winner is the stock KSampler's sample at the seed output, like "
-            "random search's.\n\n" + VERIFIER_NOTE)
-    return wf
+    return report_example(
+        info, "sd15_early_rejection_imagereward", "a knight in ornate silver armor in a misty forest, oil painting",
+        "ImageRewardVerifierLoader", (320, 160), "EarlyRejectionSampler", (400, 720),
+        "noise_search/sd15_early_rejection",
+        "Early rejection (successive halving).\n\n"
+        "32 candidate noises start together; at noise levels 0.7 and 0.4 ImageReward judges their "
+        "x0-predictions (free: the sampler computes them), the better half goes on and the rest stop. "
+        "Only the 8 survivors are denoised to the end, and the best wins.\n\n"
+        "Choose it to try many more noises than full samples would pay for, when early x0-predictions "
+        "already tell good from bad. The winner is the stock KSampler's sample at the seed output, like "
+        "random search's.\n\n",
+        seed=21, steps=25, cfg=7.0, sampler_name="euler", scheduler="normal", candidates=32, keep=0.5,
+        levels="0.7, 0.4", top_k=1)
 
 
 def sd15_tree_search_custom(info):
-    wf = Workflow(info, "sd15_tree_search_custom")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a tiny house on a floating island above the clouds, concept art", 380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
+    wf, ckpt, text, pos, neg, _ = sd_start(
+        info, "sd15_tree_search_custom", SD15, "a tiny house on a floating island above the clouds, concept art",
+        latent_at=None)
     guider = wf.node("CFGGuider", (0, 150), (320, 100), cfg=7.0)
     for src, slot, name in ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative")):
         wf.link(src, slot, guider, name)
@@ -443,9 +447,7 @@ def sd15_tree_search_custom(info):
                             (sigmas, 0, "sigmas"), (latent, 0, "latent_image"), (tree, 0, "search"),
                             (judge, 0, "judge")):
         wf.link(src, slot, search, name)
-    decode_and_save(wf, search, "best", ckpt, 2, 1260, 0, "noise_search/sd15_tree_search")
-    report = wf.node("PreviewAny", (1260, 400), (420, 400), title="Search report")
-    wf.link(search, "report", report, "source")
+    save_and_report(wf, search, ckpt, "noise_search/sd15_tree_search")
     wf.note((800, 640), (400, 380), "Diffusion tree search (DTS*), with the custom-sampling nodes.\n\n"
             "Diffusion Tree Search Options builds the SEARCH: 16 rollouts through a tree of euler_ancestral "
             "steps, 2 children per node, waves of 4 rollouts sharing model calls. Each rollout descends to the "
@@ -459,13 +461,10 @@ def sd15_tree_search_custom(info):
 
 
 def sd15_latent_batch_random_search(info):
-    wf = Workflow(info, "sd15_latent_batch_random_search")
-    ckpt = wf.node("CheckpointLoaderSimple", (0, 0), (320, 100), ckpt_name="v1-5-pruned-emaonly.safetensors")
-    text, pos = sd_text(wf, ckpt, 1, "a portrait of a smiling old fisherman, golden hour, 85mm photograph",
-                        380, 0)
-    neg = negative(wf, ckpt, 1, 380, 320)
-    latent = wf.node("EmptyLatentImage", (0, 180), (320, 110), title="Latent batch (each searched alone)",
-                     width=512, height=512, batch_size=4)
+    wf, ckpt, text, pos, neg, latent = sd_start(
+        info, "sd15_latent_batch_random_search", SD15,
+        "a portrait of a smiling old fisherman, golden hour, 85mm photograph", batch=4,
+        title="Latent batch (each searched alone)")
     verifier = wf.node("ImageRewardVerifierLoader", (0, 340), (320, 160))
     judge = judge_node(wf, ckpt, 2, verifier, text, (380, 490))
     search = ksampler_style(wf, "RandomSearchSampler", (800, 0), (400, 760), ckpt, pos, neg, latent, judge,

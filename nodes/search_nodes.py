@@ -244,24 +244,30 @@ def make_node(node_id: str, schema: Callable[[], io.Schema], run: Callable[[type
 
 def node_schema(node_id, display_name, description, inputs, output_names=SEARCH_OUTPUTS, category=CATEGORY,
                 deprecated=False) -> io.Schema:
+    """A search node's schema: its outputs by name, the hidden inputs the report needs."""
     return io.Schema(node_id=node_id, display_name=display_name, category=category, description=description,
                      inputs=inputs, outputs=outputs(output_names), hidden=HIDDEN, is_deprecated=deprecated)
 
 
+def part_schema(node_id, display_name, description, inputs, output, category=CATEGORY) -> io.Schema:
+    """The schema of a node that builds one part of a search (a NOISE, a JUDGE, a SEARCH)."""
+    return io.Schema(node_id=node_id, display_name=display_name, category=category, description=description,
+                     inputs=inputs, outputs=[output])
+
+
 # -- the nodes every strategy shares ------------------------------------------------------------------
 def _noise_candidates_schema():
-    return io.Schema(
-        node_id="NoiseCandidates", display_name="Noise Candidates", category=CATEGORY,
-        description="Seeded candidate noises: noise i is the stock KSampler's noise at seed + i, so search winners "
-                    "replay with a KSampler at that seed. Use it as Noise Search's noise (instead of RandomNoise) "
-                    "when winners should replay with stock nodes. With a batch-1 latent, SamplerCustomAdvanced "
-                    "samples all `count` candidates at once.",
-        inputs=[io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="Candidate i is the stock noise at seed + i (batch size 1)."),
-                io.Int.Input("count", default=8, min=1, max=MAX_ROWS,
-                             tooltip="Noises given to SamplerCustomAdvanced on a batch-1 latent. A search node "
-                                     "draws as many candidates as its SEARCH asks for.")],
-        outputs=[io.Noise.Output(tooltip="The candidate noises.")])
+    seed = io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
+                        tooltip="Candidate i is the stock noise at seed + i (batch size 1).")
+    count = io.Int.Input("count", default=8, min=1, max=MAX_ROWS,
+                         tooltip="Noises given to SamplerCustomAdvanced on a batch-1 latent. A search node draws "
+                                 "as many candidates as its SEARCH asks for.")
+    return part_schema(
+        "NoiseCandidates", "Noise Candidates",
+        "Seeded candidate noises: noise i is the stock KSampler's noise at seed + i, so search winners replay with a "
+        "KSampler at that seed. Use it as Noise Search's noise (instead of RandomNoise) when winners should replay "
+        "with stock nodes. With a batch-1 latent, SamplerCustomAdvanced samples all `count` candidates at once.",
+        [seed, count], io.Noise.Output(tooltip="The candidate noises."))
 
 
 def _noise_candidates(cls, values):
@@ -270,14 +276,12 @@ def _noise_candidates(cls, values):
 
 
 def _judge_schema():
-    return io.Schema(
-        node_id="SearchJudge", display_name="Search Judge", category=CATEGORY,
-        description="What judges a search's candidates, as one JUDGE: the VAE that decodes them, the verifier that "
-                    "scores them (higher is better) and what it judges against, as a GUIDER bundles model and "
-                    "conditioning. Use one for every search node's judge input; one judge can serve several "
-                    "searches.",
-        inputs=judging_inputs(), outputs=[JudgeType.Output(display_name="judge", tooltip="Connect it to a search "
-                                                                                          "node's judge input.")])
+    return part_schema(
+        "SearchJudge", "Search Judge",
+        "What judges a search's candidates, as one JUDGE: the VAE that decodes them, the verifier that scores them "
+        "(higher is better) and what it judges against, as a GUIDER bundles model and conditioning. Use one for "
+        "every search node's judge input; one judge can serve several searches.",
+        judging_inputs(), JudgeType.Output(display_name="judge", tooltip="Connect it to a search node's judge input."))
 
 
 def _judge(cls, values):
@@ -338,13 +342,13 @@ def option_node(spec: StrategySpec) -> type[io.ComfyNode]:
     schedule = [] if spec.full_schedule else [search_sigmas_input()]
 
     def schema():
-        return io.Schema(
-            node_id=spec.option_node, display_name=f"{spec.display_name} Options", category=OPTIONS_CATEGORY,
-            description=f"{spec.display_name} as a SEARCH for Noise Search, with its budget, top_k and batch size. "
-                        f"{spec.description}",
-            inputs=[*[option_input(o) for o in spec.options], *search_settings_inputs(), *schedule],
-            outputs=[SearchType.Output(display_name="search", tooltip="The strategy and its settings: connect it "
-                                                                      "to a Noise Search node.")])
+        return part_schema(
+            spec.option_node, f"{spec.display_name} Options",
+            f"{spec.display_name} as a SEARCH for Noise Search, with its budget, top_k and batch size. "
+            f"{spec.description}",
+            [*[option_input(o) for o in spec.options], *search_settings_inputs(), *schedule],
+            SearchType.Output(display_name="search", tooltip="The strategy and its settings: connect it to a Noise "
+                                                             "Search node."), category=OPTIONS_CATEGORY)
 
     def run(cls, values):
         check_values(cls, values, skip=options_of(spec))

@@ -63,9 +63,12 @@ def test_configure_passes_the_options_the_algorithm_takes():
     rejection = registry.get("rejection").configure({"levels": "0.8 0.3,0.1"})
     assert rejection.options["levels"] == (0.8, 0.3, 0.1) and rejection.settings["levels"] == "0.8, 0.3, 0.1"
     particles = registry.get("particles")
-    assert particles.configure({}).options["judge"] == "point"
+    point = particles.configure({"judge_at": "at the resampling point"})
+    assert point.options["judge"] == "point" and point.settings["judge_at"] == "at the resampling point"
     cheap = particles.configure({"judge_at": "last step (cheaper, one step early)"})
     assert cheap.options["judge"] == "last" and cheap.settings["judge_at"] == "last step (cheaper, one step early)"
+    default = inspect.signature(particles.run).parameters["judge"].default
+    assert particles.configure({}).options["judge"] == default  # the node's default is the algorithm's
 
 
 @pytest.mark.parametrize("name,values,needle", [
