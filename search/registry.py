@@ -401,7 +401,7 @@ PARTICLES = judged_midway(
                "of K (1 = whenever weights differ, 0 = never).", min=0.0, max=1.0, step=0.01),
         _level("renoise", 0.1, RENOISE_TOOLTIP.format(what="every particle is", where="interval",
                                                       why="resampled copies part ways"), lo=0.0),
-        Option("judge_at", "choice", "at the resampling point",
+        Option("judge_at", "choice", "last step (cheaper, one step early)",
                "Which x0-prediction a reward judges: the one at the resampling point (the paper's definition, one "
                "extra NFE per particle per resampling point), or the sampler's last one, one step early (free).",
                choices=("at the resampling point", "last step (cheaper, one step early)"), values=("point", "last"),
