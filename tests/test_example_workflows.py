@@ -53,6 +53,13 @@ def test_examples_use_no_deprecated_node_and_show_every_strategy(info):
 
     for spec in registry.specs():
         assert {spec.sampler_node, spec.option_node} & used, spec.name
+    # What the server lists: NoiseSearch's seven inputs; the earlier releases' nodes deprecated.
+    noise_search = info["NoiseSearch"]["input"]
+    assert [*noise_search["required"], *noise_search.get("optional", {})] == \
+        ["noise", "guider", "sampler", "sigmas", "latent_image", "search", "judge"]
+    earlier = {n.node_id for spec in registry.specs() for n in spec.legacy}
+    assert earlier and all(info[n].get("deprecated") for n in earlier)
+    assert not any(info[n].get("deprecated") for spec in registry.specs() for n in (spec.option_node, spec.sampler_node))
     batches = [n for n in wc.load_example("sd15_latent_batch_random_search")["nodes"] if n["type"] == "EmptyLatentImage"]
     assert batches and wc.widget_values_by_name(batches[0], info["EmptyLatentImage"])["batch_size"] > 1
 
