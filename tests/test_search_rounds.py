@@ -255,6 +255,6 @@ def test_strategy_calls_its_algorithm_with_the_options():
         calls.append((model, noise, sigmas, kwargs))
         return "result"
 
-    s = Strategy(name="x", run=algorithm, noises=1, replay="seed", options={"angle": 10.0})
+    s = Strategy(name="x", run=algorithm, noises=1, options={"angle": 10.0})
     assert s("model", "noise", "sigmas", generator="g", budget=5) == "result"
     assert calls == [("model", "noise", "sigmas", {"generator": "g", "budget": 5, "angle": 10.0})]
