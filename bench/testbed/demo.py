@@ -58,9 +58,12 @@ METRIC_NAMES = {"verifier_score": "verifier", "inception_score": "IS", "accuracy
 DIGITS = {"verifier_score": 2, "inception_score": 2, "accuracy": 3, "frechet_distance": 1, "diversity": 2}
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
-# Defaults of `make demo` (see bench/testbed/README.md for how they were chosen).
+# Defaults of `make demo` (see bench/testbed/README.md for how they were chosen): the quick
+# demo (12 samples per class, about 2 minutes on 2 cores) and, with --full (`make demo-full`),
+# the full study (50 per class, about 8 minutes).
 BUDGETS = (4, 8, 16, 32, 64)
-PER_CLASS = 50
+PER_CLASS = 12
+FULL_PER_CLASS = 50
 SEED = 1000
 # Candidates per model call of the batched searches: the model is tiny, so large calls.
 BATCH_SIZE = 1024
@@ -674,7 +677,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
                     help="ladder of total NFEs per sample; the first equals --search-steps")
-    ap.add_argument("--per-class", type=int, default=PER_CLASS, help="samples per class and budget")
+    ap.add_argument("--per-class", type=int, default=None,
+                    help=f"samples per class and budget (default {PER_CLASS}; {FULL_PER_CLASS} with --full)")
+    ap.add_argument("--full", action="store_true",
+                    help=f"the full study: {FULL_PER_CLASS} samples per class (make demo-full, about 8 minutes)")
     ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS,
                     help="Euler steps of every search candidate (the paper's NFEs/iter)")
     ap.add_argument("--cfg", type=float, default=CFG)
@@ -684,6 +690,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "demo_output"))
     ap.add_argument("--no-progress", action="store_true", help="log lines only, no progress bars")
     args = ap.parse_args(argv)
+    if args.per_class is None:
+        args.per_class = FULL_PER_CLASS if args.full else PER_CLASS
     reuse_freed_memory()
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -700,6 +708,9 @@ def main(argv=None) -> int:
     print(text)
     print(f"[demo] wrote {out}/results.json, table.txt, scaling.png, grid.png, samples.npz in "
           f"{time.perf_counter() - t0:.0f} s")
+    if not args.full and args.per_class < FULL_PER_CLASS:
+        print(f"[demo] a quick run ({args.per_class} samples per class); `make demo-full` runs the full study "
+              f"({FULL_PER_CLASS} per class, narrower intervals)")
     return 0
 
 
