@@ -58,10 +58,10 @@ release-check: setup-tools
 	$(PY) -m pytest $(RELEASE_TESTS) $(PYTEST_ARGS)
 
 # Mutation testing (a developer command, not part of `make test`): mutmut mutates search/ and
-# the scoring code (verifiers/ensemble.py, verifiers/scoring.py) and runs the fast host-free
+# the scoring code (search/scoring.py, verifiers/ensemble.py) and runs the fast host-free
 # tests against each mutant; [tool.mutmut] in pyproject.toml says which files and tests. It
 # starts from an empty mutants/ so every mutant is judged by the current tests, then lists
-# the mutants no test killed (README, Contributing, says why each known one survives).
+# the mutants no test killed (CONTRIBUTING.md, Mutation testing, says why each known one survives).
 # `mutmut show <name>` prints a mutant's diff. MUTATION_JOBS: parallel workers.
 MUTATION_JOBS ?= 2
 .PHONY: mutation

@@ -1,7 +1,7 @@
 """What the pack takes from ComfyUI where host versions differ, feature-detected in one place.
 
 Tested on ComfyUI v0.3.75; the branches for newer hosts were read from the source of
-ComfyUI 0.38.1 (see the README's compatibility table for the commits read).
+ComfyUI 0.38.1 (see docs/hosts.md for the commits read).
 
 **Node API.** The nodes are V3 nodes: ``io`` (ComfyNode, Schema, the socket types) and
 ``ComfyExtension``. ComfyUI ships them as ``comfy_api.latest`` (marked unstable: it follows

@@ -43,7 +43,7 @@ import torch
 
 from ..search.backend import Scores
 from ..search.chunking import map_chunked
-from ..verifiers.base import VerifierError
+from ..search.scoring import Scorer
 from .host_compat import free_memory
 
 WRAPPER_KEY = "noise_search"
@@ -304,82 +304,6 @@ class Counter:
         self.forward += x.shape[0]
         self._share(self.forward_by_problem, x.shape[0])
         return executor(x, *args, **kwargs)
-
-
-# -- scoring -----------------------------------------------------------------------------
-class Scorer:
-    """Decodes latents and verifies them in chunks: [N, V] component scores (V = 1 for a plain
-    verifier, one per member for a rank ensemble) and the decoded images."""
-
-    def __init__(self, vae, verifier, condition: str | list[str] = ""):
-        # Duck-typed: any object with score(images, condition_text, early) is a verifier.
-        if not callable(getattr(verifier, "score", None)):
-            raise VerifierError("verifier: connect a VERIFIER (e.g. from a verifier loader node)")
-        # One condition for every problem, or one per problem (element b of a latent batch).
-        self.conditions = [c or "" for c in condition] if isinstance(condition, list) else [condition or ""]
-        self.vae, self.verifier, self.condition = vae, verifier, self.conditions[0]
-        self.relative = bool(getattr(verifier, "relative_scores", False)) and \
-            callable(getattr(verifier, "component_scores", None))
-        self.early_level = getattr(verifier, "early_level", None)
-        self.timings = {"decode": 0.0, "score": 0.0}
-
-    @property
-    def max_batch(self) -> int:
-        return int(getattr(self.verifier, "max_batch", 64))
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        images = self.vae.decode(latents)
-        self.timings["decode"] += time.perf_counter() - t0
-        return images
-
-    def condition_of(self, problem: int) -> str:
-        return self.conditions[problem % len(self.conditions)]
-
-    def verify(self, images: torch.Tensor, early: torch.Tensor | None, condition: str | None = None) -> torch.Tensor:
-        """[B, V] scores of decoded images; a video candidate ([B, T, H, W, C]) scores the mean
-        over its frames."""
-        t0 = time.perf_counter()
-        condition = self.condition if condition is None else condition
-        frames = images.shape[1] if images.ndim == 5 else 1
-        flat = images.reshape(-1, *images.shape[-3:])
-        flat_early = early.reshape(-1, *early.shape[-3:]) if early is not None else None
-        if self.relative:
-            values = self.verifier.component_scores(flat, condition, flat_early).T
-        else:
-            values = self.verifier.score(flat, condition, flat_early).reshape(-1, 1)
-        self.timings["score"] += time.perf_counter() - t0
-        return values.float().reshape(images.shape[0], frames, -1).mean(1)
-
-    @torch.no_grad()
-    def __call__(self, latents: torch.Tensor, early: torch.Tensor | None, chunk: int, problems=None) -> Scores:
-        """Scores of ``latents`` (row j belongs to problem ``problems[j]``): rows are verified in
-        chunks, one verifier call per condition, so problems with other conditions share no call."""
-        # No autograd graph even outside ComfyUI's inference mode (scripts, tests): the pool
-        # keeps scores across rounds, and a graph behind them would keep every round's
-        # decoder and verifier activations alive.
-        chunk = max(1, min(chunk, self.max_batch))
-        conditions = [self.condition] * latents.shape[0] if problems is None else \
-            [self.condition_of(int(p)) for p in problems]
-        groups: dict[str, list[int]] = {}
-        for j, c in enumerate(conditions):
-            groups.setdefault(c, []).append(j)
-        parts = []
-        for condition, rows in groups.items():
-            def score_chunk(lat, ear, condition=condition):
-                images = self.decode(lat)
-                return self.verify(images, self.decode(ear) if ear is not None else None, condition), images
-
-            if len(groups) == 1:
-                return Scores(*map_chunked(score_chunk, [latents, early], chunk))
-            idx = torch.tensor(rows)
-            parts.append((idx, *map_chunked(score_chunk, [latents[idx], early[idx] if early is not None else None],
-                                            chunk)))
-        order = torch.argsort(torch.cat([p[0] for p in parts]))
-        return Scores(torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order])
-
-    def compare(self, values: torch.Tensor) -> torch.Tensor:
-        return self.verifier.combine(values.T).float() if self.relative else values[:, 0]
 
 
 # -- conditioning batches ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every node is a thin schema; the work happens in ``verifiers/`` (``verifiers.loaders`` for
 files, caching and memory management); VerifierScore scores through the search's own
-``Scorer`` (nodes/sampling_adapter.py), so a verifier judges a batch as it judges candidates.
+``Scorer`` (search/scoring.py), so a verifier judges a batch as it judges candidates.
 Relative imports on purpose: they always reach this pack's own ``verifiers`` package,
 whatever else the Python environment calls ``verifiers``.
 """
@@ -15,14 +15,13 @@ import comfy.model_management
 import comfy.utils
 import torch
 
+from ..search.scoring import ranking, score_images
 from ..verifiers import comfy_runtime as rt
 from ..verifiers import loaders
 from ..verifiers.base import VerifierError
 from ..verifiers.dinov2 import DEFAULT_EARLY_LEVEL
 from ..verifiers.hub import DOWNLOAD_ENV, OFFLINE_ENV
-from ..verifiers.scoring import check_batch, check_scores, ranking
 from .host_compat import io
-from .sampling_adapter import Scorer
 from .types import VerifierType
 
 CATEGORY = "sampling/noise_search/verifiers"
@@ -310,14 +309,15 @@ class VerifierScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, verifier, condition, early_images=None) -> io.NodeOutput:
-        check_batch(images, early_images)
-        total = images.shape[0] * (1 if early_images is None else 2)  # decoded: the images and the early ones
-        bar = comfy.utils.ProgressBar(total, cls.hidden.unique_id)
-        # The search's scoring path: the Scorer decodes (here: hands the images through) and
-        # verifies in chunks of the verifier's max_batch, halving them when memory runs out; a
-        # rank ensemble's component scores are combined over the whole batch.
-        scorer = Scorer(Decoded(bar, total), verifier, condition)
-        scores = check_scores(verifier, scorer.compare(scorer(images, early_images, scorer.max_batch).values))
+        bar = comfy.utils.ProgressBar(max(1, images.shape[0]), cls.hidden.unique_id)
+
+        def on_chunk(done: int, total: int) -> None:
+            bar.update_absolute(done, total)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        # The search's scoring path: chunks of the verifier's max_batch, halved when memory runs
+        # out; a rank ensemble's component scores are ranked over the whole batch.
+        scores = score_images(verifier, images, condition, early_images, on_chunk)
         order = ranking(scores)
         best = order[0]
         return io.NodeOutput(
@@ -325,20 +325,6 @@ class VerifierScore(io.ComfyNode):
             json.dumps([float(s) for s in scores]), json.dumps(order),
             images[torch.tensor(order, dtype=torch.long)],
         )
-
-
-class Decoded:
-    """The Scorer's "VAE" for images that are decoded already: hands each chunk through, and
-    reports progress (and checks for interruption) as the chunks are scored."""
-
-    def __init__(self, bar, total: int):
-        self.bar, self.total, self.done = bar, total, 0
-
-    def decode(self, images: torch.Tensor) -> torch.Tensor:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        self.done = min(self.total, self.done + images.shape[0])
-        self.bar.update_absolute(self.done, self.total)
-        return images
 
 
 VERIFIER_NODES = [

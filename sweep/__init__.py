@@ -10,7 +10,7 @@ Run from the pack folder (``ComfyUI/custom_nodes/noise-search``)::
 Every task (one prompt, one seed, one setting = search verifier x strategy x budget) is one
 prompt queued on a ComfyUI server over its HTTP API; Ray schedules the tasks over one actor
 per server. Results are one JSONL row per task, written as each task finishes, so a re-run
-does only what is missing. See the README's "Sweeps" section and ``sweep/example.toml``.
+does only what is missing. See ``sweep/README.md`` and ``sweep/example.toml``.
 
 The driver needs the standard library plus ``ray``, ``tqdm``, ``numpy`` and ``matplotlib``
 (for the report), and torch: the strategy kinds are the pack's strategy registry

@@ -25,13 +25,16 @@ from tests.harness import registry
 from tests.harness.host import PACK_NAME, REPO, comfyui_path
 from tests.harness.server import ComfyServer
 
-# The README's node table: every one must load from either install route.
+# The node table of docs/nodes.md (current and deprecated nodes): every one must load from either install route.
 README_NODES = [
     "NoiseCandidates", "RandomSearch", "RandomSearchAdvanced", "ZeroOrderSearch",
     "ZeroOrderSearchAdvanced", "PathSearch", "PathSearchAdvanced", "ParticleSteering", "EarlyRejectionSearch",
     "SearchParticles", "SearchEarlyRejection", "DiffusionTreeSearch", "SearchTree", "VerifierScore",
     "CLIPScoreVerifierLoader", "ImageRewardVerifierLoader", "AestheticVerifierLoader",
     "CLIPZeroShotVerifierLoader", "DINOv2VerifierLoader", "ClassifierVerifierLoader", "VerifierEnsemble",
+    "SearchJudge", "NoiseSearch", "SearchRandom", "SearchZeroOrder", "SearchPaths", "RandomSearchSampler",
+    "ZeroOrderSearchSampler", "PathSearchSampler", "ParticleSteeringSampler", "EarlyRejectionSampler",
+    "DiffusionTreeSampler",
 ]
 RUNTIME_FILES = ["__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md"]
 RUNTIME_DIRS = ["nodes", "search", "verifiers", "web", "example_workflows"]

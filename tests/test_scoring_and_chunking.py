@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from search.chunking import ChunkOOMError, is_oom, map_chunked
+from search.scoring import Scorer, ScoringError, score_images
 from verifiers.base import Verifier, VerifierError
 from verifiers.ensemble import EnsembleVerifier, fractional_ranks, mean_rank
-from verifiers.scoring import score_in_chunks
 
 # -- rank ensemble verifier -----------------------------------------------------------------------
 
@@ -78,47 +78,60 @@ def test_ensemble_weights_are_checked_when_it_is_built():
         EnsembleVerifier([a, b], weights=[1.0])
 
 
-# -- chunked scoring -------------------------------------------------------------------------------
+# -- chunked scoring: the one Scorer of the search and VerifierScore --------------------------------
 
-def test_score_in_chunks_chunks_by_max_batch_in_order():
+def test_scorer_chunks_by_max_batch_in_order():
     imgs = images([0.1, 0.2, 0.3, 0.4, 0.5])  # 5 images of 3 x 5: the batch is the first axis
     whole = ByCondition().score(imgs, "bright")
     for max_batch, sizes in ((2, [2, 2, 1]), (1, [1] * 5), (0, [1] * 5), (64, [5])):
         v, progress = ByCondition(max_batch=max_batch), []
-        out = score_in_chunks(v, imgs, "bright", on_chunk=lambda done, total, seen=progress: seen.append((done, total)))
+        out = score_images(v, imgs, "bright", on_chunk=lambda done, total, seen=progress: seen.append((done, total)))
         assert torch.equal(out, whole), max_batch
         assert [c[0] for c in v.calls] == sizes and {c[1] for c in v.calls} == {"bright"}, max_batch
         ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
         assert progress == [(e, 5) for e in ends], max_batch
-    single = score_in_chunks(ByCondition(), imgs[:1], "bright")
+    single = score_images(ByCondition(), imgs[:1], "bright")
     assert single.tolist() == pytest.approx([0.1])
 
 
-def test_score_in_chunks_never_chunks_a_relative_verifier():
+def test_scorer_never_chunks_a_relative_verifier_without_components():
     v = ByCondition(max_batch=1, relative=True)
-    score_in_chunks(v, images([0.1, 0.2, 0.3]), "bright")
+    score_images(v, images([0.1, 0.2, 0.3]), "bright")
     assert [c[0] for c in v.calls] == [3]
 
 
-def test_score_in_chunks_passes_each_chunk_its_early_images():
+def test_scorer_decodes_latents_when_given_a_vae():
+    class Halve:
+        def decode(self, latents):
+            return latents / 2
+
+    scorer = Scorer(Halve(), ByCondition(max_batch=2), "bright")
+    scored = scorer(images([0.2, 0.4, 0.6]), None, 64)
+    assert scored.values[:, 0].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert torch.allclose(scored.images, images([0.1, 0.2, 0.3]))
+
+
+def test_scorer_passes_each_chunk_its_early_images():
     imgs, early = images([0.1, 0.5, 0.9, 0.3], h=2), images([0.8, 0.5, 0.0, 0.3], h=2)
     v = ByEarly()
     v.max_batch = 3
-    assert torch.equal(score_in_chunks(v, imgs, None, early), ByEarly().score(imgs, None, early))
-    with pytest.raises(VerifierError, match="3 early images for 4 images"):
-        score_in_chunks(v, imgs, None, early[:3])
+    assert torch.equal(score_images(v, imgs, "", early), ByEarly().score(imgs, None, early))
+    with pytest.raises(ScoringError, match="3 early images for 4 images"):
+        score_images(v, imgs, "", early[:3])
 
 
-def test_score_in_chunks_errors():
-    with pytest.raises(VerifierError, match="empty batch"):
-        score_in_chunks(ByCondition(), torch.zeros((0, 3, 5, 3)))
+def test_scorer_errors():
+    with pytest.raises(ScoringError, match="empty batch"):
+        score_images(ByCondition(), torch.zeros((0, 3, 5, 3)))
+    with pytest.raises(ScoringError, match="verifier: connect a VERIFIER"):
+        Scorer(None, object())
 
     class NaN(ByCondition):
         def _score(self, images, condition, early):
             return torch.full((images.shape[0],), float("nan"))
 
-    with pytest.raises(VerifierError, match="the cond verifier returned non-finite scores"):
-        score_in_chunks(NaN(), images([0.1, 0.2]))
+    with pytest.raises(ScoringError, match="the cond verifier returned non-finite scores"):
+        score_images(NaN(), images([0.1, 0.2]))
 
 
 # -- chunking and out-of-memory halving -------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from search import Strategy, path_search, random_search, sphere_neighbours, zero_order_search
+from search.scoring import ranking
 from tests.helpers import MEANS, Flat, Recording, backend, gen, noise, path_plan
-from verifiers.scoring import ranking
 
 # -- results: top k, rounds, callbacks, candidates ------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from search.scoring import ranking, score_images
 from tests import verifier_fixtures as vf
 from verifiers.aesthetic import AestheticVerifier, load_aesthetic_mlp
 from verifiers.base import Verifier, VerifierError
@@ -20,7 +21,6 @@ from verifiers.classifier import (
 from verifiers.clip import CLIPScoreVerifier, CLIPZeroShotVerifier, build_open_clip, infer_arch
 from verifiers.dinov2 import DINOv2SelfSupervisedVerifier, load_dinov2
 from verifiers.ensemble import EnsembleVerifier, fractional_ranks, mean_rank
-from verifiers.scoring import ranking, score_in_chunks
 from verifiers.weights import WeightsFileError, load_state_dict_file
 
 
@@ -107,8 +107,8 @@ def test_ensemble_verifier_ranks_the_whole_batch():
     weighted = EnsembleVerifier([a, b], weights=[1.0, 3.0])
     assert weighted.score(imgs).tolist() == pytest.approx([1.75, 2.25, 3.125, 2.875])
     assert torch.equal(ens.component_scores(imgs), torch.stack([a.score(imgs), b.score(imgs)]))
-    # A relative verifier is never chunked by score_in_chunks.
-    assert score_in_chunks(ens, imgs).tolist() == [2.5, 2.5, 2.75, 2.25]
+    # Through the one scoring path: members chunked by their own max_batch, ranked over the batch.
+    assert score_images(ens, imgs).tolist() == [2.5, 2.5, 2.75, 2.25]
     assert ranking(torch.tensor([2.5, 2.5, 2.75, 2.25])) == [2, 0, 1, 3]
 
 
