@@ -34,6 +34,3 @@ def sphere_neighbours(pivot: torch.Tensor, n: int, angle_deg: float,
     out = norm * (math.cos(a) * u + math.sin(a) * w)
     return out.reshape(n, *pivot.shape[1:]).to(pivot.dtype)
 
-
-def gaussian(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float32)

@@ -10,9 +10,17 @@ import math
 import pytest
 import torch
 
-from search import early_rejection, particle_steering, path_search, random_search, zero_order_search
+from search import (
+    early_rejection,
+    particle_steering,
+    path_search,
+    random_search,
+    tree_search,
+    zero_order_search,
+)
 from search.scoring import Scorer
-from tests.helpers import backend, gen, noise
+from tests.analytic_backend import GaussianMixtureBackend
+from tests.helpers import MEANS, backend, gen, noise
 from verifiers.base import Verifier
 from verifiers.ensemble import EnsembleVerifier
 
@@ -137,3 +145,110 @@ def test_scorer_reads_the_verifiers_early_level_and_times_its_work():
     assert scorer.timings["score"] > 0 and scorer.timings["decode"] == 0.0  # nothing to decode
     assert not Scorer(None, Brightness()).relative and not Scorer(None, Brightness()).whole_batch
     assert math.isfinite(float(scorer.verify(flat([0.5]), flat([0.4]))[0, 0]))
+
+
+# -- strategy truth on the analytic backend (issue 24; node-level: tests/test_strategy_truth.py) ----
+def analytic(**kw):
+    return GaussianMixtureBackend(MEANS, **kw)
+
+
+def noises(n, seed=0):
+    return torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
+
+
+def test_regenerating_search_schedule_winner_does_not_depend_on_top_k():
+    """Random search on a cheaper search schedule: the winner is the search's, whatever top_k."""
+    for seed in range(6):
+        ids = {k: random_search(analytic(steps=12, search_steps=2), noises(8, seed), analytic().schedule(),
+                                top_k=k).best_id for k in (1, 3)}
+        assert ids[1] == ids[3], seed
+
+
+def test_grown_out_tree_takes_its_next_initial_noises_from_the_backend():
+    """Beyond the noises given, a tree's initial noises are the backend's stock noises of their index."""
+    m = analytic(steps=3, ancestral=True)
+    res = tree_search(m, noises(2), m.schedule(), generator=torch.Generator().manual_seed(0), rollouts=40,
+                      branches=2, wave=2, renoise=0.0)
+    # The first step from an initial noise runs under the id of the node it creates (path[1]).
+    roots = {c["path"][1]: c["noise"] for c in res.candidates}
+    assert len(roots) > 2
+    for node_id, index in roots.items():
+        expected = noises(2)[index] if index < 2 else m.initial_noise([index])[0]
+        assert torch.equal(m.noise_of[node_id], expected), index
+
+
+def test_zero_order_restarts_from_stock_noises():
+    m = analytic(steps=4)
+    res = zero_order_search(m, noises(1), m.schedule(), generator=torch.Generator().manual_seed(0), neighbours=2,
+                            angle=90.0, iterations=8, restart=True)
+    restarts = [c for c in res.candidates if c.get("kind") == "restart"]
+    assert restarts
+    for c in restarts:
+        assert torch.equal(m.noise_of[c["id"]], m.initial_noise([c["id"]])[0])
+    assert res.seeded == (res.best_id == 0 or res.best_id in {c["id"] for c in restarts})
+
+
+class Recording(GaussianMixtureBackend):
+    def __init__(self, **kw):
+        super().__init__(MEANS, **kw)
+        self.judged: list[torch.Tensor] = []
+        self.states: list[torch.Tensor] = []
+
+    def advance(self, state, noise, sigmas, ids):
+        out = super().advance(state, noise, sigmas, ids)
+        self.states.append((out[0].clone(), float(sigmas[-1])))
+        return out
+
+    def score(self, latents, early=None):
+        self.judged.append(latents.clone())
+        return super().score(latents, early)
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_particle_rewards_judge_the_state_at_the_resampling_point(ancestral):
+    m = Recording(steps=6, ancestral=ancestral)
+    res = particle_steering(m, noises(4), m.schedule(), generator=torch.Generator().manual_seed(0), interval=2,
+                            lmbda=5.0, renoise=0.2, judge="point")
+    assert len(m.judged) == 3
+    for (state, sigma), judged in zip(m.states[:-1], m.judged[:-1]):
+        assert torch.allclose(judged, m.denoise(state, sigma)), sigma
+    # 4 particles x 6 steps, and one x0-prediction per particle at each of the 2 resampling points.
+    assert res.nfe == res.planned_nfe == 4 * 6 + 4 * 2
+    assert all(r.get("x0") == "at the resampling point" for r in res.rounds[:-1])
+
+
+def test_particle_rewards_one_step_early_is_the_labelled_cheaper_default():
+    m = Recording(steps=6)
+    res = particle_steering(m, noises(4), m.schedule(), generator=torch.Generator().manual_seed(0), interval=2,
+                            lmbda=5.0, renoise=0.2)
+    assert res.nfe == 4 * 6
+    assert all(r.get("x0") == "one step early (the sampler's last prediction)" for r in res.rounds[:-1])
+    with pytest.raises(ValueError, match="judge"):
+        particle_steering(m, noises(4), m.schedule(), generator=torch.Generator(), judge="sometimes")
+
+
+def test_a_tree_that_cannot_branch_is_best_of_rollouts_over_stock_noises():
+    seen = []
+    m = backend(steps=4)
+    res = tree_search(m, noise(2), m.schedule(), generator=gen(), rollouts=5, branches=2, renoise=0.0, wave=2,
+                      callback=seen.append)
+    expected = torch.cat([noise(2), backend().initial_noise([2, 3, 4])])
+    assert sorted(m.noise_of) == list(range(5))
+    assert all(torch.equal(m.noise_of[i], expected[i]) for i in range(5))
+    assert [s["ids"] for s in seen] == [[0, 1], [2, 3], [4]] and res.seeded and res.nfe == 5 * 4
+    exact = tree_search(backend(steps=4), noise(3), m.schedule(), generator=gen(), rollouts=3, renoise=0.0)
+    assert sorted(c["id"] for c in exact.candidates) == [0, 1, 2]
+    cut = tree_search(backend(steps=4), noise(2), m.schedule(), generator=gen(), rollouts=5, renoise=0.0, budget=13)
+    assert cut.stopped_by_budget and cut.nfe == 12
+
+
+def test_scorer_averages_a_videos_frames_and_uses_its_own_condition():
+    v = Brightness()
+    scorer = Scorer(None, v, "dark")
+    video = torch.stack([flat([0.2, 0.4]), flat([0.6, 0.8])])  # [B=2, T=2, H, W, C]
+    assert scorer(video, None, 64).values[:, 0].tolist() == pytest.approx([-0.3, -0.7])
+    assert scorer.verify(flat([0.5]), None)[:, 0].tolist() == pytest.approx([-0.5])
+    scorer.verify(flat([0.5]), None)
+    first = scorer.timings["score"]
+    scorer.verify(flat([0.5]), None)
+    assert scorer.timings["score"] > first  # accumulated over calls

@@ -20,23 +20,13 @@ import math
 import pytest
 import torch
 
-from search import particle_steering, random_search, tree_search, zero_order_search
 from search.smc import log_potential, normalized
-from tests.analytic_backend import GaussianMixtureBackend
 from tests.harness.host import run_node
-from tests.helpers import MEANS, ks_args, scores_of, search, stock_ksampler
+from tests.helpers import ks_args, scores_of, search, stock_ksampler
 
 REJECT = dict(candidates=8, keep=0.5, levels="0.8, 0.4")
 FK = dict(particles=3, potential="max", lmbda=20.0, interval=1, ess_threshold=1.0, renoise=0.2)
 TREE = dict(rollouts=6, branches=2, lmbda=1.0, greedy=True, wave=3, renoise=0.2)
-
-
-def analytic(**kw):
-    return GaussianMixtureBackend(MEANS, **kw)
-
-
-def noises(n, seed=0):
-    return torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
 
 
 # -- 1. early rejection: a winner and ranking that do not depend on top_k ------------------------
@@ -86,14 +76,6 @@ def test_early_rejection_keeps_the_best_at_every_level(parts):
         assert sorted(r["rejected"]) == sorted(set(scored) - set(best))
 
 
-def test_regenerating_search_schedule_winner_does_not_depend_on_top_k():
-    """Random search on a cheaper search schedule: the winner is the search's, whatever top_k."""
-    for seed in range(6):
-        ids = {k: random_search(analytic(steps=12, search_steps=2), noises(8, seed), analytic().schedule(),
-                                top_k=k).best_id for k in (1, 3)}
-        assert ids[1] == ids[3], seed
-
-
 # -- 2. a latent batch is B independent searches, for every sampler -------------------------------
 BATCH = {"samples": torch.zeros(2, 4, 4, 4)}
 
@@ -141,68 +123,8 @@ def test_tree_without_branching_is_best_of_rollouts_of_stock_samples(parts):
     assert rep["replay"]["seed"] == 5 + rep["best"]["id"]
 
 
-def test_grown_out_tree_takes_its_next_initial_noises_from_the_backend():
-    """Beyond the noises given, a tree's initial noises are the backend's stock noises of their index."""
-    m = analytic(steps=3, ancestral=True)
-    res = tree_search(m, noises(2), m.schedule(), generator=torch.Generator().manual_seed(0), rollouts=40,
-                      branches=2, wave=2, renoise=0.0)
-    # The first step from an initial noise runs under the id of the node it creates (path[1]).
-    roots = {c["path"][1]: c["noise"] for c in res.candidates}
-    assert len(roots) > 2
-    for node_id, index in roots.items():
-        expected = noises(2)[index] if index < 2 else m.initial_noise([index])[0]
-        assert torch.equal(m.noise_of[node_id], expected), index
-
-
-def test_zero_order_restarts_from_stock_noises():
-    m = analytic(steps=4)
-    res = zero_order_search(m, noises(1), m.schedule(), generator=torch.Generator().manual_seed(0), neighbours=2,
-                            angle=90.0, iterations=8, restart=True)
-    restarts = [c for c in res.candidates if c.get("kind") == "restart"]
-    assert restarts
-    for c in restarts:
-        assert torch.equal(m.noise_of[c["id"]], m.initial_noise([c["id"]])[0])
-    assert res.seeded == (res.best_id == 0 or res.best_id in {c["id"] for c in restarts})
-
-
 # -- 4. particle steering judges the state at the resampling point --------------------------------
-class Recording(GaussianMixtureBackend):
-    def __init__(self, **kw):
-        super().__init__(MEANS, **kw)
-        self.judged: list[torch.Tensor] = []
-        self.states: list[torch.Tensor] = []
-
-    def advance(self, state, noise, sigmas, ids):
-        out = super().advance(state, noise, sigmas, ids)
-        self.states.append((out[0].clone(), float(sigmas[-1])))
-        return out
-
-    def score(self, latents, early=None):
-        self.judged.append(latents.clone())
-        return super().score(latents, early)
-
-
-@pytest.mark.parametrize("ancestral", [False, True])
-def test_particle_rewards_judge_the_state_at_the_resampling_point(ancestral):
-    m = Recording(steps=6, ancestral=ancestral)
-    res = particle_steering(m, noises(4), m.schedule(), generator=torch.Generator().manual_seed(0), interval=2,
-                            lmbda=5.0, renoise=0.2, judge="point")
-    assert len(m.judged) == 3
-    for (state, sigma), judged in zip(m.states[:-1], m.judged[:-1]):
-        assert torch.allclose(judged, m.denoise(state, sigma)), sigma
-    # 4 particles x 6 steps, and one x0-prediction per particle at each of the 2 resampling points.
-    assert res.nfe == res.planned_nfe == 4 * 6 + 4 * 2
-    assert all(r.get("x0") == "at the resampling point" for r in res.rounds[:-1])
-
-
-def test_particle_rewards_one_step_early_is_the_labelled_cheaper_default():
-    m = Recording(steps=6)
-    res = particle_steering(m, noises(4), m.schedule(), generator=torch.Generator().manual_seed(0), interval=2,
-                            lmbda=5.0, renoise=0.2)
-    assert res.nfe == 4 * 6
-    assert all(r.get("x0") == "one step early (the sampler's last prediction)" for r in res.rounds[:-1])
-    with pytest.raises(ValueError, match="judge"):
-        particle_steering(m, noises(4), m.schedule(), generator=torch.Generator(), judge="sometimes")
+# (the analytic checks of points 1, 3 and 4 live in tests/test_search_reports.py, the fast set)
 
 
 # -- 5. reports name their own strategy ----------------------------------------------------------
