@@ -378,6 +378,7 @@ class ComfyBackend:
         self._resumable: dict[tuple, bool] = {}
         self._stochastic: bool | None = None
         self._levels: dict[float, float] = {}
+        self._noise_draws: dict[int, torch.Tensor] = {}
         self.timings = {"denoise": 0.0}
 
     # -- sizes ------------------------------------------------------------------------------
@@ -655,8 +656,18 @@ class ComfyBackend:
     def initial_noise(self, ids, problem: int = 0) -> torch.Tensor:
         """The stock KSampler's initial noise at seed + id for problem ``problem`` (element
         ``problem`` of the batch's noise, as NoiseCandidates gives a search its first ones)."""
-        return torch.stack([comfy.sample.prepare_noise(self.latent, step_seed(self.seed, i), self.batch_index)[problem]
-                            for i in ids]).float()
+        return torch.stack([self._batch_noise(int(i))[problem] for i in ids]).float()
+
+    def _batch_noise(self, candidate: int) -> torch.Tensor:
+        """The stock noise of the whole latent batch at seed + ``candidate``, drawn once for every
+        problem that asks for it (problems of a batch run in step, so they ask for the same ids
+        about the same time; the last few draws are kept)."""
+        if candidate not in self._noise_draws:
+            if len(self._noise_draws) >= 8:
+                self._noise_draws.pop(next(iter(self._noise_draws)))
+            self._noise_draws[candidate] = comfy.sample.prepare_noise(self.latent, step_seed(self.seed, candidate),
+                                                                      self.batch_index)
+        return self._noise_draws[candidate]
 
     def renoise(self, state, sigma_from, sigma_to, generator):
         a_j, s_j = self._alpha_scale(sigma_from)

@@ -219,3 +219,24 @@ def test_nul_byte_in_a_classifier_file_name_names_the_input(comfy):
     with pytest.raises(Exception, match="classifier_file") as err:
         run_node("ClassifierVerifierLoader", classifier_file="digits\x00.safetensors")
     assert "NUL byte" in str(err.value)
+
+
+# -- the batch's initial noises are drawn once per id, not once per problem ----------------------
+def test_a_batch_draws_each_later_initial_noise_once(parts, monkeypatch):
+    """Zero-order restarts in a latent batch of 3: every problem restarting at id i needs element b
+    of the stock batch noise at seed + i; the whole batch is drawn once for all of them."""
+    import comfy.sample
+
+    seeds, draw = [], comfy.sample.prepare_noise
+
+    def counted(latent, seed, *args, **kwargs):
+        seeds.append(seed)
+        return draw(latent, seed, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.sample, "prepare_noise", counted)
+    options = dict(neighbours=1, iterations=6, angle=179.0, restart=True)
+    batch = search("ZeroOrderSearch", **ks_args(parts, latent_image={"samples": torch.zeros(3, 4, 4, 4)},
+                                               steps=3, **options))
+    restarts = {c["id"] for p in batch["report"]["problems"] for c in p["candidates"] if c.get("kind") == "restart"}
+    assert restarts
+    assert all(seeds.count(5 + i) == 1 for i in restarts), sorted(seeds)
