@@ -252,3 +252,17 @@ def test_scorer_averages_a_videos_frames_and_uses_its_own_condition():
     first = scorer.timings["score"]
     scorer.verify(flat([0.5]), None)
     assert scorer.timings["score"] > first  # accumulated over calls
+
+
+def test_rerank_with_a_rank_ensemble_ranks_the_finalists_together():
+    """Early rejection on an ancestral sampler with a rank ensemble: the regenerated finalists are
+    ranked among themselves, the winner does not depend on top_k, and their entries hold those ranks."""
+    runs = {k: early_rejection(backend(steps=10, ancestral=True, ensemble=True), noise(16), backend().schedule(),
+                               top_k=k) for k in (1, 3)}
+    assert runs[1].best_id == runs[3].best_id
+    res = runs[3]
+    finals = [c for c in res.candidates if c["sample"] == "final"]
+    # Mean ranks among the 4 finalists (they sum to 1 + 2 + 3 + 4), not among all 16 started.
+    assert len(finals) == 4 and sum(c["score"] for c in finals) == pytest.approx(10.0)
+    assert res.top_scores == sorted(res.top_scores, reverse=True)
+    assert res.best_score == max(c["score"] for c in finals) and res.rounds[-1]["best_id"] == res.best_id
