@@ -266,3 +266,15 @@ def test_rerank_with_a_rank_ensemble_ranks_the_finalists_together():
     assert len(finals) == 4 and sum(c["score"] for c in finals) == pytest.approx(10.0)
     assert res.top_scores == sorted(res.top_scores, reverse=True)
     assert res.best_score == max(c["score"] for c in finals) and res.rounds[-1]["best_id"] == res.best_id
+
+
+def test_tree_sampling_draws_only_from_its_generator():
+    """DTS (Boltzmann descent) is reproduced by its generator alone, whatever torch's global state."""
+    def run(global_seed):
+        torch.manual_seed(global_seed)
+        return tree_search(backend(steps=6, ancestral=True), noise(4), backend(steps=6).schedule(), generator=gen(3),
+                           rollouts=12, wave=2, greedy=False, lmbda=0.5)
+
+    a, b = run(0), run(1)
+    assert [c["path"] for c in a.candidates] == [c["path"] for c in b.candidates]
+    assert torch.equal(a.best, b.best)
