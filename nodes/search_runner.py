@@ -151,9 +151,10 @@ def prepare(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sig
 
 # -- the search -----------------------------------------------------------------------------------
 def problem_seed(seed: int, index: int) -> int:
-    """Seed of the generator of problem ``index``'s later random draws (zero-order directions and
-    restarts, path re-noising): the same for a batch element and for that element searched alone
-    (LatentFromBatch tags its index); index 0 keeps the seed a batch of one always had."""
+    """Seed of the generator of problem ``index``'s later random draws (zero-order directions, the
+    pack's re-noising, resampling and Boltzmann descent; initial noises come from the seed
+    itself): the same for a batch element and for that element searched alone (LatentFromBatch
+    tags its index); index 0 keeps the seed a batch of one always had."""
     return step_seed(seed, (1 << 63) + index * 0x9E3779B97F4A7C15)
 
 
