@@ -192,6 +192,28 @@ def classifier_inputs():
                                    "<name>.json beside it (architecture, classes, input size, mean/std).")]
 
 
+def vlm_inputs(*extra):
+    """A chat VLM folder and how to run it (VQAScore, the LLM grader)."""
+    folder = combo("model_folder", loaders.vlm_choices(), loaders.DEFAULT_VLM,
+                   "A transformers chat VLM folder in models/verifiers/ (config.json, safetensors weights, processor "
+                   "and tokenizer files): Qwen2.5-VL or Qwen3-VL, named like its repository (Qwen2.5-VL-3B-Instruct "
+                   "is non-commercial; the 7B and the Qwen3-VL folders are Apache-2.0). Found in the Hugging Face "
+                   "cache, or downloaded when allowed.")
+    size = io.Int.Input("image_size", default=0, min=0, max=4096, step=14,
+                        tooltip="0: the image at its own resolution (the processor rounds it to its patch grid). N: "
+                                "resized first so its longer side is N pixels (fewer image tokens, faster).")
+    return [folder, *extra, size, precision_input(), allow_download_input()]
+
+
+def vqascore_inputs():
+    from ..verifiers.vlm import VQA_TEMPLATE
+
+    template = io.String.Input("question_template", default=VQA_TEMPLATE,
+                               tooltip="The question asked about each image; {} is replaced by the prompt. Default: "
+                                       "the template of VQAScore's t2v-metrics package.")
+    return vlm_inputs(template)
+
+
 def _folder_files(*names: str):
     """files() of a loader whose first input is a folder holding ``names``."""
     return lambda **kw: [f"{next(iter(kw.values()))}/{n}" for n in names]
@@ -236,6 +258,20 @@ HPSv2VerifierLoader = _loader(
     "HPS v2.1 (Human Preference Score v2.1): cosine of the image and prompt embeddings of an open_clip ViT-H-14 "
     "fine-tuned on human preferences (prompts past 77 tokens are truncated). Higher is better.",
     hps_inputs, lambda **inputs: [inputs["model_file"]], loaders.load_hpsv2)
+VQAScoreVerifierLoader = _loader(
+    "VQAScoreVerifierLoader", "Load VQAScore Verifier (VLM)",
+    "VQAScore (Lin et al. 2024): the probability, in [0, 1], that a vision-language model answers \"Yes\" to "
+    "\"Does this figure show '<prompt>'?\", from one forward pass (no generation). Tracks counts, attributes and "
+    "relations in the prompt better than CLIPScore. Higher is better.",
+    vqascore_inputs, _folder_files("config.json", "model.safetensors.index.json", "model.safetensors"),
+    loaders.load_vqascore)
+LLMGraderVerifierLoader = _loader(
+    "LLMGraderVerifierLoader", "Load LLM Grader Verifier (VLM)",
+    "The paper's LLM grader on a local vision-language model: accuracy to prompt, originality, visual quality, "
+    "internal consistency and emotional resonance, each the expected 0-10 rating under the model's next-token "
+    "distribution (one forward pass per aspect); the score is 10 x their mean, on the paper's 0-100 scale.",
+    vlm_inputs, _folder_files("config.json", "model.safetensors.index.json", "model.safetensors"),
+    loaders.load_llm_grader)
 ClassifierVerifierLoader = _loader(
     "ClassifierVerifierLoader", "Load Classifier Verifier",
     "Any image classifier (safetensors + JSON config): the score is the logit of the class named by the condition "
@@ -336,6 +372,8 @@ VERIFIER_NODES = [
     CLIPZeroShotVerifierLoader,
     DINOv2VerifierLoader,
     ClassifierVerifierLoader,
+    VQAScoreVerifierLoader,
+    LLMGraderVerifierLoader,
     VerifierEnsemble,
     VerifierScore,
 ]

@@ -120,6 +120,19 @@ _PICKSCORE_REVISION = "a4e4367c6dfa7288a00c550414478f865b875800"
 _PICKSCORE_LICENSE = "none stated on the model card"
 _IMAGEREWARD_ELSEWHERE = ("{models}/ImageReward/{name}", "{models}/image_reward/{name}", "~/.cache/ImageReward/{name}")
 
+# Chat VLMs for VQAScore and the LLM grader (verifiers/vlm.py), folder name = repository name.
+# The weights are the shards model.safetensors.index.json names (official_shards adds them).
+# No SHA-256 is published: trust on first use at the repository's main.
+VLM_FILES = ("config.json", "model.safetensors.index.json", "preprocessor_config.json", "tokenizer.json",
+             "tokenizer_config.json", "chat_template.json")
+VLM_REPOS = {
+    "Qwen2.5-VL-3B-Instruct": ("Qwen/Qwen2.5-VL-3B-Instruct",
+                               "Qwen Research License (qwen-research: non-commercial use only)"),
+    "Qwen2.5-VL-7B-Instruct": ("Qwen/Qwen2.5-VL-7B-Instruct", "Apache-2.0"),
+    "Qwen3-VL-4B-Instruct": ("Qwen/Qwen3-VL-4B-Instruct", "Apache-2.0"),
+    "Qwen3-VL-8B-Instruct": ("Qwen/Qwen3-VL-8B-Instruct", "Apache-2.0"),
+}
+
 # Relative paths inside a `verifiers` model folder -> official source. The layout is the one
 # the loader nodes expect (see verifiers/README.md).
 OFFICIAL_FILES: dict[str, OfficialFile] = {
@@ -182,7 +195,20 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
         sha256="c57a38fb4a2f7e7c15bf00da2ea377cdf165448b4dd1052a484c215a998c9837", size=1_972_490_005,
         hash_source="Git LFS pointer in the Hub's commit 697403c78157 'Upload 2 files' that added the file",
         elsewhere=("{env:HPS_ROOT|~/.cache/hpsv2}/HPS_v2.1_compressed.pt",)),
+    **{f"{folder}/{name}": _hf(repo, name, license) for folder, (repo, license) in VLM_REPOS.items()
+       for name in VLM_FILES},
 }
+
+
+def official_shards(folder: str, names: Iterable[str]) -> None:
+    """The weight shards an official VLM folder's index names are official files of its repository."""
+    index = OFFICIAL_FILES.get(f"{folder}/model.safetensors.index.json")
+    if index is None:
+        return
+    for name in names:
+        if re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", name):
+            OFFICIAL_FILES.setdefault(f"{folder}/{name}", OfficialFile(
+                repo_id=index.repo_id, filename=name, revision=index.revision, license=index.license))
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from . import comfy_runtime as rt
 from . import hub
 from .aesthetic import AestheticVerifier, load_aesthetic_mlp
@@ -231,6 +233,96 @@ def load_hpsv2(model_file: str = DEFAULT_HPS, architecture: str = DEFAULT_HPS_AR
     verifier = rt.cached(slot, rt.file_stamp(path),
                          lambda: HPSv2Verifier.from_file(path, architecture, device=device, dtype=dtype))
     return rt.attach(verifier)
+
+
+# ---- chat VLMs (verifiers/vlm.py) ----------------------------------------------------------
+
+DEFAULT_VLM = "Qwen2.5-VL-3B-Instruct"
+
+
+def vlm_choices() -> list[str]:
+    """Folders holding a transformers model with a processor (config.json, preprocessor_config.json, tokenizer)."""
+    with_config = set(rt.list_dirs_with("config.json"))
+    found = [d for d in rt.list_dirs_with("preprocessor_config.json")
+             if d in with_config and d in set(rt.list_dirs_with("tokenizer_config.json"))]
+    return rt.combo_options(found, [DEFAULT_VLM, *sorted(hub.VLM_REPOS)])
+
+
+def resolve_vlm_folder(folder: str, allow_download: bool = True, node_id: str | None = None) -> Path:
+    """The folder of a chat VLM with every file it needs: the processor files and config first,
+    then the weights its model.safetensors.index.json names (or one model.safetensors)."""
+    from .vlm import PROCESSOR_FILES
+
+    folder = hub.normalize_rel(folder)
+    official = folder in hub.VLM_REPOS
+    local = rt.find_in_verifier_folders(f"{folder}/config.json")
+    single = local is not None and (local.parent / "model.safetensors").is_file() and \
+        not (local.parent / "model.safetensors.index.json").is_file()
+    head = ["config.json", *PROCESSOR_FILES] if official else \
+        ["config.json", "preprocessor_config.json", "tokenizer_config.json"]
+    head += [] if single else ["model.safetensors.index.json"]
+    paths = rt.resolve_group([f"{folder}/{n}" for n in head], allow_download, node_id)
+    if single:
+        weights = ["model.safetensors"]
+    else:
+        index = paths[f"{folder}/model.safetensors.index.json"]
+        weights = _index_shards(index)
+        if official:
+            hub.official_shards(folder, weights)
+    paths = rt.resolve_group([f"{folder}/{n}" for n in (*head, *weights)], allow_download, node_id)
+    return next(iter(paths.values())).parent
+
+
+def _index_shards(index: Path) -> list[str]:
+    import json
+
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise VerifierError(f"could not read the weight map of {index}: {e}") from None
+    bad = [n for n in names if not isinstance(n, str) or "/" in n or "\\" in n or not n.endswith(".safetensors")]
+    if bad or not names:
+        raise VerifierError(f"{index} names no safetensors shards beside it (got {bad[:3] or names[:3]})")
+    return names
+
+
+def _load_chat_vlm(kind: str, folder: str, precision: str, allow_download: bool, node_id: str | None, make):
+    from .vlm import checkpoint_dtype, load_vlm
+
+    base = resolve_vlm_folder(folder, allow_download, node_id)
+    device = rt.load_device()
+    # "auto": the checkpoint's own dtype on an accelerator, float32 on the CPU (no fast bf16 there).
+    dtype = rt.pick_dtype(precision, device) if precision != "auto" or torch.device(device).type == "cpu" \
+        else checkpoint_dtype(base)
+    slot = ("chat_vlm", str(base.resolve()), str(dtype), str(device))
+    model, processor = rt.cached(slot, rt.file_stamp(base), lambda: load_vlm(base, dtype))
+    verifier = make(model, processor)
+    verifier.check_interrupt = _interrupt_check()
+    return rt.attach(verifier)
+
+
+def _interrupt_check():
+    import comfy.model_management
+
+    return comfy.model_management.throw_exception_if_processing_interrupted
+
+
+def load_vqascore(model_folder: str = DEFAULT_VLM, question_template: str | None = None, image_size: int = 0,
+                  precision: str = "auto", allow_download: bool = True, node_id: str | None = None):
+    from .vlm import VQA_TEMPLATE, VQAScoreVerifier
+
+    template = question_template or VQA_TEMPLATE
+    return _load_chat_vlm("vqascore", model_folder, precision, allow_download, node_id,
+                          lambda m, p: VQAScoreVerifier(m, p, template, image_size))
+
+
+def load_llm_grader(model_folder: str = DEFAULT_VLM, image_size: int = 0, precision: str = "auto",
+                    allow_download: bool = True, node_id: str | None = None):
+    from .vlm import LLMGraderVerifier
+
+    return _load_chat_vlm("llm_grader", model_folder, precision, allow_download, node_id,
+                          lambda m, p: LLMGraderVerifier(m, p, image_size))
 
 
 def make_ensemble(verifiers, weights: list[float] | None = None) -> EnsembleVerifier:

@@ -1,0 +1,258 @@
+"""VQAScore and the LLM grader on local chat VLMs (verifiers/vlm.py), against plain transformers.
+
+Tiny random Qwen2.5-VL and Qwen3-VL checkpoints are built in the official file layout
+(tests/vlm_fixtures.py) under the official folder names, loaded through the loader nodes
+(hub resolution, lock file, ComfyUI's memory manager) and compared with a reference written
+here from the processor and the model class alone, one image at a time. The reference's
+probabilities are computed by hand from its logits (exp / sum in float64, no pack code).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from tests import vlm_fixtures as vlmf
+from tests.harness.host import node_class, pack_module, run_node
+
+CHECKPOINTS = {"qwen2_5_vl": "Qwen2.5-VL-3B-Instruct", "qwen3_vl": "Qwen3-VL-4B-Instruct"}
+PROMPT = "a red cube on a blue sphere"
+
+
+@pytest.fixture(scope="module")
+def vlm_root(comfy, tmp_path_factory):
+    """A `verifiers` folder (first, as is_default makes it) holding both tiny checkpoints."""
+    import folder_paths
+
+    root = tmp_path_factory.mktemp("vlm_verifiers")
+    for kind, folder in CHECKPOINTS.items():
+        vlmf.write_checkpoint(root / folder, kind)
+    paths = folder_paths.folder_names_and_paths["verifiers"][0]
+    paths.insert(0, str(root))
+    hub = pack_module("verifiers.hub")
+    saved = dict(hub.OFFICIAL_FILES)
+    yield root
+    paths.remove(str(root))
+    hub.OFFICIAL_FILES.clear()
+    hub.OFFICIAL_FILES.update(saved)
+
+
+def images(n: int, h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # Smooth colour fields plus noise: images that differ from each other at every scale.
+    base = torch.rand(n, 1, 1, 3, generator=g)
+    return (0.6 * base + 0.4 * torch.rand(n, h, w, 3, generator=g)).clamp(0, 1)
+
+
+def load(node_id: str, folder: str, **inputs):
+    args = {"model_folder": folder, "image_size": 0, "precision": "fp32", "allow_download": False, **inputs}
+    (verifier,) = run_node(node_id, **args)
+    return verifier
+
+
+# -- the reference: processor + model forward, one image at a time --------------------------------
+
+class Reference:
+    def __init__(self, folder):
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        cls = getattr(transformers, config.architectures[0])
+        self.model = cls.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
+        self.processor = transformers.AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+        self.tok = self.processor.tokenizer
+
+    def pil(self, image):
+        from PIL import Image
+
+        return Image.fromarray((image * 255).round().clamp(0, 255).to(torch.uint8).numpy())
+
+    @torch.no_grad()
+    def last_logits(self, image, question: str, suffix: str = "") -> torch.Tensor:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + suffix
+        inputs = self.processor(text=[text], images=[self.pil(image)], return_tensors="pt")
+        return self.model(**inputs).logits[0, -1].double()
+
+    def prob(self, logits: torch.Tensor, token: str) -> float:
+        (tid,) = self.tok(token, add_special_tokens=False)["input_ids"]
+        e = [math.exp(v) for v in (logits - logits.max()).tolist()]
+        return e[tid] / sum(e)
+
+    def p_yes(self, image, prompt: str) -> float:
+        return self.prob(self.last_logits(image, f'Does this figure show "{prompt}"? Please answer yes or no.'), "Yes")
+
+    def expected_rating(self, image, question: str) -> float:
+        first = self.last_logits(image, question)
+        after_one = self.last_logits(image, question, suffix="1")  # the answer "1", then what follows it
+        p = {d: self.prob(first, str(d)) for d in range(10)}
+        p_zero_after_one = self.prob(after_one, "0")
+        p_digit_after_one = sum(self.prob(after_one, str(d)) for d in range(10))
+        answers = {0: p[0], 1: p[1] * (1 - p_digit_after_one), 10: p[1] * p_zero_after_one,
+                   **{d: p[d] for d in range(2, 10)}}
+        return sum(k * v for k, v in answers.items()) / sum(answers.values())
+
+
+# -- scores equal the reference ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", list(CHECKPOINTS))
+def test_scores_equal_plain_transformers_and_the_hand_computed_probabilities(vlm_root, kind):
+    folder = CHECKPOINTS[kind]
+    vlm = pack_module("verifiers.vlm")
+    ref = Reference(vlm_root / folder)
+    # "10" is two tokens in Qwen's tokenizers, so the grader takes the two-step route.
+    assert len(ref.tok("10", add_special_tokens=False)["input_ids"]) == 2
+    imgs = images(3)
+    vqa = load("VQAScoreVerifierLoader", folder, question_template=vlm.VQA_TEMPLATE)
+    got = vqa.score(imgs, PROMPT)
+    want = torch.tensor([ref.p_yes(imgs[i], PROMPT) for i in range(3)], dtype=torch.float64)
+    assert (got > 0).all() and (got < 1).all()
+    torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=1e-12)
+    assert len(set(got.tolist())) == 3  # the images really are told apart
+
+    grader = load("LLMGraderVerifierLoader", folder)
+    overall = grader.score(imgs, PROMPT)
+    aspects = grader.last_aspects
+    assert aspects.shape == (3, 5)
+    want_aspects = torch.tensor([[ref.expected_rating(imgs[i], vlm.GRADER_TEMPLATE.format(
+        prompt=PROMPT, question=vlm.ASPECT_QUESTIONS[a])) for a in vlm.ASPECTS] for i in range(3)], dtype=torch.float64)
+    torch.testing.assert_close(aspects.double(), want_aspects, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(overall.double(), want_aspects.mean(1) * 10, rtol=1e-4, atol=1e-3)
+    assert ((overall >= 0) & (overall <= 100)).all()
+    rows = vlm.aspects_dict(aspects)
+    assert list(rows[0]) == [*vlm.ASPECTS, "overall"] and rows[0]["overall"] == pytest.approx(float(overall[0]), abs=1e-3)
+
+
+def test_a_custom_question_template_is_the_question_asked(vlm_root):
+    folder = CHECKPOINTS["qwen2_5_vl"]
+    ref = Reference(vlm_root / folder)
+    imgs = images(2, seed=3)
+    template = "Is this a picture of {}? Answer yes or no."
+    got = load("VQAScoreVerifierLoader", folder, question_template=template).score(imgs, PROMPT)
+    want = [ref.prob(ref.last_logits(imgs[i], template.format(PROMPT)), "Yes") for i in range(2)]
+    torch.testing.assert_close(got.double(), torch.tensor(want, dtype=torch.float64), rtol=2e-4, atol=1e-12)
+    with pytest.raises(Exception, match="exactly one"):
+        load("VQAScoreVerifierLoader", folder, question_template="no slot here")
+    with pytest.raises(Exception, match="needs the prompt text"):
+        load("VQAScoreVerifierLoader", folder, question_template=template).score(imgs, "  ")
+
+
+def test_rating_distribution_by_hand():
+    vlm = pack_module("verifiers.vlm")
+    vocab = 16
+    digits = list(range(3, 13))  # token ids of "0".."9"
+    first = torch.full((1, vocab), -50.0)
+    first[0, digits[1]] = math.log(0.5)   # "1"
+    first[0, digits[7]] = math.log(0.25)  # "7"
+    first[0, 0] = math.log(0.25)          # not a rating
+    after = torch.full((1, vocab), -50.0)
+    after[0, digits[0]] = math.log(0.4)   # "10"
+    after[0, 1] = math.log(0.6)           # end of the answer: "1"
+    dist = vlm.rating_distribution(first, digits, after, digits)
+    # P(1) = 0.5 * 0.6, P(10) = 0.5 * 0.4, P(7) = 0.25; renormalised over 0.75.
+    want = torch.zeros(11, dtype=torch.float64)
+    want[1], want[10], want[7] = 0.3 / 0.75, 0.2 / 0.75, 0.25 / 0.75
+    torch.testing.assert_close(dist[0].double(), want, atol=1e-6, rtol=0)
+    assert float(vlm.expected_rating(dist)[0]) == pytest.approx((0.3 + 2.0 + 1.75) / 0.75, abs=1e-5)
+    eleven = torch.full((1, vocab), -50.0)
+    eleven[0, 14], eleven[0, 5] = 0.0, 0.0  # a tokenizer with one "10" token (id 14): 10 and 2 equally likely
+    assert float(vlm.expected_rating(vlm.rating_distribution(eleven, [*digits, 14]))[0]) == pytest.approx(6.0)
+
+
+def test_batch_size_does_not_change_scores_and_memory_manager_loads_the_model(vlm_root):
+    import comfy.model_patcher
+
+    scoring = pack_module("search.scoring")
+    folder = CHECKPOINTS["qwen2_5_vl"]
+    imgs = images(5, seed=1)
+    for node in ("VQAScoreVerifierLoader", "LLMGraderVerifierLoader"):
+        v = load(node, folder)
+        assert all(isinstance(p, comfy.model_patcher.ModelPatcher) for p in v.patchers) and v.prepare is not None
+        whole = v.score(imgs, PROMPT)
+        singles = torch.cat([v.score(imgs[i:i + 1], PROMPT) for i in range(5)])
+        torch.testing.assert_close(whole, singles, rtol=1e-4, atol=1e-9)
+        v.max_batch = 2  # the Scorer's chunks of 2, 2, 1
+        torch.testing.assert_close(scoring.score_images(v, imgs, PROMPT), whole, rtol=1e-4, atol=1e-9)
+    # The cache: a second loader shares the model; a smaller image_size means fewer image tokens.
+    a, b = load("VQAScoreVerifierLoader", folder), load("VQAScoreVerifierLoader", folder, image_size=28)
+    assert a.model is b.model
+    a.score(images(1, 112, 112), PROMPT)
+    b.score(images(1, 112, 112), PROMPT)
+    assert b.last_image_tokens < a.last_image_tokens
+
+
+def test_grader_and_vqascore_join_the_ensemble_and_verifier_score(vlm_root):
+    ensemble = pack_module("verifiers.ensemble")
+    folder = CHECKPOINTS["qwen3_vl"]
+    vqa, grader = load("VQAScoreVerifierLoader", folder), load("LLMGraderVerifierLoader", folder)
+    imgs = images(4, seed=2)
+    (ens,) = run_node("VerifierEnsemble", verifier_1=vqa, verifier_2=grader, weight_1=1.0, weight_2=1.0)
+    comps = torch.stack([vqa.score(imgs, PROMPT), grader.score(imgs, PROMPT)])
+    torch.testing.assert_close(ens.score(imgs, PROMPT), ensemble.mean_rank(comps).float())
+    out = run_node("VerifierScore", images=imgs, verifier=grader, condition=PROMPT)
+    assert out[1] == int(torch.argmax(comps[1])) and out[2] == pytest.approx(float(comps[1].max()), rel=1e-4)
+
+
+def test_interrupt_stops_scoring_between_forward_passes(vlm_root):
+    import comfy.model_management as mm
+
+    grader = load("LLMGraderVerifierLoader", CHECKPOINTS["qwen2_5_vl"])
+    calls = []
+
+    def interrupt_after_first(module, args, kwargs, output):
+        calls.append(1)
+        mm.interrupt_current_processing(True)
+
+    hook = grader.model.register_forward_hook(interrupt_after_first, with_kwargs=True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            grader.score(images(2), PROMPT)
+    finally:
+        hook.remove()
+        mm.interrupt_current_processing(False)
+    assert len(calls) == 1  # four of the five aspects' forward passes never ran
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def only_folder(comfy, tmp_path, monkeypatch):
+    import folder_paths
+
+    folder = tmp_path / "verifiers"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "verifiers", ([str(folder)], set()))
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return folder
+
+
+def test_missing_files_with_downloads_off_name_the_file_and_where_to_put_it(vlm_root, only_folder, monkeypatch):
+    hub = pack_module("verifiers.hub")
+    with pytest.raises(Exception, match="switched off") as e:
+        load("VQAScoreVerifierLoader", "Qwen2.5-VL-7B-Instruct")
+    text = str(e.value)
+    assert "Qwen2.5-VL-7B-Instruct/config.json" in text and str(only_folder / "Qwen2.5-VL-7B-Instruct") in text
+    assert "https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/resolve/main/config.json" in text
+    # Everything but one weight shard: the error names that shard, its place and its official URL.
+    folder = CHECKPOINTS["qwen2_5_vl"]
+    shutil.copytree(vlm_root / folder, only_folder / folder)
+    (only_folder / folder / "model-00002-of-00003.safetensors").unlink()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(Exception, match="HF_HUB_OFFLINE") as e:
+        load("LLMGraderVerifierLoader", folder, allow_download=True)
+    assert str(only_folder / folder / "model-00002-of-00003.safetensors") in str(e.value)
+    assert f"{hub.OFFICIAL_FILES[folder + '/config.json'].repo_id}/resolve/main/model-00002-of-00003" in str(e.value)
+
+
+def test_loader_nodes_are_registered_with_tooltips_and_list_vlm_folders(vlm_root):
+    for node_id in ("VQAScoreVerifierLoader", "LLMGraderVerifierLoader"):
+        schema = node_class(node_id).define_schema()
+        assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
+        options = node_class(node_id).INPUT_TYPES()["required"]["model_folder"][1]["options"]
+        assert set(CHECKPOINTS.values()) <= set(options)
