@@ -10,8 +10,9 @@ from .host_compat import ComfyExtension, io
 def node_list() -> list[type[io.ComfyNode]]:
     from .search_nodes import node_classes
     from .verifier_nodes import VERIFIER_NODES
+    from .video_nodes import VIDEO_NODES
 
-    return [*node_classes(), *VERIFIER_NODES]
+    return [*node_classes(), *VERIFIER_NODES, *VIDEO_NODES]
 
 
 class NoiseSearchExtension(ComfyExtension):

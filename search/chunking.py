@@ -75,6 +75,13 @@ def map_chunked(fn: Callable[..., torch.Tensor | tuple], arrays: Sequence[torch.
     return [torch.cat(acc) if acc[0] is not None else None for acc in outputs]
 
 
+def frames_chunk(chunk: int, frames_per_row: int) -> int:
+    """Rows per chunk when every row (a video candidate) puts ``frames_per_row`` images through
+    a model that takes ``chunk`` images at once: memory per candidate grows with its frames,
+    so a chunk holds at most ``chunk`` frames in all (and at least one candidate)."""
+    return max(1, int(chunk) // max(1, int(frames_per_row)))
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__

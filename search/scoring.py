@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from .backend import Scores
-from .chunking import map_chunked
+from .chunking import frames_chunk, map_chunked
 
 
 class ScoringError(ValueError):
@@ -40,6 +40,8 @@ class Scorer:
         self.whole_batch = bool(getattr(verifier, "relative_scores", False)) and not self.relative
         self.early_level = getattr(verifier, "early_level", None)
         self.timings = {"decode": 0.0, "score": 0.0}
+        # The frames of the last video candidates scored (None: images).
+        self.frames_scored: list[int] | None = None
 
     @property
     def max_batch(self) -> int:
@@ -56,11 +58,25 @@ class Scorer:
     def condition_of(self, problem: int) -> str:
         return self.conditions[problem % len(self.conditions)]
 
+    def frames_read(self, frames: int) -> list[int]:
+        """The frames of a ``frames``-frame video candidate the verifier scores (a video
+        verifier says which; an image verifier scores every frame)."""
+        read = getattr(self.verifier, "frames_read", None)
+        return list(read(frames)) if callable(read) else list(range(frames))
+
     def verify(self, images: torch.Tensor, early: torch.Tensor | None, condition: str | None = None) -> torch.Tensor:
-        """[B, V] scores of decoded images; a video candidate ([B, T, H, W, C]) scores the mean
-        over its frames."""
+        """[B, V] scores of decoded images; a video candidate ([B, T, H, W, C]) goes whole to a
+        video verifier (``scores_videos``), else it scores the mean over its frames."""
         t0 = time.perf_counter()
         condition = self.condition if condition is None else condition
+        if images.ndim == 5:
+            self.frames_scored = self.frames_read(images.shape[1])
+        if getattr(self.verifier, "scores_videos", False):
+            score = self.verifier.component_scores if self.relative else self.verifier.score
+            values = score(images, condition, early)
+            values = values.T if self.relative else values.reshape(-1, 1)
+            self.timings["score"] += time.perf_counter() - t0
+            return values.float()
         frames = images.shape[1] if images.ndim == 5 else 1
         flat = images.reshape(-1, *images.shape[-3:])
         flat_early = early.reshape(-1, *early.shape[-3:]) if early is not None else None
@@ -81,7 +97,7 @@ class Scorer:
         # keeps scores across rounds, and a graph behind them would keep every round's
         # decoder and verifier activations alive.
         total = latents.shape[0]
-        chunk = total if self.whole_batch else max(1, min(chunk, self.max_batch))
+        chunk = total if self.whole_batch else frames_chunk(min(chunk, self.max_batch), self.frames_per_row(latents))
         conditions = [self.condition] * total if problems is None else [self.condition_of(int(p)) for p in problems]
         groups: dict[str, list[int]] = {}
         for j, c in enumerate(conditions):
@@ -107,6 +123,16 @@ class Scorer:
 
     def compare(self, values: torch.Tensor) -> torch.Tensor:
         return self.verifier.combine(values.T).float() if self.relative else values[:, 0]
+
+    def frames_per_row(self, latents: torch.Tensor) -> int:
+        """Images one candidate puts through an image verifier at once: a video latent
+        [B, C, T, H, W] decodes to about T x the VAE's time ratio frames (a video verifier
+        batches its frames itself: 1)."""
+        if latents.ndim != 5 or getattr(self.verifier, "scores_videos", False):
+            return 1
+        ratio = getattr(self.vae, "upscale_ratio", None) if self.vae is not None else None
+        time_ratio = ratio[0] if isinstance(ratio, (tuple, list)) and ratio else None
+        return int(time_ratio(latents.shape[2])) if callable(time_ratio) else latents.shape[2]
 
 
 def check_batch(images: torch.Tensor, early: torch.Tensor | None = None) -> None:

@@ -66,6 +66,16 @@ def mean_rank(score_lists: Sequence[Sequence[float]] | torch.Tensor,
     return (w[:, None] * ranks).sum(dim=0) / w.sum()
 
 
+def _member_score(verifier: Verifier, images: torch.Tensor, condition, early) -> torch.Tensor:
+    """One member's scores [B]; an image verifier given videos [B, T, H, W, C] scores the mean
+    over their frames."""
+    if images.ndim != 5 or getattr(verifier, "scores_videos", False):
+        return verifier.score(images, condition, early)
+    b, t = images.shape[:2]
+    flat_early = early.reshape(b * t, *early.shape[2:]) if early is not None else None
+    return verifier.score(images.reshape(b * t, *images.shape[2:]), condition, flat_early).reshape(b, t).mean(1)
+
+
 class EnsembleVerifier(Verifier):
     """Mean rank of the candidates under several verifiers (see the module docstring)."""
 
@@ -91,6 +101,9 @@ class EnsembleVerifier(Verifier):
                                 f"{sorted(levels)}; use one level for all")
         self.early_level = levels.pop() if levels else None
         self.name = "ensemble(" + ", ".join(v.name for v in self.verifiers) + ")"
+        # With a video verifier among the members the ensemble takes whole videos [B, T, H, W, C]
+        # and gives its image members every frame (the mean of their frame scores).
+        self.scores_videos = any(getattr(v, "scores_videos", False) for v in self.verifiers)
 
     def component_scores(self, images: torch.Tensor, condition: Condition | str | None = None,
                          early: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,7 +114,7 @@ class EnsembleVerifier(Verifier):
             for start in range(0, images.shape[0], max(1, v.max_batch)):
                 sl = slice(start, start + v.max_batch)
                 member_early = early[sl] if (early is not None and v.early_level is not None) else None
-                parts.append(v.score(images[sl], condition, member_early))
+                parts.append(_member_score(v, images[sl], condition, member_early))
             rows.append(torch.cat(parts))
         return torch.stack(rows)
 
