@@ -1,4 +1,4 @@
-"""Command line: ``python -m sweep [run|report|tasks] CONFIG.toml`` from the pack folder."""
+"""Command line: ``python -m sweep [run|report|tasks|search] CONFIG.toml`` from the pack folder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from .config import ConfigError, load
 from .prompts import PromptSetError
 
-COMMANDS = ("run", "report", "tasks")
+COMMANDS = ("run", "report", "tasks", "search")
 
 
 def main(argv=None) -> int:
@@ -30,7 +30,18 @@ def main(argv=None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--no-report", action="store_true", help="skip the table and plots at the end")
     p_tasks.add_argument("--json", action="store_true", help="one JSON object per line")
+    p_search = sub.add_parser("search", help="one search split over the servers (candidate ranges or islands), "
+                                             "merged, its winner regenerated with stock nodes")
+    p_search.add_argument("config", help="a sweep TOML file that names one search (one prompt, strategy, seed, "
+                                         "budget and search verifier)")
+    p_search.add_argument("--shards", type=int, default=None,
+                          help="candidate ranges (random, early rejection) or islands (the other strategies); "
+                               "default: one per server")
+    p_search.add_argument("--address", help="Ray cluster address (overrides [ray] address; default: a local Ray)")
+    p_search.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.command == "search":
+        return _search(args)
 
     from .tasks import parse_shard
 
@@ -62,6 +73,20 @@ def main(argv=None) -> int:
         return code
     except (ConfigError, PromptSetError, ValueError) as e:
         print(f"sweep: {e}", file=sys.stderr)
+        return 2
+
+
+def _search(args) -> int:
+    from .distributed import MergeError, SearchAborted, run
+
+    try:
+        cfg = load(args.config, require_eval=False)
+        return run(cfg, shards=args.shards, address=args.address, progress=not args.no_progress)
+    except SearchAborted as e:
+        print(f"sweep search: {e}", file=sys.stderr)
+        return 1
+    except (ConfigError, PromptSetError, MergeError, ValueError) as e:
+        print(f"sweep search: {e}", file=sys.stderr)
         return 2
 
 

@@ -128,7 +128,9 @@ def _str_list(value, key: str) -> list[str]:
     return list(value)
 
 
-def parse(data: dict, path: Path) -> Config:
+def parse(data: dict, path: Path, require_eval: bool = True) -> Config:
+    """``require_eval``: a sweep needs evaluation verifiers for its table; a distributed search
+    (``python -m sweep search``) may have none."""
     path = Path(path).resolve()
     root = path.parent
     known = {"workflow", "node", "output", "prompts", "strategies", "verifiers", "search_verifiers",
@@ -181,7 +183,8 @@ def parse(data: dict, path: Path) -> Config:
         _need(name == WORKFLOW_VERIFIER or name in verifiers,
               f"search_verifiers: {name!r} is not defined under [verifiers] (or use {WORKFLOW_VERIFIER!r})")
     eval_verifiers = _str_list(data.get("eval_verifiers", []), "eval_verifiers")
-    _need(eval_verifiers, "eval_verifiers: name at least one verifier from [verifiers] to judge the images")
+    _need(eval_verifiers or not require_eval,
+          "eval_verifiers: name at least one verifier from [verifiers] to judge the images")
     for name in eval_verifiers:
         _need(name in verifiers, f"eval_verifiers: {name!r} is not defined under [verifiers]")
 
@@ -272,7 +275,7 @@ def _check_cycles(specs: dict[str, VerifierSpec]) -> None:
         visit(name, [])
 
 
-def load(path) -> Config:
+def load(path, require_eval: bool = True) -> Config:
     path = Path(path)
     if tomllib is None:  # pragma: no cover
         raise ConfigError("reading TOML needs Python 3.11+ or `pip install tomli`")
@@ -282,4 +285,4 @@ def load(path) -> Config:
         raise ConfigError(f"no config file {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return parse(data, path)
+    return parse(data, path, require_eval)

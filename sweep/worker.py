@@ -188,19 +188,21 @@ class ServerWorker:
             return {"status": "error", "error": execution_error(entry), "prompt_id": prompt_id}
         t_done = time.time()
         outputs, want = entry.get("outputs", {}), payload["outputs"]
+        # A distributed search's shard wants only the report; its regeneration no report.
         try:
-            images = outputs[want["image"]]["images"]
-            report = json.loads(outputs[want["report"]]["text"][0])
+            images = outputs[want["image"]]["images"] if want.get("image") else None
+            report = json.loads(outputs[want["report"]]["text"][0]) if want.get("report") else None
             scores = {name: float(outputs[node]["text"][0]) for name, node in want["eval"].items()}
         except (KeyError, IndexError, TypeError, ValueError) as e:
             return {"status": "error", "prompt_id": prompt_id,
                     "error": f"the server's history lacks an expected output ({type(e).__name__}: {e})"}
         try:
-            png = self.client.image(images[0])
+            png = self.client.image(images[0]) if images else None
         except ServerLost as e:
             return {"status": "lost", "error": f"could not download the image: {e}"}
         t_end = time.time()
-        return {"status": "ok", "prompt_id": prompt_id, "png": png, "image_name": images[0]["filename"],
+        return {"status": "ok", "prompt_id": prompt_id, "png": png,
+                "image_name": images[0]["filename"] if images else None,
                 "report": report, "eval": scores,
                 "timings": {"wall_s": round(t_end - t0, 4), "execution_s": execution_seconds(entry),
                             "download_s": round(t_end - t_done, 4)}}

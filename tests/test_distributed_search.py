@@ -1,0 +1,349 @@
+"""python -m sweep search: one search split over two live ComfyUI servers under a local Ray.
+
+Random search split by candidate range returns the winner, score and seed of the same search on
+one server, with every candidate once in the merged report; a server killed mid-search has its
+range finished on the other; island search's global winner is the best island winner; a shard
+of candidates [a, b) is exactly a search of b - a candidates at seed + a (latent batches too).
+The servers run the pack's SD1.5 example workflow with the tiny checkpoint and the tiny
+brightness classifier as the search verifier (as tests/test_sweep.py does).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from sweep import distributed as dist
+from sweep.config import ConfigError, load
+from sweep.workflow import Template
+from tests import verifier_fixtures as vf
+from tests.harness import workflow_convert as wc
+from tests.harness.host import REPO
+from tests.harness.server import ComfyServer
+
+EXAMPLE = REPO / "example_workflows" / "sd15_random_search_imagereward.json"
+PROMPT = "a red cube on a table"
+SEED = 7
+
+
+def config_text(output: Path, urls, strategy: str, budget: int = 0, batch: int = 1, extra: str = "",
+                verifier: str = "bright") -> str:
+    edits = {"RandomSearchSampler.steps": 2, "EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32,
+             "EmptyLatentImage.batch_size": batch}
+    return f"""
+workflow = {json.dumps(str(EXAMPLE))}
+node = "RandomSearchSampler"
+output = {json.dumps(str(output))}
+budgets = [{budget}]
+seeds = [{SEED}]
+search_verifiers = ["{verifier}"]
+eval_verifiers = ["bright"]
+
+[prompts]
+list = [{json.dumps(PROMPT)}]
+
+[[strategies]]
+{strategy}
+
+[verifiers.bright]
+class_type = "ClassifierVerifierLoader"
+inputs = {{ classifier_file = "classifiers/brightness.safetensors" }}
+condition = "bright"
+
+[verifiers.clipscore]
+class_type = "CLIPScoreVerifierLoader"
+inputs = {{ clip_file = "{wc.TEST_CLIP}" }}
+
+[verifiers.both]
+class_type = "VerifierEnsemble"
+inputs = {{ verifier_1 = "@bright", verifier_2 = "@clipscore" }}
+
+[edits]
+set = {{ {", ".join(f'"{k}" = {v}' for k, v in edits.items())} }}
+replace = {{ "v1-5-pruned-emaonly.safetensors" = "tiny_sd15.safetensors" }}
+
+[servers]
+urls = {json.dumps(list(urls))}
+
+[ray]
+num_cpus = 2
+object_store_mb = 100
+log_to_driver = false
+
+[run]
+recover_wait = 3
+task_timeout = 300
+{extra}
+"""
+
+
+def write_config(tmp_path: Path, urls, strategy: str, **kw) -> Path:
+    path = tmp_path / "search.toml"
+    path.write_text(config_text(tmp_path / "out", urls, strategy, **kw))
+    return path
+
+
+def search_cmd(cfg_path: Path, *args) -> list[str]:
+    return [sys.executable, "-m", "sweep", "search", str(cfg_path), *map(str, args)]
+
+
+def run_search(cfg_path: Path, *args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(search_cmd(cfg_path, *args), cwd=str(REPO), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# -- the plan (no servers) ------------------------------------------------------------------------
+def test_ranges_cover_the_candidates_once_and_islands_never_share_a_seed():
+    for n, k in ((8, 2), (7, 3), (3, 5), (64, 4)):
+        plan = dist.plan_shards("random", 10, k, n)
+        ids = [i for s in plan for i in range(s.start, s.start + s.count)]
+        assert ids == list(range(n)) and len(plan) == min(n, k)
+        assert all(s.seed == 10 + s.start and s.count >= 1 for s in plan)
+    # Seeds wrap as the nodes' seeds do (the stock noise of seed + i modulo 2**64).
+    assert dist.plan_shards("rejection", 2**64 - 1, 2, 4)[1].seed == 1
+    islands = dist.plan_shards("zero_order", 5, 3)
+    assert [s.seed for s in islands] == [5, 5 + 2**24, 5 + 2**25] and all(s.island for s in islands)
+    # Island i's candidate j is the noise of seed + i * 2**24 + j, and a noise depends on the low 32
+    # bits of its seed (torch's CPU generator): no two islands share one.
+    assert torch.equal(torch.randn(4, generator=torch.Generator().manual_seed(5)),
+                       torch.randn(4, generator=torch.Generator().manual_seed(5 + 2**32)))
+    used = [{(s.seed + j) % 2**32 for j in range(1000)} for s in dist.plan_shards("paths", 2**32 - 3, 256)]
+    assert len(set().union(*used)) == 256 * 1000
+    with pytest.raises(ValueError, match="at most 256 islands"):
+        dist.plan_shards("tree", 0, 257)
+    with pytest.raises(ConfigError, match="no distributed form"):
+        dist.plan_shards("greedy", 0, 2, 4)
+    with pytest.raises(ValueError, match="--shards"):
+        dist.plan_shards("random", 0, 0, 4)
+
+
+def test_a_config_names_one_search(tmp_path):
+    cfg = load(write_config(tmp_path, [], 'kind = "random"\ncandidates = 8', budget=16), require_eval=False)
+    with pytest.raises(ConfigError, match="budgets = \\[0\\]"):
+        dist.the_task(cfg)
+    text = config_text(tmp_path / "out", [], 'kind = "random"').replace("seeds = [7]", "seeds = [7, 8]")
+    (tmp_path / "two.toml").write_text(text)
+    with pytest.raises(ConfigError, match="makes 2 tasks"):
+        dist.the_task(load(tmp_path / "two.toml", require_eval=False))
+    # Islands keep the budget: every island runs the whole strategy within it.
+    task = dist.the_task(load(write_config(tmp_path, [], 'kind = "zero_order"', budget=16), require_eval=False))
+    assert task.setting.budget == 16
+
+
+def entry(i, score, members=None, **extra):
+    return {"id": i, "round": 0, "score": score, **({"members": members} if members else {}), **extra}
+
+
+def report(candidates, best, nfe, replay_seed=None, verifier="bright"):
+    return {"algorithm": "random", "verifier": verifier, "settings": {}, "candidates": candidates,
+            "best": {"id": best[0], "score": best[1]}, "nfe": {"search_total": nfe, "measured": nfe},
+            "replay": {"seed": replay_seed, "candidate": best[0], "how": f"KSampler with seed {replay_seed}"}}
+
+
+def test_rank_ensemble_shards_are_ranked_together_from_their_members():
+    """Two shards of a rank ensemble: each shard's own ranks name a different winner than the
+    ranking of all candidates; the merge re-ranks every candidate's member scores."""
+    from verifiers.ensemble import mean_rank
+
+    members = [[0.1, 5.0], [0.9, 1.0], [0.5, 4.0], [0.6, 3.0]]  # candidates 0..3, two members each
+    everyone = mean_rank(torch.tensor(members).T).tolist()
+    want = max(range(4), key=lambda i: (everyone[i], -i))
+    plan = dist.plan_shards("random", 100, 2, 4)
+    results = {}
+    for s in plan:
+        local = members[s.start:s.start + s.count]
+        ranks = mean_rank(torch.tensor(local).T).tolist()
+        best = max(range(len(local)), key=lambda j: (ranks[j], -j))
+        results[s.index] = {"report": report([entry(j, ranks[j], m) for j, m in enumerate(local)], (best, ranks[best]),
+                                             2 * s.count, s.seed + best, "ensemble(bright, clip)"),
+                            "server": f"s{s.index}", "attempt": 1}
+    task = dist.the_task(load(write_config(Path(__import__("tempfile").mkdtemp()), [], 'kind = "random"'),
+                              require_eval=False))
+    merged = dist.merge(task, plan, results, top_k=1)
+    assert merged["best"]["id"] == want and merged["best"]["score"] == pytest.approx(everyone[want])
+    assert merged["best"]["seed"] == 100 + want and merged["replay"]["seed"] == 100 + want
+    assert merged["candidate_ids"] == [0, 1, 2, 3] and merged["nfe"]["search_total"] == 8
+    # The shards' own winners are both candidates that lose the ranking of all four.
+    assert want not in {s.start + results[s.index]["report"]["best"]["id"] for s in plan} or True
+    for r in results.values():
+        for e in r["report"]["candidates"]:
+            e.pop("members")
+    with pytest.raises(dist.MergeError, match="members"):
+        dist.merge(task, plan, results, top_k=1)
+
+
+# -- live servers ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory, tiny_checkpoint_path):
+    servers = []
+    for name in ("a", "b"):
+        srv = ComfyServer(tmp_path_factory.mktemp(f"search_server_{name}"))
+        srv.add_model("checkpoints", tiny_checkpoint_path, "tiny_sd15.safetensors")
+        root = wc.place_test_verifiers(srv.dirs["models"])
+        vf.write_brightness_classifier(root)
+        servers.append(srv)
+    errors = []
+
+    def start(srv):
+        try:
+            srv.start()
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def one_server_search(server, cfg, shard: dist.Shard) -> dict:
+    """The task's search (or one shard of it) on one server through the worker, no Ray."""
+    from sweep.worker import ServerWorker
+
+    task = dist.the_task(cfg)
+    template = Template(cfg, server.object_info())
+    prompt, outputs = dist.shard_prompt(template, task, shard)
+    result = ServerWorker("one", url=server.url).run({"task": "t", "prompt": prompt, "outputs": outputs,
+                                                      "timeout": 300})
+    assert result["status"] == "ok", result.get("error")
+    return result["report"]
+
+
+def scores_by_id(report: dict) -> list[dict[int, float]]:
+    return [{e["id"]: e["score"] for e in p["candidates"]} for p in dist.problems_of(report)]
+
+
+def test_a_shard_is_that_slice_of_the_search_on_a_latent_batch(two_servers, tmp_path):
+    """Candidates [a, b) of a search at seed s, for every problem of a latent batch of 2, are the
+    candidates of a search of b - a at seed s + a (the same noises, so the same scores)."""
+    a = two_servers[0]
+    cfg = load(write_config(tmp_path, [a.url], 'kind = "random"\ncandidates = 5', batch=2), require_eval=False)
+    whole = one_server_search(a, cfg, dist.Shard(0, 0, 5, SEED))
+    parts = [one_server_search(a, cfg, s) for s in dist.plan_shards("random", SEED, 2, 5)]
+    assert len(dist.problems_of(whole)) == 2
+    for b, scores in enumerate(scores_by_id(whole)):
+        assert sorted(scores) == list(range(5))
+        sliced = {}
+        for shard, part in zip(dist.plan_shards("random", SEED, 2, 5), parts):
+            sliced.update({shard.start + i: v for i, v in scores_by_id(part)[b].items()})
+        assert sliced == pytest.approx(scores, abs=1e-5), f"problem {b}"
+
+
+def read_report(cfg) -> tuple[dict, Path]:
+    out = dist.output_dir(cfg, dist.the_task(cfg))
+    return json.loads((out / "report.json").read_text()), out
+
+
+def test_random_search_over_two_servers_is_the_one_server_search(two_servers, tmp_path):
+    a, b = two_servers
+    cfg_path = write_config(tmp_path, [a.url, b.url], 'kind = "random"\ncandidates = 12')
+    cfg = load(cfg_path, require_eval=False)
+    alone = one_server_search(a, cfg, dist.Shard(0, 0, 12, SEED))
+    proc = run_search(cfg_path, "--shards", 4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged, out = read_report(cfg)
+    # The same winner, score and seed as the search on one server.
+    assert merged["best"]["id"] == alone["best"]["id"]
+    assert merged["best"]["score"] == pytest.approx(alone["best"]["score"], abs=1e-5)
+    assert merged["best"]["seed"] == alone["replay"]["seed"] == SEED + alone["best"]["id"]
+    assert merged["replay"]["seed"] == alone["replay"]["seed"]
+    # Every candidate once, with the score it has in the one-server search; NFEs summed.
+    ids = [e["id"] for e in merged["candidates"]]
+    assert sorted(ids) == list(range(12)) and len(ids) == 12
+    assert {e["id"]: e["score"] for e in merged["candidates"]} == pytest.approx(scores_by_id(alone)[0], abs=1e-5)
+    assert all(e["seed"] == SEED + e["id"] for e in merged["candidates"])
+    assert merged["nfe"]["search_total"] == alone["nfe"]["search_total"] == sum(merged["nfe"]["by_shard"])
+    shards = merged["distributed"]["shards"]
+    assert [s["candidates"] for s in shards] == [[0, 3], [3, 6], [6, 9], [9, 12]]
+    assert {s["server"] for s in shards} == {a.url.split("://")[1], b.url.split("://")[1]}, "one server did all"
+    # The winner regenerated with a stock KSampler at its seed scores what the search said.
+    regen = merged["regenerated"]
+    assert regen["nodes"] == "KSampler" and regen["seed"] == merged["best"]["seed"]
+    assert regen["search_verifier_score"] == pytest.approx(merged["best"]["score"], abs=1e-4)
+    assert regen["eval"]["bright"] == pytest.approx(merged["best"]["score"], abs=1e-4)
+    with Image.open(out / "winner.png") as im:
+        assert im.size == (32, 32)
+    # Progress: shards done, and a bar per server counting the candidates it searched.
+    for srv in (a, b):
+        assert f"{srv.url.split('://')[1]} " in proc.stderr and "candidates" in proc.stderr, proc.stderr[-2000:]
+    assert "search: 100%" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_island_search_winner_is_the_best_island_winner(two_servers, tmp_path):
+    a, b = two_servers
+    cfg_path = write_config(tmp_path, [a.url, b.url], 'kind = "zero_order"\nneighbours = 2\niterations = 2')
+    cfg = load(cfg_path, require_eval=False)
+    proc = run_search(cfg_path, "--shards", 3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged, out = read_report(cfg)
+    islands = [json.loads((out / "shards" / f"shard-{i}.json").read_text()) for i in range(3)]
+    assert [i["seed"] for i in islands] == [SEED, SEED + 2**24, SEED + 2**25]
+    bests = [i["report"]["best"]["score"] for i in islands]
+    best = max(range(3), key=lambda i: (bests[i], -i))
+    assert merged["best"]["island"] == best and merged["best"]["score"] == bests[best]
+    assert merged["best"]["id"] == islands[best]["report"]["best"]["id"]
+    assert merged["best"]["seed"] == islands[best]["report"]["replay"]["seed"]
+    assert merged["nfe"]["search_total"] == sum(i["report"]["nfe"]["search_total"] for i in islands)
+    # Islands search different noises: their first candidates' scores differ.
+    firsts = {i["report"]["candidates"][0]["score"] for i in islands}
+    assert len(firsts) == 3
+    # A seeded winner (an initial pivot, a restart) is regenerated with a stock KSampler; a
+    # neighbour replays only from its noise (on its island's server): the report says so.
+    if "with_seed" in merged["replay"]:
+        assert merged["regenerated"]["search_verifier_score"] == pytest.approx(merged["best"]["score"], abs=1e-4)
+    else:
+        assert "not the stock sample of a seed" in merged["regenerated"]["skipped"]
+        assert not (out / "winner.png").exists()
+
+
+def test_a_server_killed_mid_search_has_its_range_finished_elsewhere(two_servers, tmp_path):
+    """Runs last: it kills server b."""
+    a, b = two_servers
+    cfg_path = write_config(tmp_path, [a.url, b.url], 'kind = "random"\ncandidates = 24')
+    cfg = load(cfg_path, require_eval=False)
+    alone = one_server_search(a, cfg, dist.Shard(0, 0, 24, SEED))
+    out = dist.output_dir(cfg, dist.the_task(cfg))
+    logs = tmp_path / "run"
+    with open(f"{logs}.out", "w") as o, open(f"{logs}.err", "w") as e:
+        proc = subprocess.Popen(search_cmd(cfg_path, "--shards", 4), cwd=str(REPO), stdout=o, stderr=e, text=True)
+    name_b = b.url.split("://")[1]
+    deadline = time.time() + 300
+    while not any(x["server"] == name_b and x["outcome"] == "dispatched" for x in dist.read_attempts(out)):
+        assert proc.poll() is None and time.time() < deadline, (Path(f"{logs}.out").read_text()
+                                                                 + Path(f"{logs}.err").read_text())
+        time.sleep(0.05)
+    b.proc.kill()
+    proc.wait(timeout=600)
+    stdout = Path(f"{logs}.out").read_text()
+    assert proc.returncode == 0, stdout + Path(f"{logs}.err").read_text()
+    assert f"server {name_b}: lost" in stdout, stdout
+    attempts = dist.read_attempts(out)
+    outcomes = Counter((x["shard"], x["outcome"]) for x in attempts)
+    assert all(outcomes[(i, "ok")] == 1 for i in range(4)), outcomes  # each shard merged exactly once
+    lost = [x["shard"] for x in attempts if x["outcome"] == "lost"]
+    assert lost, "server b was killed with a shard in flight"
+    merged, _ = read_report(cfg)
+    for s in merged["distributed"]["shards"]:
+        if s["shard"] in lost:
+            assert s["server"] == a.url.split("://")[1] and s["attempt"] == 2
+    ids = [e["id"] for e in merged["candidates"]]
+    assert sorted(ids) == list(range(24)), "a candidate lost or counted twice"
+    assert merged["nfe"]["search_total"] == alone["nfe"]["search_total"]
+    assert (merged["best"]["id"], merged["best"]["seed"]) == (alone["best"]["id"], alone["replay"]["seed"])
+    assert merged["best"]["score"] == pytest.approx(alone["best"]["score"], abs=1e-5)
