@@ -214,6 +214,32 @@ def vqascore_inputs():
     return vlm_inputs(template)
 
 
+def remote_grader_inputs():
+    from ..verifiers.remote_grader import DEFAULT_KEY_ENV, MODES
+    from ..verifiers.vlm import VQA_TEMPLATE
+
+    return [
+        io.String.Input("base_url", default="http://127.0.0.1:8000/v1",
+                        tooltip="Base URL of an OpenAI-compatible chat-completions API (vLLM, Ollama "
+                                "http://127.0.0.1:11434/v1, LM Studio, a hosted API)."),
+        io.String.Input("model", default="Qwen/Qwen2.5-VL-7B-Instruct", tooltip="The model name the server serves."),
+        io.Combo.Input("mode", options=list(MODES), default="grader",
+                       tooltip="grader: the paper's five-aspect LLM grader from a JSON reply, 0-100. vqascore: "
+                               "P(\"Yes\") from the logprobs of the first answer token, 0-1 (the server must return "
+                               "logprobs)."),
+        io.String.Input("api_key_env", default=DEFAULT_KEY_ENV,
+                        tooltip="The NAME of the environment variable that holds the API key (read when scoring; "
+                                "the key itself never enters the workflow, the report or the image). Empty: no key."),
+        io.String.Input("question_template", default=VQA_TEMPLATE,
+                        tooltip="vqascore mode: the question asked about each image, {} = the prompt."),
+        io.Float.Input("timeout_s", default=60.0, min=0.1, max=3600.0, step=0.1,
+                       tooltip="Seconds one request may take before it is retried or fails."),
+        io.Int.Input("max_retries", default=2, min=0, max=10,
+                     tooltip="Retries of a request that timed out, lost its connection or got HTTP 408/409/429/5xx."),
+        io.Int.Input("concurrency", default=4, min=1, max=64, tooltip="Requests in flight at once."),
+    ]
+
+
 def _folder_files(*names: str):
     """files() of a loader whose first input is a folder holding ``names``."""
     return lambda **kw: [f"{next(iter(kw.values()))}/{n}" for n in names]
@@ -272,6 +298,11 @@ LLMGraderVerifierLoader = _loader(
     "distribution (one forward pass per aspect); the score is 10 x their mean, on the paper's 0-100 scale.",
     vlm_inputs, _folder_files("config.json", "model.safetensors.index.json", "model.safetensors"),
     loaders.load_llm_grader)
+RemoteGraderVerifierLoader = _loader(
+    "RemoteGraderVerifierLoader", "Load Remote Grader Verifier (OpenAI-compatible API)",
+    "A vision-language model behind any OpenAI-compatible chat-completions endpoint as a verifier: the paper's LLM "
+    "grader (five aspects, JSON reply, 0-100) or VQAScore from logprobs (0-1). One request per image; the API key "
+    "is read from an environment variable.", remote_grader_inputs, lambda **_: [], loaders.load_remote_grader)
 ClassifierVerifierLoader = _loader(
     "ClassifierVerifierLoader", "Load Classifier Verifier",
     "Any image classifier (safetensors + JSON config): the score is the logit of the class named by the condition "
@@ -374,6 +405,7 @@ VERIFIER_NODES = [
     ClassifierVerifierLoader,
     VQAScoreVerifierLoader,
     LLMGraderVerifierLoader,
+    RemoteGraderVerifierLoader,
     VerifierEnsemble,
     VerifierScore,
 ]

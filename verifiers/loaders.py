@@ -325,6 +325,19 @@ def load_llm_grader(model_folder: str = DEFAULT_VLM, image_size: int = 0, precis
                           lambda m, p: LLMGraderVerifier(m, p, image_size))
 
 
+def load_remote_grader(base_url: str, model: str, mode: str = "grader", api_key_env: str = "OPENAI_API_KEY",
+                       question_template: str | None = None, timeout_s: float = 60.0, max_retries: int = 2,
+                       concurrency: int = 4, node_id: str | None = None):
+    """An OpenAI-compatible server as a verifier (verifiers/remote_grader.py); the key stays in the environment."""
+    from .remote_grader import RemoteGraderVerifier
+    from .vlm import VQA_TEMPLATE
+
+    verifier = RemoteGraderVerifier(base_url, model, mode, (api_key_env or "").strip(),
+                                    question_template or VQA_TEMPLATE, timeout_s, max_retries, concurrency)
+    verifier.check_interrupt = _interrupt_check()
+    return verifier
+
+
 def make_ensemble(verifiers, weights: list[float] | None = None) -> EnsembleVerifier:
     return EnsembleVerifier(verifiers, weights)
 
