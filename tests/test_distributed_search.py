@@ -149,31 +149,34 @@ def report(candidates, best, nfe, replay_seed=None, verifier="bright"):
             "replay": {"seed": replay_seed, "candidate": best[0], "how": f"KSampler with seed {replay_seed}"}}
 
 
-def test_rank_ensemble_shards_are_ranked_together_from_their_members():
+def test_rank_ensemble_shards_are_ranked_together_from_their_members(tmp_path):
     """Two shards of a rank ensemble: each shard's own ranks name a different winner than the
     ranking of all candidates; the merge re-ranks every candidate's member scores."""
     from verifiers.ensemble import mean_rank
 
-    members = [[0.1, 5.0], [0.9, 1.0], [0.5, 4.0], [0.6, 3.0]]  # candidates 0..3, two members each
-    everyone = mean_rank(torch.tensor(members).T).tolist()
-    want = max(range(4), key=lambda i: (everyone[i], -i))
-    plan = dist.plan_shards("random", 100, 2, 4)
-    results = {}
+    # Candidates 0..5, two members each; shards [0, 3) and [3, 6). Within its shard candidate 2
+    # has the best mean rank of all (2.75); ranked with everyone, candidate 5 wins.
+    members = [[0.4, 1], [0.5, 8], [0.6, 8], [0.3, 4], [0.4, 9], [0.7, 8]]
+    everyone = mean_rank(torch.tensor(members, dtype=torch.float64).T).tolist()
+    assert max(range(6), key=lambda i: everyone[i]) == 5
+    plan = dist.plan_shards("random", 100, 2, 6)
+    results, local_best = {}, []
     for s in plan:
         local = members[s.start:s.start + s.count]
-        ranks = mean_rank(torch.tensor(local).T).tolist()
+        ranks = mean_rank(torch.tensor(local, dtype=torch.float64).T).tolist()
         best = max(range(len(local)), key=lambda j: (ranks[j], -j))
+        local_best.append((ranks[best], s.start + best))
         results[s.index] = {"report": report([entry(j, ranks[j], m) for j, m in enumerate(local)], (best, ranks[best]),
                                              2 * s.count, s.seed + best, "ensemble(bright, clip)"),
                             "server": f"s{s.index}", "attempt": 1}
-    task = dist.the_task(load(write_config(Path(__import__("tempfile").mkdtemp()), [], 'kind = "random"'),
-                              require_eval=False))
-    merged = dist.merge(task, plan, results, top_k=1)
-    assert merged["best"]["id"] == want and merged["best"]["score"] == pytest.approx(everyone[want])
-    assert merged["best"]["seed"] == 100 + want and merged["replay"]["seed"] == 100 + want
-    assert merged["candidate_ids"] == [0, 1, 2, 3] and merged["nfe"]["search_total"] == 8
-    # The shards' own winners are both candidates that lose the ranking of all four.
-    assert want not in {s.start + results[s.index]["report"]["best"]["id"] for s in plan} or True
+    assert max(local_best)[1] == 2  # the shards' own scores would pick the wrong winner
+    task = dist.the_task(load(write_config(tmp_path, [], 'kind = "random"'), require_eval=False))
+    merged = dist.merge(task, plan, results, top_k=2)
+    assert merged["best"]["id"] == 5 and merged["best"]["score"] == pytest.approx(everyone[5])
+    assert merged["best"]["seed"] == 105 and merged["replay"]["seed"] == 105
+    assert "seed 105" in merged["replay"]["how"]
+    assert [t["id"] for t in merged["top"]] == [5, 2]
+    assert merged["candidate_ids"] == list(range(6)) and merged["nfe"]["search_total"] == 12
     for r in results.values():
         for e in r["report"]["candidates"]:
             e.pop("members")
@@ -347,3 +350,20 @@ def test_a_server_killed_mid_search_has_its_range_finished_elsewhere(two_servers
     assert merged["nfe"]["search_total"] == alone["nfe"]["search_total"]
     assert (merged["best"]["id"], merged["best"]["seed"]) == (alone["best"]["id"], alone["replay"]["seed"])
     assert merged["best"]["score"] == pytest.approx(alone["best"]["score"], abs=1e-5)
+
+
+def test_scaling_bench_arithmetic():
+    """bench/scaling.py: a search's time is first dispatch to last result, efficiency T(1) / (K T(K)),
+    and the cores are split between the servers."""
+    from bench import scaling
+
+    attempts = [{"t": 10.0, "outcome": "dispatched"}, {"t": 10.5, "outcome": "dispatched"},
+                {"t": 12.0, "outcome": "lost"}, {"t": 12.1, "outcome": "dispatched"}, {"t": 14.0, "outcome": "ok"},
+                {"t": 13.0, "outcome": "ok"}]
+    assert scaling.search_seconds(attempts) == 4.0
+    with pytest.raises(ValueError, match="no finished shard"):
+        scaling.search_seconds(attempts[:3])
+    assert scaling.efficiency({1: 8.0, 2: 5.0, 4: 4.0}) == {1: 1.0, 2: 0.8, 4: 0.5}
+    assert scaling.core_shares([0, 1, 2, 3], 2) == [[0, 1], [2, 3]]
+    assert scaling.core_shares([0, 1], 4) == [[0], [1], [0], [1]]
+    assert scaling.core_shares([0, 1, 2], 1) == [[0, 1, 2]]
