@@ -9,6 +9,7 @@ probabilities are computed by hand from its logits (exp / sum in float64, no pac
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -256,3 +257,100 @@ def test_loader_nodes_are_registered_with_tooltips_and_list_vlm_folders(vlm_root
         assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
         options = node_class(node_id).INPUT_TYPES()["required"]["model_folder"][1]["options"]
         assert set(CHECKPOINTS.values()) <= set(options)
+
+
+# -- through a live ComfyUI server ----------------------------------------------------------------
+
+def vlm_node(class_type: str, folder: str, **inputs) -> dict:
+    return {"class_type": class_type, "inputs": {"model_folder": folder, "image_size": 0, "precision": "fp32",
+                                                 "allow_download": False, **inputs}}
+
+
+@pytest.fixture
+def live_vlms(live, vlm_root):
+    """The tiny checkpoints in the live server's own `verifiers` folder, under the official names."""
+    dest = live.dirs["models"] / "verifiers"
+    for folder in CHECKPOINTS.values():
+        if not (dest / folder).is_dir():
+            shutil.copytree(vlm_root / folder, dest / folder)
+    return live
+
+
+def history_text(result, node_id: str) -> str:
+    return "".join(result["history"]["outputs"][node_id]["text"])
+
+
+def test_live_search_with_each_vlm_verifier_the_ensemble_and_verifier_score(live_vlms):
+    from tests import reliability_prompts as rp
+
+    live = live_vlms
+    vqa = vlm_node("VQAScoreVerifierLoader", CHECKPOINTS["qwen2_5_vl"],
+                   question_template='Does this figure show "{}"? Please answer yes or no.')
+    grader = vlm_node("LLMGraderVerifierLoader", CHECKPOINTS["qwen3_vl"])
+    for node, name, top in ((vqa, "VQAScore", 1.0), (grader, "LLM grader", 100.0)):
+        prompt = rp.search_prompt("RandomSearchSampler", save=False, verifier_node=node, condition=PROMPT)
+        result = live.run(prompt, timeout=240)
+        assert result["status"] == "success", result
+        report = json.loads(history_text(result, rp.SAVE_ID))
+        assert report["verifier"] == name and len(report["candidates"]) == 2, report
+        assert 0.0 < report["best"]["score"] < top
+        assert len(report["top_scores"]) == 1
+    # The ensemble of both, judging a search.
+    prompt = rp.search_prompt("RandomSearchSampler", save=False, condition=PROMPT, verifier_node={
+        "class_type": "VerifierEnsemble", "inputs": {"verifier_1": ["30", 0], "verifier_2": ["31", 0],
+                                                     "weight_1": 1.0, "weight_2": 1.0}})
+    prompt.update({"30": vqa, "31": grader})
+    result = live.run(prompt, timeout=240)
+    assert result["status"] == "success", result
+    assert json.loads(history_text(result, rp.SAVE_ID))["verifier"].lower().startswith("ensemble")
+    # VerifierScore of two flat images: the server's scores are the in-process verifier's.
+    colours = (0x2040A0, 0xE0C020)
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": colours[0]}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": colours[1]}},
+        "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "4": vqa,
+        "5": {"class_type": "VerifierScore", "inputs": {"images": ["3", 0], "verifier": ["4", 0], "condition": PROMPT}},
+        "6": {"class_type": "PreviewAny", "inputs": {"source": ["5", 3]}},
+    }
+    result = live.run(prompt, timeout=240)
+    assert result["status"] == "success", result
+    served = torch.tensor(json.loads(history_text(result, "6")))
+    flat = torch.stack([torch.tensor([(c >> 16) & 255, (c >> 8) & 255, c & 255]).float().div(255).expand(40, 48, 3)
+                        for c in colours])
+    local = load("VQAScoreVerifierLoader", CHECKPOINTS["qwen2_5_vl"]).score(flat, PROMPT)
+    torch.testing.assert_close(served, local, rtol=1e-4, atol=1e-9)
+
+
+def test_live_interrupt_during_scoring_and_missing_files_with_downloads_off(live_vlms):
+    live = live_vlms
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 224, "height": 224, "batch_size": 16, "color": 0x808080}},
+        "4": vlm_node("LLMGraderVerifierLoader", CHECKPOINTS["qwen2_5_vl"]),
+        "5": {"class_type": "VerifierScore", "inputs": {"images": ["1", 0], "verifier": ["4", 0], "condition": PROMPT}},
+        "6": {"class_type": "PreviewAny", "inputs": {"source": ["5", 3]}},
+    }
+    seen = []
+
+    def interrupt_after_the_first_chunk(msg):
+        data = msg.get("data", {})
+        if msg["type"] == "progress" and data.get("node") == "5" and 0 < data["value"] < data["max"] and not seen:
+            seen.append(data["value"])
+            live.request("POST", "/interrupt", {})
+
+    result = live.run(prompt, timeout=240, on_message=interrupt_after_the_first_chunk)
+    assert seen == [8], seen  # scored the first chunk of 8, then interrupted
+    assert result["status"] == "interrupted", result["status"]
+    assert not any(m["type"] == "executed" and m["data"].get("node") == "5" for m in result["messages"])
+    # The server goes on: the same graph on 2 images finishes.
+    prompt["1"]["inputs"]["batch_size"] = 2
+    assert live.run(prompt, timeout=240)["status"] == "success"
+    # A folder that is not there, with downloads off (the test server runs with NOISE_SEARCH_ALLOW_DOWNLOADS=0).
+    prompt["4"] = vlm_node("LLMGraderVerifierLoader", "Qwen2.5-VL-7B-Instruct", allow_download=True)
+    result = live.run(prompt, timeout=120)
+    assert result["status"] == "error"
+    message = result["data"]["exception_message"]
+    place = live.dirs["models"] / "verifiers" / "Qwen2.5-VL-7B-Instruct" / "config.json"
+    assert "Qwen2.5-VL-7B-Instruct/config.json" in message and str(place) in message, message
+    assert "NOISE_SEARCH_ALLOW_DOWNLOADS=0" in message
+    assert "https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/resolve/main/config.json" in message
