@@ -354,3 +354,81 @@ def test_live_interrupt_during_scoring_and_missing_files_with_downloads_off(live
     assert "Qwen2.5-VL-7B-Instruct/config.json" in message and str(place) in message, message
     assert "NOISE_SEARCH_ALLOW_DOWNLOADS=0" in message
     assert "https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/resolve/main/config.json" in message
+
+
+def test_sweep_with_the_llm_grader_column_writes_the_paper_shaped_table(live_vlms, tmp_path):
+    """The sweep's own pieces (config, task prompts, the server worker, rows, report) on the live
+    server; only the Ray scheduling that tests/test_sweep.py covers is left out."""
+    from sweep.config import load as load_config
+    from sweep.report import collect, write_tables
+    from sweep.results import Store
+    from sweep.scheduler import _row
+    from sweep.tasks import all_tasks
+    from sweep.worker import ServerWorker
+    from sweep.workflow import Template
+    from tests.harness import workflow_convert as wc
+    from tests.harness.host import REPO
+
+    live = live_vlms
+    wc.place_test_verifiers(live.dirs["models"])
+    config = tmp_path / "sweep.toml"
+    config.write_text(f"""
+workflow = {json.dumps(str(REPO / "example_workflows" / "sd15_random_search_imagereward.json"))}
+node = "RandomSearchSampler"
+output = {json.dumps(str(tmp_path / "out"))}
+budgets = [4]
+seeds = [0]
+baseline = true
+search_verifiers = ["vqascore"]
+eval_verifiers = ["aesthetic", "clipscore", "imagereward", "llm_grader"]
+[prompts]
+list = ["{PROMPT}"]
+[[strategies]]
+kind = "random"
+candidates = 64
+[verifiers.vqascore]
+class_type = "VQAScoreVerifierLoader"
+inputs = {{ model_folder = "{CHECKPOINTS['qwen2_5_vl']}", precision = "fp32", allow_download = false }}
+[verifiers.aesthetic]
+class_type = "AestheticVerifierLoader"
+inputs = {{ clip_file = "{wc.TEST_CLIP}" }}
+[verifiers.clipscore]
+class_type = "CLIPScoreVerifierLoader"
+inputs = {{ clip_file = "{wc.TEST_CLIP}" }}
+[verifiers.imagereward]
+class_type = "ImageRewardVerifierLoader"
+inputs = {{ precision = "fp32", allow_download = false }}
+[verifiers.llm_grader]
+class_type = "LLMGraderVerifierLoader"
+inputs = {{ model_folder = "{CHECKPOINTS['qwen3_vl']}", precision = "fp32", allow_download = false }}
+[edits]
+set = {{ "RandomSearchSampler.steps" = 2, "EmptyLatentImage.width" = 32, "EmptyLatentImage.height" = 32 }}
+replace = {{ "v1-5-pruned-emaonly.safetensors" = "tiny_sd15.safetensors" }}
+[servers]
+urls = ["{live.url}"]
+""")
+    cfg = load_config(config)
+    template = Template(cfg, live.object_info())
+    worker = ServerWorker("live", url=live.url)
+    store = Store(cfg.output)
+    tasks = all_tasks(cfg)
+    assert len(tasks) == 2  # the "no search" row and random search at 4 NFEs
+    try:
+        for task in tasks:
+            prompt, outputs = template.build(task)
+            result = worker.run({"task": task.id, "prompt": prompt, "outputs": outputs, "timeout": 300,
+                                 "extra_data": {"extra_pnginfo": {"noise_search_sweep": task.describe()}}})
+            assert result["status"] == "ok", result.get("error")
+            store.add_row(_row(task, result, store.save_image(task.id, result["png"]), "live", 1, 0.0))
+    finally:
+        store.close()
+    md_path, _ = write_tables(cfg, collect(cfg, tasks), cfg.output)
+    lines = md_path.read_text().splitlines()
+    assert "| search verifier | strategy | aesthetic | clipscore | imagereward | llm_grader | search NFEs | tasks |" \
+        in lines
+    rows = [line for line in lines if line.startswith("| - | no search") or line.startswith("| vqascore | random")]
+    assert len(rows) == 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        values = [float(c.split(" [")[0]) for c in cells[2:6]]  # the four evaluation columns, all filled
+        assert 0.0 <= values[3] <= 100.0 and cells[-1] == "1/1", line
