@@ -553,6 +553,11 @@ class ComfyBackend:
     def _mask(self, problems: torch.Tensor):
         """The noise mask for rows of these problems (a mask batch: each row its problem's mask)."""
         mask = self.mask
+        if mask is not None and self.latent.ndim == 5:
+            # Video: the host reads a 5-d mask [B, 1, T, H, W] as one mask per latent (an image-video
+            # node's, e.g. Wan22ImageToVideoLatent, LTXVImgToVideo) and anything smaller as one mask
+            # for all (its leading dims as frames).
+            return mask[(problems % mask.shape[0]).to(mask.device)] if mask.ndim == 5 and mask.shape[0] > 1 else mask
         if mask is None or self.latent.ndim != 4:
             return mask
         flat = mask.reshape(-1, 1, *mask.shape[-2:])

@@ -336,3 +336,51 @@ def test_hunyuan_video_search_replays_with_sampler_custom_advanced():
     stock = run_node("SamplerCustomAdvanced", noise=run_node("RandomNoise", noise_seed=out["replay_seed"])[0],
                      guider=guider, sampler=sampler, sigmas=sigmas, latent_image=latent)[0]["samples"]
     assert same(out["best"]["samples"], stock)
+
+
+# -- image-to-video --------------------------------------------------------------------------------
+def test_wan21_image_to_video_concat_conditioning_replays_with_the_stock_ksampler(wan):
+    """image_to_video_wan: WanImageToVideo puts the start image's latent and a mask in the
+    conditioning (concat); the search hands them to the model as the stock KSampler does."""
+    model = run_node("ModelSamplingSD3", model=load("unet", vm.wan21_i2v_unet()), shift=8.0)[0]
+    image = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(5))
+    pos, neg, latent = run_node("WanImageToVideo", positive=wan["positive"], negative=wan["negative"], vae=wan["vae"],
+                                width=16, height=16, length=5, batch_size=1, start_image=image)
+    assert "concat_latent_image" in pos[0][1]
+    common = dict(model=model, steps=2, cfg=3.0, sampler_name="euler", scheduler="simple", positive=pos,
+                  negative=neg, latent_image=latent, denoise=1.0)
+    out = search("RandomSearchSampler", seed=SEED, judge=judge(wan["vae"]), candidates=2, budget=0, top_k=1,
+                 batch_size=1, **common)
+    assert same(out["best"]["samples"], run_node("KSampler", seed=out["replay_seed"], **common)[0]["samples"])
+    nfe = out["report"]["nfe"]
+    assert nfe["planned"] == nfe["measured"] == 2 * 2
+
+
+def test_ltxv_image_to_video_noise_masks_are_handled_as_stock(ltxv):
+    """ltxv_image_to_video: LTXVImgToVideo's latent carries a 5-d noise mask [B, 1, T, 1, 1] that
+    keeps the image's frames; in a latent batch each latent keeps its own mask, as the stock
+    sampler treats that latent alone (LatentFromBatch)."""
+    x = ltxv
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(6))
+    raw_pos, raw_neg = vm.conditioning("ltxv")
+    masks = []
+    for strength in (1.0, 0.4):
+        p, n, latent = run_node("LTXVImgToVideo", positive=raw_pos, negative=raw_neg, vae=x["vae"], image=image,
+                                width=64, height=64, length=9, batch_size=2, strength=strength)
+        masks.append(latent["noise_mask"][:1])
+    batch = {**latent, "noise_mask": torch.cat(masks)}  # latent 0 keeps the image fully, latent 1 partly
+    assert batch["noise_mask"].shape == (2, 1, 2, 1, 1) and not torch.equal(masks[0], masks[1])
+    pos, neg = run_node("LTXVConditioning", positive=p, negative=n, frame_rate=25.0)
+    guider = run_node("CFGGuider", model=x["model"], positive=pos, negative=neg, cfg=3.0)[0]
+    options = run_node("SearchRandom", candidates=2, budget=0, top_k=1, batch_size=3)[0]
+    out = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=SEED, count=2)[0], guider=guider,
+                 sampler=x["sampler"], sigmas=x["sigmas"], latent_image=batch, search=options, judge=judge(x["vae"]))
+    for b in (0, 1):
+        alone = run_node("LatentFromBatch", samples=batch, batch_index=b, length=1)[0]
+        seed = out["report"]["problems"][b]["replay"]["seed"]
+        stock = run_node("SamplerCustom", model=x["model"], add_noise=True, noise_seed=seed, cfg=3.0, positive=pos,
+                         negative=neg, sampler=x["sampler"], sigmas=x["sigmas"], latent_image=alone)[0]["samples"]
+        assert same(out["best"]["samples"][b: b + 1], stock), b
+    # Mask 0 on the first latent frame of latent 0: the image's latent comes out unchanged.
+    assert torch.allclose(out["best"]["samples"][0, :, 0], batch["samples"][0, :, 0], atol=1e-5)
+    assert not torch.allclose(out["best"]["samples"][1, :, 0], batch["samples"][1, :, 0], atol=1e-3)

@@ -56,11 +56,13 @@ def _ops():
     return comfy.ops.manual_cast
 
 
-def wan_state_dict(channels: int = 16, seed: int = 10) -> dict[str, torch.Tensor]:
+def wan_state_dict(channels: int = 16, seed: int = 10, model_type: str = "t2v") -> dict[str, torch.Tensor]:
     load_host()
     from comfy.ldm.wan.model import WanModel
 
-    model = WanModel(model_type="t2v", in_dim=channels, out_dim=channels, dim=128, ffn_dim=256, num_heads=1,
+    # i2v: the noise, a 4-channel mask and the start image's latent are concatenated (36 channels in).
+    in_dim = channels + 20 if model_type == "i2v" else channels
+    model = WanModel(model_type=model_type, in_dim=in_dim, out_dim=channels, dim=128, ffn_dim=256, num_heads=1,
                      num_layers=1, text_dim=TEXT_WIDTH["wan"], operations=_ops(), device="cpu", dtype=torch.float32)
     # The host builds with uninitialised weights: draw every one (norms 1, biases 0).
     return _randomize(model.state_dict(), seed)
@@ -141,6 +143,10 @@ def hunyuan_state_dict(seed: int = 13) -> dict[str, torch.Tensor]:
 
 def wan21_unet() -> Path:
     return _cached("tiny_wan2.1_t2v.safetensors", wan_state_dict)
+
+
+def wan21_i2v_unet() -> Path:
+    return _cached("tiny_wan2.1_i2v.safetensors", lambda: wan_state_dict(seed=14, model_type="i2v"))
 
 
 def wan22_experts() -> tuple[Path, Path]:
