@@ -17,7 +17,13 @@ No weights are downloaded. Two tables, printed in one run:
    per-image overhead of each verifier's pipeline (resizing, tokenising, two towers, heads),
    not the cost of the real models: that scales with the first table.
 
-The last line is one JSON object with both tables.
+3. The chat-VLM verifiers (VQAScore, LLM grader) per image, against CLIPScore, at 224 px and at
+   ``--native`` px: forward passes, vision-tower patches, image tokens and whole-sequence
+   tokens, on a tiny random Qwen2.5-VL with the official processor's limits (token counts of
+   the image are the real model's; prompt and template tokens are the tiny test tokenizer's,
+   more than Qwen's own), and the time of one image with tiny weights over CLIPScore's.
+
+The last line is one JSON object with all three tables.
 """
 
 from __future__ import annotations
@@ -175,28 +181,88 @@ def throughput(verifiers: dict, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+# -- chat VLM verifiers: forward passes and tokens per image -----------------------------------
+
+# Qwen2.5-VL's published processor limits (preprocessor_config.json of Qwen/Qwen2.5-VL-*-Instruct):
+# 14 px patches merged 2 x 2 into one token, between 3136 and 12845056 pixels per image.
+QWEN25_PIXELS = (3136, 12845056)
+CLIP_L14_TOKENS = (224 // 14) ** 2 + 1  # CLIP ViT-L/14 sees every image at 224 px: 256 patches + CLS
+
+
+def vlm_costs(workdir: Path, native: int, clip_verifier, repeats: int = 1) -> list[dict]:
+    """Per image: forward passes, image tokens and whole-sequence tokens of VQAScore and the LLM
+    grader on a tiny random Qwen2.5-VL with the official processor limits, at 224 px and at
+    ``native`` px (square), against CLIPScore (one image-tower pass of 257 tokens, text cached);
+    seconds with tiny weights, as a ratio to the tiny CLIPScore on the same image (median of
+    ``repeats`` interleaved rounds)."""
+    from tests.vlm_fixtures import write_checkpoint
+    from verifiers.vlm import LLMGraderVerifier, VQAScoreVerifier, load_vlm
+
+    folder = write_checkpoint(workdir / "qwen2_5_vl", "qwen2_5_vl")
+    model, processor = load_vlm(folder, torch.float32)
+    low, high = QWEN25_PIXELS
+    processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
+    prompt = "a photograph of an astronaut riding a horse on the moon"
+    verifiers = {"VQAScore": VQAScoreVerifier(model, processor), "LLM grader": LLMGraderVerifier(model, processor)}
+    rows = []
+    for size in (224, native):
+        image = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(3))
+        for v in (clip_verifier, *verifiers.values()):
+            v.score(image, prompt)  # warm-up (CLIPScore's prompt embedding is cached, as in a search)
+        passes = {name: v.forward_passes for name, v in verifiers.items()}
+        ratios: dict[str, list[float]] = {name: [] for name in verifiers}
+        for _ in range(max(1, repeats)):  # interleaved rounds, median of the per-round ratios
+            t0 = time.perf_counter()
+            clip_verifier.score(image, prompt)
+            clip_s = time.perf_counter() - t0
+            for name, v in verifiers.items():
+                t0 = time.perf_counter()
+                v.score(image, prompt)
+                ratios[name].append((time.perf_counter() - t0) / clip_s)
+        rows.append({"verifier": "CLIPScore", "image_px": size, "forward_passes": 1, "vision_patches": CLIP_L14_TOKENS,
+                     "image_tokens": CLIP_L14_TOKENS, "tokens": CLIP_L14_TOKENS, "time_vs_clipscore": 1.0})
+        for name, v in verifiers.items():
+            per_image = (v.forward_passes - passes[name]) // max(1, repeats)
+            rows.append({"verifier": name, "image_px": size, "forward_passes": per_image,
+                         # The vision tower's patches; merged 2 x 2 into the language model's image tokens.
+                         "vision_patches": per_image * v.last_image_tokens * processor.image_processor.merge_size ** 2,
+                         "image_tokens": per_image * v.last_image_tokens, "tokens": per_image * v.last_tokens,
+                         "time_vs_clipscore": statistics.median(ratios[name])})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=25)
-    ap.add_argument("--quick", action="store_true", help="batch 2, 1 repeat (for the tests)")
+    ap.add_argument("--native", type=int, default=1024, help="native image size (px) for the VLM cost table")
+    ap.add_argument("--quick", action="store_true", help="batch 2, 1 repeat, 448 px native (for the tests)")
     args = ap.parse_args()
     if args.quick:
-        args.batch, args.repeats = 2, 1
+        args.batch, args.repeats, args.native = 2, 1, 448
     sizes = official_sizes()
     print("Official architectures (meta device): parameters and fp16 weight memory")
     print(f"{'verifier':<14}{'params':>14}{'fp16 GB':>10}  model")
     for r in sizes:
         print(f"{r['verifier']:<14}{r['params']:>14,}{r['fp16_weights_gb']:>10.2f}  {r['model']}")
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        rows = throughput(tiny_verifiers(Path(tmp)), args.batch, args.repeats)
+        tiny = tiny_verifiers(Path(tmp))
+        rows = throughput(tiny, args.batch, args.repeats)
+        vlm_rows = vlm_costs(Path(tmp), args.native, tiny["CLIPScore"], min(args.repeats, 5))
     print(f"\nCPU throughput, tiny weights, 224 px, batch {args.batch}, {args.repeats} interleaved rounds "
           f"({torch.get_num_threads()} torch threads)")
     print(f"{'verifier':<14}{'s/batch':>10}{'img/s':>10}{'time / CLIPScore':>18}")
     for r in rows:
         print(f"{r['verifier']:<14}{r['seconds']:>10.4f}{r['images_per_s']:>10.1f}{r['time_vs_clipscore']:>18.2f}")
-    print(json.dumps({"official": sizes, "throughput": rows, "batch": args.batch, "repeats": args.repeats,
-                      "threads": torch.get_num_threads()}))
+    print("\nVLM verifiers per image (Qwen2.5-VL processor limits; tokens: image + prompt + chat template of the "
+          "tiny test tokenizer, summed over forward passes; time with tiny weights, one image, "
+          f"median of {min(args.repeats, 5)} rounds)")
+    print(f"{'verifier':<14}{'px':>6}{'passes':>8}{'patches':>9}{'image tok':>11}{'tokens':>9}{'time / CLIPScore':>18}")
+    for r in vlm_rows:
+        print(f"{r['verifier']:<14}{r['image_px']:>6}{r['forward_passes']:>8}{r['vision_patches']:>9}"
+              f"{r['image_tokens']:>11}{r['tokens']:>9}{r['time_vs_clipscore']:>18.2f}")
+    print(json.dumps({"official": sizes, "throughput": rows, "vlm": vlm_rows, "batch": args.batch,
+                      "repeats": args.repeats, "threads": torch.get_num_threads()}))
     return 0
 
 

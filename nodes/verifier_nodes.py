@@ -394,6 +394,44 @@ class VerifierScore(io.ComfyNode):
         )
 
 
+class LLMGraderAspects(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LLMGraderAspects",
+            display_name="LLM Grader Aspects",
+            category=CATEGORY,
+            description="The LLM grader's five ratings of every image (accuracy to prompt, originality, visual quality, "
+                        "internal consistency, emotional resonance; 0-10 each) and its overall 0-100 score.",
+            inputs=[
+                io.Image.Input("images", tooltip="The images to grade, as one IMAGE batch."),
+                VerifierType.Input("verifier", tooltip="An LLM grader: LLMGraderVerifierLoader, or "
+                                                       "RemoteGraderVerifierLoader in grader mode."),
+                io.String.Input("condition", multiline=True, default="", tooltip="The prompt the images were made for."),
+            ],
+            outputs=[io.String.Output(display_name="aspects",
+                                      tooltip="JSON list, in batch order: each image's five ratings and overall score.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, images, verifier, condition) -> io.NodeOutput:
+        from ..verifiers.vlm import aspects_dict
+
+        if not hasattr(verifier, "last_aspects") or getattr(verifier, "mode", "grader") != "grader":
+            raise VerifierError(f"verifier: {getattr(verifier, 'name', type(verifier).__name__)} rates no aspects; "
+                                "connect an LLM grader (LLMGraderVerifierLoader, or RemoteGraderVerifierLoader in "
+                                "grader mode)")
+        bar = comfy.utils.ProgressBar(max(1, images.shape[0]), cls.hidden.unique_id)
+        step, rows = max(1, int(getattr(verifier, "max_batch", 8))), []
+        for start in range(0, images.shape[0], step):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            verifier.score(images[start:start + step], condition)
+            rows.append(verifier.last_aspects)
+            bar.update_absolute(min(start + step, images.shape[0]), images.shape[0])
+        return io.NodeOutput(json.dumps(aspects_dict(torch.cat(rows))))
+
+
 VERIFIER_NODES = [
     CLIPScoreVerifierLoader,
     ImageRewardVerifierLoader,
@@ -408,4 +446,5 @@ VERIFIER_NODES = [
     RemoteGraderVerifierLoader,
     VerifierEnsemble,
     VerifierScore,
+    LLMGraderAspects,
 ]

@@ -65,6 +65,18 @@ def test_vqascore_from_logprobs_and_grader_from_the_json_rubric(fake):
     assert "a grey square" in next(r["body"] for r in sent if r["model"] == "rubric")["messages"][0]["content"][0]["text"]
 
 
+def test_grader_aspects_node_reads_the_remote_ratings(fake, comfy):
+    from tests.harness.host import run_node
+
+    (aspects,) = run_node("LLMGraderAspects", images=images(LEVELS), verifier=grader(fake, "rubric"), condition="x")
+    rows = json.loads(aspects)
+    assert [r["accuracy_to_prompt"] for r in rows] == pytest.approx([10 * v / 255 for v in LEVELS], abs=1e-4)
+    assert all(r["originality"] == 5 for r in rows) and rows[0]["overall"] == pytest.approx(
+        (10 * LEVELS[0] / 255 + 20) * 2, abs=1e-3)
+    with pytest.raises(Exception, match="rates no aspects"):
+        run_node("LLMGraderAspects", images=images([1]), verifier=grader(fake, "logprobs", "vqascore"), condition="x")
+
+
 def test_concurrency_limit(fake):
     fake.delay_s = 0.3
     fake.max_in_flight = 0

@@ -195,6 +195,16 @@ def test_grader_and_vqascore_join_the_ensemble_and_verifier_score(vlm_root):
     torch.testing.assert_close(ens.score(imgs, PROMPT), ensemble.mean_rank(comps).float())
     out = run_node("VerifierScore", images=imgs, verifier=grader, condition=PROMPT)
     assert out[1] == int(torch.argmax(comps[1])) and out[2] == pytest.approx(float(comps[1].max()), rel=1e-4)
+    # The five ratings of every image, in chunks of the grader's max_batch.
+    grader.max_batch = 3
+    (aspects,) = run_node("LLMGraderAspects", images=imgs, verifier=grader, condition=PROMPT)
+    rows = json.loads(aspects)
+    assert [r["overall"] for r in rows] == pytest.approx(comps[1].tolist(), rel=1e-4)
+    grader.score(imgs[3:], PROMPT)
+    assert [rows[3][a] for a in pack_module("verifiers.vlm").ASPECTS] == pytest.approx(
+        grader.last_aspects[0].tolist(), abs=1e-4)
+    with pytest.raises(Exception, match="VQAScore rates no aspects"):
+        run_node("LLMGraderAspects", images=imgs, verifier=vqa, condition=PROMPT)
 
 
 def test_interrupt_stops_scoring_between_forward_passes(vlm_root):
@@ -432,3 +442,28 @@ urls = ["{live.url}"]
         cells = [c.strip() for c in line.strip("|").split("|")]
         values = [float(c.split(" [")[0]) for c in cells[2:6]]  # the four evaluation columns, all filled
         assert 0.0 <= values[3] <= 100.0 and cells[-1] == "1/1", line
+
+
+def test_bench_line_counts_forward_passes_and_tokens(tmp_path):
+    """bench/verifiers.py's VLM table: one pass for VQAScore, five for the grader; image tokens of
+    Qwen2.5-VL's processor limits (14 px patches merged 2 x 2) at 224 px and at 448 px."""
+    from bench.verifiers import CLIP_L14_TOKENS, vlm_costs
+    from verifiers.common import TorchVerifier
+
+    class Flat(TorchVerifier):  # stands in for CLIPScore: only its time is read
+        early_level = None
+
+        def torch_modules(self):
+            return []
+
+        def _score(self, images, condition, early):
+            return images.mean(dim=(1, 2, 3))
+
+    rows = {(r["verifier"], r["image_px"]): r for r in vlm_costs(tmp_path, 448, Flat())}
+    assert rows[("CLIPScore", 448)]["image_tokens"] == CLIP_L14_TOKENS == 257
+    for px, tokens in ((224, 64), (448, 256)):
+        vqa, grader = rows[("VQAScore", px)], rows[("LLM grader", px)]
+        assert (vqa["forward_passes"], grader["forward_passes"]) == (1, 5)
+        assert vqa["image_tokens"] == tokens and grader["image_tokens"] == 5 * tokens
+        assert vqa["vision_patches"] == 4 * tokens and tokens < vqa["tokens"] < grader["tokens"]
+        assert vqa["time_vs_clipscore"] > 0

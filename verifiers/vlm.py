@@ -180,7 +180,8 @@ class ChatVLMVerifier(TorchVerifier):
         # Set by the ComfyUI loader: raises when the user interrupts (checked between forward passes).
         self.check_interrupt: Callable[[], None] | None = None
         self.forward_passes = 0  # counted for the benchmark
-        self.last_image_tokens = 0
+        self.last_image_tokens = 0  # image tokens of one sequence of the last forward pass
+        self.last_tokens = 0  # its whole length (image, prompt, template and any teacher-forced token)
 
     def torch_modules(self):
         return [self.model]
@@ -222,6 +223,7 @@ class ChatVLMVerifier(TorchVerifier):
             inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
         image_token = getattr(self.processor, "image_token", "<|image_pad|>")
         self.last_image_tokens = int((inputs["input_ids"][0] == self.tokenizer.convert_tokens_to_ids(image_token)).sum())
+        self.last_tokens = int(inputs["input_ids"].shape[1])
         device = module_device(self.model)
         dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
