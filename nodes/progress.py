@@ -18,6 +18,11 @@ from PIL import Image
 EVENT = "noise-search.progress"
 THUMB_PX = 64
 MAX_THUMBS = 256
+# Video candidates: the live view plays each one's frames as a small animation. The whole state
+# travels with every round, so only the first candidates carry frames, few and small.
+ANIMATED = 32
+ANIMATION_FRAMES = 8
+FRAME_PX = 48
 # The server fits previews into this size anyway; shrinking first keeps the conversion cheap.
 PREVIEW_PX = 512
 
@@ -61,6 +66,9 @@ class SearchProgress:
         self.state = {"node": node_id, "algorithm": algorithm, "candidates": [], "curve": [],
                       "best_id": None, "best_score": None, "nfe": 0, "finished": False}
         self.best_preview = None
+        # Which frames of a T-frame video candidate the verifier scores (the Scorer's frames_read),
+        # recorded per candidate when set.
+        self.frames_read = None
         # The preview goes to the server only when the best candidate changed: the server
         # fits and encodes every preview it is handed (per denoiser call, that was one
         # 512 px JPEG per step), and the UI keeps showing the last one it got.
@@ -90,10 +98,18 @@ class SearchProgress:
         count = len(info["ids"]) if images is None else min(len(info["ids"]), images.shape[0])
         n_thumbs = max(0, min(MAX_THUMBS - len(self.state["candidates"]), count))
         thumbs = thumbnails(images[:n_thumbs]) if images is not None and n_thumbs else []
+        videos = images is not None and images.ndim == 5
+        n_animated = max(0, min(ANIMATED - len(self.state["candidates"]), count)) if videos else 0
+        animated = [video_frames(v) for v in images[:n_animated]] if n_animated else []
+        scored = self.frames_read(images.shape[1]) if videos and self.frames_read is not None else None
         for j, (cid, score) in enumerate(zip(info["ids"], info["scores"])):
             entry = {"id": cid, "score": score, "round": info["round"]}
             if j < len(thumbs):
                 entry["thumb"] = thumbs[j]
+            if j < len(animated):
+                entry["frames"], entry["frame_index"] = animated[j]
+            if scored is not None:
+                entry["frames_scored"] = scored
             self.state["candidates"].append(entry)
             if cid == info["best_id"] and images is not None and j < images.shape[0]:
                 self.best_preview = ("JPEG", _to_pil(images[j]), PREVIEW_PX)
@@ -117,6 +133,20 @@ class SearchProgress:
         server = prompt_server()
         if server is not None:
             server.send_sync(EVENT, self.state, server.client_id)
+
+
+def video_frames(video: torch.Tensor, count: int = ANIMATION_FRAMES) -> tuple[list[str], list[int]]:
+    """(small JPEG data URLs, their frame indices) of ``count`` evenly spaced frames of one video
+    [T, H, W, C], first and last included, for the live view's animation."""
+    frames = video.shape[0]
+    index = sorted({round(i * (frames - 1) / (count - 1)) for i in range(count)}) if 1 < count < frames \
+        else list(range(frames))
+    out = []
+    for arr in _to_uint8(_fit(video[index], FRAME_PX)):
+        buf = _io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=75)
+        out.append("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode())
+    return out, index
 
 
 def _fit(images: torch.Tensor, max_px: int) -> torch.Tensor:

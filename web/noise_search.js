@@ -20,6 +20,8 @@ const WIDGET_NAME = "noise_search_view";
 // candidates keep their thumbnails there; the others keep id and score.
 const PROPERTY = "noise_search_state";
 const KEEP_THUMBS = 16;
+// Video candidates carry a few small frames (nodes/progress.py): each tile plays them in a loop.
+const FRAME_MS = 160;
 const SVG_NS = "http://www.w3.org/2000/svg";
 // The view's least height. The classic canvas sizes a DOM widget from getMinHeight; Nodes 2.0
 // (Vue nodes) only moves the element into the node's body and lets CSS size it, so the same
@@ -99,7 +101,9 @@ function compact(state) {
       .slice(0, KEEP_THUMBS));
   return {
     ...state,
-    candidates: cands.map((c, i) => (keep.has(i) ? c : { id: c.id, score: c.score, round: c.round })),
+    // Animation frames stay out of the properties (the PNG would carry them): a saved view shows stills.
+    candidates: cands.map((c, i) => (keep.has(i) ? { ...c, frames: undefined }
+      : { id: c.id, score: c.score, round: c.round })),
   };
 }
 
@@ -114,7 +118,28 @@ class SearchView {
     this.root.append(this.header, this.chart, this.grid);
     this.tiles = [];
     this.state = null;
+    this.timer = null;
+    this.tick = 0;
     this.clear("Queue the workflow to see the candidates here.");
+  }
+
+  /** Plays the frames of every video tile, one step per FRAME_MS, while the view is shown. */
+  animate() {
+    if (this.timer || !this.tiles.some((t) => t.frames)) return;
+    this.timer = setInterval(() => {
+      if (!this.root.isConnected && this.tick > 0) {
+        clearInterval(this.timer);
+        this.timer = null;
+        return;
+      }
+      this.tick += 1;
+      for (const tile of this.tiles) {
+        if (!tile.frames) continue;
+        const k = this.tick % tile.frames.length;
+        tile.firstChild.src = tile.frames[k];
+        tile.dataset.frame = String(k);
+      }
+    }, FRAME_MS);
   }
 
   clear(message, status = "idle") {
@@ -139,6 +164,7 @@ class SearchView {
       this.tiles.push(this.addTile(cands[i]));
     }
     cands.forEach((c, i) => this.fillTile(this.tiles[i], c));
+    this.animate();
     const best = bestIndex(state);
     this.tiles.forEach((tile, i) => tile.classList.toggle("noise-search-best", i === best));
     this.state = state;
@@ -160,15 +186,27 @@ class SearchView {
 
   fillTile(tile, c) {
     const img = tile.firstChild;
-    if (c.thumb && img.getAttribute("src") !== c.thumb) img.src = c.thumb;
+    const frames = Array.isArray(c.frames) && c.frames.length > 1 ? c.frames : null;
+    tile.frames = frames;
+    if (frames) {
+      tile.dataset.frames = String(frames.length);
+      if (!img.getAttribute("src")) img.src = frames[0];
+    } else {
+      delete tile.dataset.frames;
+      if (c.thumb && img.getAttribute("src") !== c.thumb) img.src = c.thumb;
+    }
     img.alt = `candidate ${c.id}`;
-    img.style.visibility = c.thumb ? "visible" : "hidden";
+    img.style.visibility = c.thumb || frames ? "visible" : "hidden";
     const text = formatScore(c.score);
     tile.lastChild.textContent = text;
     tile.dataset.id = String(c.id);
     tile.dataset.score = String(c.score);
     tile.dataset.round = String(c.round ?? "");
     tile.title = `candidate ${c.id}, round ${c.round ?? "?"}: score ${text}`;
+    if (Array.isArray(c.frames_scored)) {
+      tile.dataset.framesScored = c.frames_scored.join(",");
+      tile.title += `; frames scored: ${c.frames_scored.join(", ")}`;
+    }
   }
 
   drawHeader(s) {
