@@ -467,3 +467,39 @@ def test_bench_line_counts_forward_passes_and_tokens(tmp_path):
         assert vqa["image_tokens"] == tokens and grader["image_tokens"] == 5 * tokens
         assert vqa["vision_patches"] == 4 * tokens and tokens < vqa["tokens"] < grader["tokens"]
         assert vqa["time_vs_clipscore"] > 0
+
+
+# Every strategy's options node at a tiny size (budget caps what the rest would cost).
+STRATEGIES = {
+    "SearchRandom": {"candidates": 2},
+    "SearchZeroOrder": {"neighbours": 2, "iterations": 1},
+    "SearchPaths": {"paths": 2, "branches": 2, "start": 0.5, "forward": 0.2, "backward": 0.7, "interval_steps": 1},
+    "SearchParticles": {"particles": 2},
+    "SearchEarlyRejection": {"candidates": 2, "levels": "0.5"},
+    "SearchTree": {"rollouts": 2, "branches": 2, "wave": 2},
+}
+
+
+def test_every_strategy_searches_with_a_vlm_verifier_and_a_vlm_held_out_judge(vlm_root, parts):
+    """The VLM verifiers join every strategy through the one judging path: NoiseSearch with each
+    strategy's options node, judged by VQAScore, with the LLM grader as the held-out judge."""
+    from tests.helpers import LATENT, search
+
+    vqa = load("VQAScoreVerifierLoader", CHECKPOINTS["qwen2_5_vl"], image_size=28)
+    grader = load("LLMGraderVerifierLoader", CHECKPOINTS["qwen2_5_vl"], image_size=28)
+    guider = run_node("CFGGuider", model=parts["model"], positive=parts["positive"], negative=parts["negative"],
+                      cfg=2.0)[0]
+    euler = run_node("KSamplerSelect", sampler_name="euler")[0]
+    sigmas = pack_module("nodes.sampling_adapter").ksampler_sigmas(parts["model"], "euler", "normal", 2, 1.0)
+    with_held_out = run_node("SearchJudge", vae=parts["vae"], verifier=vqa, condition=PROMPT, held_out=grader)[0]
+    plain = run_node("SearchJudge", vae=parts["vae"], verifier=vqa, condition=PROMPT)[0]
+    for node, options in STRATEGIES.items():
+        strategy = run_node(node, **{**options, "budget": 0, "top_k": 1, "batch_size": 0})[0]
+        judge = with_held_out if node == "SearchRandom" else plain  # the grader's five passes once, not six times
+        out = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=3, count=4)[0], guider=guider,
+                     sampler=euler, sigmas=sigmas, latent_image=LATENT, search=strategy, judge=judge)
+        report = out["report"]
+        assert report["verifier"] == "VQAScore" and 0.0 < out["best_score"] < 1.0, (node, report)
+        if judge is with_held_out:
+            held = json.loads(out["judged"])["held_out"]
+            assert held["verifier"] == "LLM grader" and 0.0 < held["winner"] < 100.0, (node, held)
