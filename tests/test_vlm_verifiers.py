@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -467,6 +469,39 @@ def test_bench_line_counts_forward_passes_and_tokens(tmp_path):
         assert vqa["image_tokens"] == tokens and grader["image_tokens"] == 5 * tokens
         assert vqa["vision_patches"] == 4 * tokens and tokens < vqa["tokens"] < grader["tokens"]
         assert vqa["time_vs_clipscore"] > 0
+    # docs/verifiers.md's cost table: the 224 px rows are these; the 1024 px rows' image counts are the
+    # processor's grid at the official limits, and their sequence tokens add the 224 px rows' text.
+    from transformers import AutoProcessor
+
+    from bench.verifiers import QWEN25_PIXELS
+
+    doc = {}
+    for line in (Path(__file__).resolve().parents[1] / "docs" / "verifiers.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1].endswith("px") or len(cells) == 6 and "px (native)" in cells[1]:
+            doc[(cells[0], int(cells[1].split()[0]))] = [int(c) for c in cells[2:]]
+    assert len(doc) == 6, doc
+    keys = ("forward_passes", "vision_patches", "image_tokens", "tokens")
+    for name in ("CLIPScore", "VQAScore", "LLM grader"):
+        assert doc[(name, 224)] == [rows[(name, 224)][k] for k in keys], name
+    processor = AutoProcessor.from_pretrained(str(tmp_path / "qwen2_5_vl"), local_files_only=True)
+    grid = processor.image_processor(images=[np.zeros((1024, 1024, 3), np.uint8)], return_tensors="pt",
+                                     size={"shortest_edge": QWEN25_PIXELS[0], "longest_edge": QWEN25_PIXELS[1]})
+    patches = int(grid["image_grid_thw"].prod())
+    text = {n: rows[(n, 224)]["tokens"] - rows[(n, 224)]["image_tokens"] for n in ("VQAScore", "LLM grader")}
+    assert doc[("VQAScore", 1024)] == [1, patches, patches // 4, patches // 4 + text["VQAScore"]]
+    assert doc[("LLM grader", 1024)] == [5, 5 * patches, 5 * patches // 4, 5 * patches // 4 + text["LLM grader"]]
+    assert doc[("CLIPScore", 1024)] == [1, 257, 257, 257]
+
+
+def test_docs_state_each_vlm_folders_source_and_licence():
+    hub = pack_module("verifiers.hub")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "verifiers.md").read_text()
+    for folder, (repo, licence) in hub.VLM_REPOS.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{folder}`"))
+        assert f"https://huggingface.co/{repo}" in row
+        cell = [c.strip() for c in row.strip("|").split("|")][2]
+        assert cell == "Apache-2.0" if licence == "Apache-2.0" else "non-commercial" in cell and "non-commercial" in licence, row
 
 
 # Every strategy's options node at a tiny size (budget caps what the rest would cost).
