@@ -29,6 +29,7 @@ demo-full: setup
 
 bench: setup
 	$(PY) bench/perf.py $(BENCH_ARGS)
+	$(PY) bench/video.py $(VIDEO_BENCH_ARGS)
 
 clean:
 	rm -rf .cache demo_output bench_output test_artifacts
