@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny setting (16 px, 5 frames, N=1/2, 1 repeat)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    px, frames, steps = (16, 5, 2) if args.quick else (32, 17, 4)
+    px, frames, steps = (16, 5, 2) if args.quick else (32, 9, 4)
     counts = (1, 2) if args.quick else (1, 2, 4, 8)
     repeats = 1 if args.quick else args.repeats
     bench = VideoBench(px, frames, steps)
