@@ -24,10 +24,11 @@ import comfy.samplers
 
 from ..search import registry
 from ..search.registry import MAX_ROWS, LegacyNode, Option, StrategySpec, quoted
+from ..search.selection import BEST, RULES, Selection
 from .host_compat import io
 from .sampling_adapter import CandidateNoise, ksampler_parts
-from .search_runner import MAX_PROBLEMS, Judge, search
-from .types import JudgeType, SearchType, VerifierType
+from .search_runner import MAX_PROBLEMS, Draft, Judge, search
+from .types import DraftType, JudgeType, SearchType, SelectionType, VerifierType
 
 CATEGORY = "sampling/noise_search"
 OPTIONS_CATEGORY = CATEGORY + "/searches"
@@ -90,7 +91,20 @@ def search_sigmas_input():
 
 def judge_input():
     return JudgeType.Input("judge", tooltip="What judges the candidates: a Search Judge node (VAE, verifier, "
-                                            "condition).")
+                                            "condition, optional held-out judge).")
+
+
+def selection_input():
+    return SelectionType.Input("selection", optional=True,
+                               tooltip="Which final candidate is returned: a Search Selection node (tempered, "
+                                       "threshold). Unconnected: the best.")
+
+
+def draft_input():
+    return DraftType.Input("draft", optional=True,
+                           tooltip="A cheaper model to generate and judge the candidates with (a Search Draft "
+                                   "node); the main model regenerates the draft's finalists from their noises and "
+                                   "returns the best. Unconnected: the main model searches.")
 
 
 def judging_inputs() -> list:
@@ -178,8 +192,12 @@ OUTPUTS = {
                "JSON search report: every candidate's score, NFEs planned/measured, rounds, replay rule, "
                "timings, settings. Also embedded in images saved downstream when the client sends "
                "extra_pnginfo (the editor does)."),
+    "judged": (io.String, "judged",
+               "JSON: the searched verifier's score of the winner and, with a held-out judge (Search Judge's "
+               "held_out), both verifiers' scores of the winner and of the unsearched sample at the seed, side by "
+               "side: did search improve what the judge measures, or only what it searched on?"),
 }
-SEARCH_OUTPUTS = ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report")
+SEARCH_OUTPUTS = ("best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report", "judged")
 
 
 def outputs(names) -> list:
@@ -224,8 +242,19 @@ def options_of(spec: StrategySpec) -> set[str]:
 def configured(spec: StrategySpec, values: dict, search_sigmas=None):
     """The SEARCH a node's values describe (its options checked by the spec; search settings not
     given take their defaults)."""
+    selection = values.get("selection")
+    if selection is not None and not isinstance(selection, Selection):
+        raise ValueError("selection: connect a SEARCH_SELECTION from a Search Selection node, or leave it unconnected")
     return spec.configure(values, budget=values.get("budget") or 0, top_k=values.get("top_k") or 1,
-                          batch_size=values.get("batch_size") or 0, search_sigmas=search_sigmas)
+                          batch_size=values.get("batch_size") or 0, search_sigmas=search_sigmas,
+                          selection=selection or BEST)
+
+
+def draft_of(values: dict) -> Draft | None:
+    draft = values.get("draft")
+    if draft is not None and not isinstance(draft, Draft):
+        raise ValueError("draft: connect a SEARCH_DRAFT from a Search Draft node, or leave it unconnected")
+    return draft
 
 
 # -- the one node factory ----------------------------------------------------------------------------
@@ -281,11 +310,61 @@ def _judge_schema():
         "What judges a search's candidates, as one JUDGE: the VAE that decodes them, the verifier that scores them "
         "(higher is better) and what it judges against, as a GUIDER bundles model and conditioning. Use one for "
         "every search node's judge input; one judge can serve several searches.",
-        judging_inputs(), JudgeType.Output(display_name="judge", tooltip="Connect it to a search node's judge input."))
+        [*judging_inputs(),
+         VerifierType.Input("held_out", optional=True,
+                            tooltip="Optional held-out judge: a second verifier that is never searched on. It "
+                                    "scores the winner and the unsearched sample at the seed (one extra sample "
+                                    "where the search did not make it, counted), shown beside the searched "
+                                    "verifier's scores in the report, the judged output and the live view.")],
+        JudgeType.Output(display_name="judge", tooltip="Connect it to a search node's judge input."))
 
 
 def _judge(cls, values):
-    return io.NodeOutput(Judge(values["vae"], values["verifier"], values["condition"]))
+    return io.NodeOutput(Judge(values["vae"], values["verifier"], values["condition"], values.get("held_out")))
+
+
+def _selection_schema():
+    return part_schema(
+        "SearchSelection", "Search Selection",
+        "Which final candidate a search returns. best: the highest score (the default when unconnected). tempered: "
+        "drawn in proportion to exp(lambda x score) among the final candidates (seeded): a sample of the "
+        "reward-tilted distribution, trading verifier score for fidelity and variety (lambda 0: no search; very "
+        "large: best). threshold: stop at the first candidate scoring at least `threshold` (saves NFEs; Random, "
+        "Zero-Order and Tree search). Connect it to a search options node or a search sampler node.",
+        [io.Combo.Input("rule", options=list(RULES), default="best", tooltip="best, tempered or threshold."),
+         io.Float.Input("lambda_", display_name="lambda", default=1.0, min=0.0, max=1e6, step=0.01,
+                        tooltip="tempered: inverse temperature on the verifier's score scale (0 = uniform among "
+                                "the final candidates)."),
+         io.Float.Input("threshold", default=0.0, min=-1e9, max=1e9, step=0.01,
+                        tooltip="threshold: the verifier score at which the search stops.")],
+        SelectionType.Output(display_name="selection", tooltip="Connect it to a search node's selection input."))
+
+
+def _selection(cls, values):
+    check_values(cls, values)
+    rule = values["rule"]
+    return io.NodeOutput(Selection(rule, lmbda=values["lambda_"] if rule == "tempered" else Selection.lmbda,
+                                   threshold=values["threshold"] if rule == "threshold" else None))
+
+
+def _draft_schema():
+    return part_schema(
+        "SearchDraft", "Search Draft",
+        "A cheaper model to search with: candidates are generated and judged with it, and its `rescored` best are "
+        "regenerated by the main model from the same noises and ranked by the main model's samples (the report "
+        "gives the draft's rank agreement with the main model on them, Spearman). Use the main model through "
+        "EasyCache or LazyCache, or a distilled LoRA of it; for the same model at fewer steps, use search_steps "
+        "instead. For Random, Zero-Order and Early Rejection search (their winners are one noise's samples).",
+        [io.Model.Input("model", tooltip="The draft model: of the main model's family (the same latents)."),
+         io.Int.Input("rescored", default=4, min=1, max=MAX_ROWS,
+                      tooltip="Finalists of the draft search the main model regenerates and ranks (at least "
+                              "top_k); each costs one full sample of the main model.")],
+        DraftType.Output(display_name="draft", tooltip="Connect it to a search node's draft input."))
+
+
+def _draft(cls, values):
+    check_values(cls, values)
+    return io.NodeOutput(Draft(values["model"], values["rescored"]))
 
 
 def _noise_search_schema():
@@ -298,7 +377,7 @@ def _noise_search_schema():
         [*custom_sampling_inputs(),
          SearchType.Input("search", tooltip="What to search and how: a search options node (Random Search "
                                             "Options, ...)."),
-         judge_input()])
+         judge_input(), draft_input()])
 
 
 def _noise_search(cls, values):
@@ -309,11 +388,14 @@ def _noise_search(cls, values):
         raise ValueError("judge: connect a JUDGE from a Search Judge node")
     return respond(cls, search(strategy, judge, *(values[k] for k in ("noise", "guider", "sampler", "sigmas",
                                                                       "latent_image")),
-                               node_id=cls.hidden.unique_id, extra_pnginfo=cls.hidden.extra_pnginfo))
+                               draft=draft_of(values), node_id=cls.hidden.unique_id,
+                               extra_pnginfo=cls.hidden.extra_pnginfo))
 
 
 NoiseCandidates = make_node("NoiseCandidates", _noise_candidates_schema, _noise_candidates)
 SearchJudge = make_node("SearchJudge", _judge_schema, _judge)
+SearchSelection = make_node("SearchSelection", _selection_schema, _selection)
+SearchDraft = make_node("SearchDraft", _draft_schema, _draft)
 NoiseSearch = make_node("NoiseSearch", _noise_search_schema, _noise_search)
 
 
@@ -333,7 +415,7 @@ def run_ksampler_style(cls, spec: StrategySpec, values: dict, judge: Judge) -> i
     settings = {k: values[k] for k in KSAMPLER_SETTINGS if k in values}
     settings.update(segment)
     return respond(cls, search(strategy, judge, noise, guider, sampler, sigmas, values["latent_image"],
-                               settings=settings, node_id=cls.hidden.unique_id,
+                               draft=draft_of(values), settings=settings, node_id=cls.hidden.unique_id,
                                extra_pnginfo=cls.hidden.extra_pnginfo))
 
 
@@ -346,7 +428,7 @@ def option_node(spec: StrategySpec) -> type[io.ComfyNode]:
             spec.option_node, f"{spec.display_name} Options",
             f"{spec.display_name} as a SEARCH for Noise Search, with its budget, top_k and batch size. "
             f"{spec.description}",
-            [*[option_input(o) for o in spec.options], *search_settings_inputs(), *schedule],
+            [*[option_input(o) for o in spec.options], *search_settings_inputs(), *schedule, selection_input()],
             SearchType.Output(display_name="search", tooltip="The strategy and its settings: connect it to a Noise "
                                                              "Search node."), category=OPTIONS_CATEGORY)
 
@@ -365,7 +447,7 @@ def sampler_node(spec: StrategySpec) -> type[io.ComfyNode]:
             f"{spec.description} A drop-in for KSampler: its inputs, the strategy's own and the search settings; "
             "judging comes in as one JUDGE (Search Judge).",
             [*ksampler_inputs(None if spec.full_schedule else SEARCH_STEPS_TOOLTIP), judge_input(),
-             *[option_input(o) for o in spec.options], *search_settings_inputs()])
+             *[option_input(o) for o in spec.options], *search_settings_inputs(), selection_input(), draft_input()])
 
     def run(cls, values):
         return run_ksampler_style(cls, spec, values, values["judge"])
@@ -429,5 +511,6 @@ def nodes_for(spec: StrategySpec) -> list[type[io.ComfyNode]]:
 def node_classes() -> list[type[io.ComfyNode]]:
     """Every search node of the registered strategies, the shared ones first."""
     per_spec = [nodes_for(spec) for spec in registry.specs()]
-    return [NoiseCandidates, SearchJudge, NoiseSearch, *[n[1] for n in per_spec], *[n[0] for n in per_spec],
+    return [NoiseCandidates, SearchJudge, SearchSelection, SearchDraft, NoiseSearch, *[n[1] for n in per_spec],
+            *[n[0] for n in per_spec],
             *[c for n in per_spec for c in n[2:]]]

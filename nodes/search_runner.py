@@ -10,6 +10,7 @@ function of the strategy, the results and the backend's counters.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..search.backend import BudgetError
+from ..search.draft import regenerate_with_main
 from ..search.lockstep import run_lockstep
 from ..search.strategy import Strategy
 from ..verifiers.base import VerifierError
@@ -28,6 +30,7 @@ from .sampling_adapter import (
     Scorer,
     candidate_noise,
     check_parts_fit,
+    draft_guider,
     sampler_name,
     step_seed,
 )
@@ -40,16 +43,35 @@ MAX_PROBLEMS = 1024
 @dataclass(frozen=True)
 class Judge:
     """What a JUDGE socket carries: candidates are decoded by ``vae`` and scored by ``verifier``
-    against ``condition`` (for a latent batch, a JSON list gives each latent its own)."""
+    against ``condition`` (for a latent batch, a JSON list gives each latent its own). An optional
+    ``held_out`` verifier is never searched on: it scores the returned winners and the unsearched
+    sample at the seed, so a report shows whether search improved what it measures too."""
 
     vae: object
     verifier: object
     condition: str = ""
+    held_out: object = None
 
     def __post_init__(self):
         # Duck-typed: any object with score(images, condition_text, early) is a verifier.
         if not callable(getattr(self.verifier, "score", None)):
             raise VerifierError("verifier: connect a VERIFIER (e.g. from a verifier loader node)")
+        if self.held_out is not None:
+            if not callable(getattr(self.held_out, "score", None)):
+                raise VerifierError("held_out: connect a VERIFIER (e.g. from a verifier loader node), or leave it "
+                                    "unconnected")
+            if getattr(self.held_out, "early_level", None) is not None:
+                raise VerifierError("held_out: this verifier compares an early x0-prediction with the final image; a "
+                                    "held-out judge scores final images only. Use another verifier")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a DRAFT socket carries: the model the search generates and judges its candidates with,
+    and how many of its finalists the main model regenerates (from their noises) and ranks."""
+
+    model: object
+    rescored: int = 4
 
 
 class NoReplayNoise:
@@ -134,6 +156,10 @@ def prepare(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sig
             class_index(c)
     if strategy.check is not None:
         strategy.check(backend)
+    if strategy.selection.rule == "threshold" and backend.relative:
+        raise ValueError("selection: threshold selection needs a verifier with absolute scores; a rank ensemble's "
+                         "values are ranks among the candidates compared, so no fixed value can be reached. Use "
+                         "best or tempered selection, or a single verifier")
     if strategy.budget and not backend.cost(backend.sigmas)[1]:
         raise ValueError(f"budget: the {sampler_name(backend.sampler)} sampler chooses its own number of steps, "
                          "so its cost cannot be planned; set budget to 0 (no limit) or choose another sampler")
@@ -156,6 +182,29 @@ def problem_seed(seed: int, index: int) -> int:
     itself): the same for a batch element and for that element searched alone (LatentFromBatch
     tags its index); index 0 keeps the seed a batch of one always had."""
     return step_seed(seed, (1 << 63) + index * 0x9E3779B97F4A7C15)
+
+
+def prepare_draft(draft: Draft, strategy: Strategy, backend: ComfyBackend, guider, sampler, latent: dict):
+    """The backend the search runs on with a draft model: the main one's parts with the draft's
+    model, its own counters."""
+    if strategy.no_draft:
+        raise ValueError(f"draft: {strategy.display_name} cannot search with a draft model: {strategy.no_draft}")
+    if strategy.top_k > draft.rescored:
+        raise ValueError(f"draft: rescored ({draft.rescored}) must be at least top_k ({strategy.top_k}): the main "
+                         "model returns the best of the finalists it regenerates")
+    return ComfyBackend(draft_guider(guider, draft.model), sampler, backend.sigmas, latent, backend.scorer,
+                        search_sigmas=strategy.search_sigmas, seed=backend.seed, chunk=strategy.batch_size)
+
+
+def run_with_draft(strategy: Strategy, draft: Draft, drafting: ComfyBackend, backend: ComfyBackend,
+                   noises: torch.Tensor, progress: SearchProgress) -> list:
+    """The search on the draft (its top ``rescored`` kept), then every problem's finalists
+    regenerated and ranked by the main model."""
+    results = run_search(dataclasses.replace(strategy, top_k=draft.rescored), drafting, noises, progress)
+    backend.counter.on_call = progress.on_call
+    keep_order = strategy.selection.rule == "tempered"  # the draw is the draft's; the main model keeps it
+    return run_lockstep(backend, [
+        (lambda view, r=r: regenerate_with_main(view, r, backend.sigmas, strategy.top_k, keep_order)) for r in results])
 
 
 def run_search(strategy: Strategy, backend: ComfyBackend, noises: torch.Tensor, progress: SearchProgress) -> list:
@@ -181,23 +230,76 @@ def run_search(strategy: Strategy, backend: ComfyBackend, noises: torch.Tensor, 
         raise ValueError(f"budget: {err}") from err
 
 
+def held_out_scores(judge: Judge, backend: ComfyBackend, results: list, noises: torch.Tensor) -> list[dict]:
+    """The held-out judge's scores of every problem's returned latents and of its unsearched sample at
+    the seed (candidate 0's noise on the full schedule: the search's own where it made it, else
+    generated here), beside the searched verifier's; the NFEs this costs, per problem."""
+    counter, problems = backend.counter, list(range(len(results)))
+    before = list(counter.nfe_by_problem)
+    need = [b for b, r in enumerate(results) if r.baseline is None]
+    baselines = {b: r.baseline for b, r in enumerate(results) if r.baseline is not None}
+    if need:
+        made, _ = backend.solve(None, torch.cat([noises[b][:1] for b in need]), backend.sigmas, [0] * len(need),
+                                problems=need)
+        baselines.update({b: made[j : j + 1] for j, b in enumerate(need)})
+    latents = torch.cat([*[r.top for r in results], *[baselines[b] for b in problems]])
+    rows = [b for b, r in enumerate(results) for _ in r.top_ids] + problems
+    end = float(backend.sigmas[-1])
+    if end > 0:  # a segment handing leftover noise on: judge the x0-prediction at its end
+        latents = backend.predict_x0(latents, end, problems=rows)
+    scorer = Scorer(judge.vae, judge.held_out, problem_conditions(judge.condition, len(results)))
+    held = scorer.compare(scorer(latents, None, backend.chunk, rows).values).tolist()
+    plain = not backend.relative and backend.scorer.early_level is None
+    searched = (backend.compare(backend.score(latents[-len(problems):], None, problems).values).tolist()
+                if plain else [None] * len(problems))
+    out, start = [], 0
+    for b, r in enumerate(results):
+        k, seed_sample = len(r.top_ids), held[len(held) - len(problems) + b]
+        out.append({"verifier": getattr(judge.held_out, "name", type(judge.held_out).__name__),
+                    "winner": held[start], "top": held[start : start + k], "seed_sample": seed_sample,
+                    "gain": held[start] - seed_sample,
+                    "searched": {"winner": r.best_score, "seed_sample": searched[b],
+                                 **({} if plain else {"note": "a rank ensemble's or early verifier's value of one "
+                                                              "sample alone is not defined"})},
+                    "seed_sample_from": "generated for the judge" if b in need else "the search (candidate 0)",
+                    "nfe": counter.nfe_by_problem[b] - before[b],
+                    "timings_s": {k2: round(v, 4) for k2, v in scorer.timings.items()}})
+        start += k
+    return out
+
+
 def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigmas, latent: dict, *,
-           settings: dict | None = None, node_id=None, extra_pnginfo=None) -> dict:
+           draft: Draft | None = None, settings: dict | None = None, node_id=None, extra_pnginfo=None) -> dict:
     """Check, run ``strategy`` on every latent of the batch, and return every output by name and
     the UI state. With a batch of B: ``best`` holds the B winners, ``top`` each problem's top k in
     turn (problem-major), ``scores`` their scores in that order; the scalar outputs (best_score,
-    seed, batch_index) describe the first problem's winner."""
+    seed, batch_index) describe the first problem's winner. With a ``draft``, candidates are made
+    and judged by the draft model and the finalists regenerated by the main one."""
     backend, noises = prepare(strategy, judge, noise_source, guider, sampler, sigmas, latent)
+    drafting = prepare_draft(draft, strategy, backend, guider, sampler, latent) if draft is not None else None
     progress = SearchProgress(node_id, strategy.name)
     progress.state["label"] = strategy.display_name  # what the live view calls the search
     t0 = time.perf_counter()
-    results = run_search(strategy, backend, noises, progress)
+    if drafting is None:
+        results = run_search(strategy, backend, noises, progress)
+    else:
+        results = run_with_draft(strategy, draft, drafting, backend, noises, progress)
+    # What the search itself made, before the held-out judge's extra samples.
+    measured = [(backend.counter.nfe_by_problem[b] + (drafting.counter.nfe_by_problem[b] if drafting else 0),
+                 backend.counter.forward_by_problem[b] + (drafting.counter.forward_by_problem[b] if drafting else 0))
+                for b in range(len(results))]
+    t1 = time.perf_counter()
+    held = held_out_scores(judge, backend, results, noises) if judge.held_out is not None else None
     elapsed = time.perf_counter() - t0
 
-    settings = {"seed": backend.seed, "top_k": strategy.top_k, **(settings or {})}
-    reports = [problem_report(strategy, r, backend, noise_source, settings, b) for b, r in enumerate(results)]
-    report = build_report(strategy, reports, backend, settings, elapsed)
+    settings = {"seed": backend.seed, "top_k": strategy.top_k, **strategy.selection.settings(), **(settings or {})}
+    reports = [problem_report(strategy, r, backend, noise_source, settings, b, measured[b],
+                              held[b] if held else None, drafting) for b, r in enumerate(results)]
+    report = build_report(strategy, reports, backend, settings, elapsed, drafting)
+    if held:
+        report["timings"]["held_out_s"] = round(elapsed - (t1 - t0), 4)
     state = progress.finish(reports[0])
+    state["judged"] = judged_summary(reports[0])
     if isinstance(extra_pnginfo, dict):
         # SaveImage writes every key of extra_pnginfo into the PNG: the report travels along.
         extra_pnginfo[REPORT_KEY] = report
@@ -209,12 +311,31 @@ def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigm
     return {"best": best, "top": top, "scores": json.dumps([s for r in results for s in r.top_scores]),
             "best_score": results[0].best_score, "replay_noise": replay,
             "replay_seed": reports[0]["replay"].get("seed", -1), "replay_index": 0, "report": report_json(report),
-            "ui": {"noise_search": [state]}}
+            "judged": json.dumps(state["judged"]), "ui": {"noise_search": [state]}}
+
+
+def judged_summary(report: dict) -> dict:
+    """The searched verifier's and the held-out judge's scores of the winner and of the unsearched
+    sample at the seed, side by side (the first problem's)."""
+    held = report.get("held_out")
+    searched = {"verifier": report["verifier"], "winner": report["best"]["score"]}
+    if not held:
+        return {"searched": searched}
+    return {"searched": {**searched, "seed_sample": held["searched"]["seed_sample"]},
+            "held_out": {k: held[k] for k in ("verifier", "winner", "seed_sample", "gain")}}
 
 
 # -- the report -----------------------------------------------------------------------------------
-def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, settings: dict, b: int) -> dict:
-    """One problem's report: the whole report of a search on a batch of one."""
+def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, settings: dict, b: int,
+                   measured: tuple[int, int], held: dict | None = None, drafting: ComfyBackend | None = None) -> dict:
+    """One problem's report: the whole report of a search on a batch of one. ``measured``: the
+    (NFEs, forward rows) the search's model calls made for it (draft and main model together)."""
+    extra = {}
+    if held is not None:
+        extra["held_out"] = held
+    if result.draft is not None:
+        extra["draft"] = {**result.draft, "measured": drafting.counter.nfe_by_problem[b],
+                          "regeneration_measured": measured[0] - drafting.counter.nfe_by_problem[b]}
     return {
         "algorithm": strategy.name,
         "settings": {**settings, **{k: v for k, v in strategy.settings.items() if _plain(v)},
@@ -225,33 +346,37 @@ def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_sour
         "top_scores": result.top_scores,
         "replay": replay_rule(strategy, result, backend, noise_source, b),
         "nfe": {"search_total": result.nfe, "planned": result.planned_nfe,
-                "measured": backend.counter.nfe_by_problem[b],
-                "forward_passes": backend.counter.forward_by_problem[b], "budget": strategy.budget or None,
+                "measured": measured[0], "forward_passes": measured[1], "budget": strategy.budget or None,
                 "stopped_by_budget": result.stopped_by_budget},
+        "selection": result.selection,
         "rounds": result.rounds,
         "candidates": result.candidates,
         "verifier": getattr(backend.scorer.verifier, "name", type(backend.scorer.verifier).__name__),
         "condition": backend.scorer.condition_of(b),
+        **extra,
     }
 
 
 def build_report(strategy: Strategy, reports: list[dict], backend: ComfyBackend, settings: dict,
-                 elapsed: float) -> dict:
+                 elapsed: float, drafting: ComfyBackend | None = None) -> dict:
     """A batch of one: that problem's report with the timings. A batch of B > 1: the shared
     settings, totals and timings, and every problem's report under ``problems`` (in batch
     order, each with its ``problem`` index)."""
     timings = {"total_s": round(elapsed, 4),
                **{k + "_s": round(v, 4) for k, v in {**backend.timings, **backend.scorer.timings}.items()}}
+    if drafting is not None:
+        timings.update({"draft_" + k + "_s": round(v, 4) for k, v in drafting.timings.items()})
     if len(reports) == 1:
         return {**reports[0], "timings": timings}
-    counter = backend.counter
     return {
         "algorithm": strategy.name,
         "batch": len(reports),
         "settings": {**reports[0]["settings"], "problems": len(reports)},
         "nfe": {"search_total": sum(r["nfe"]["search_total"] for r in reports),
-                "planned": sum(r["nfe"]["planned"] for r in reports), "measured": counter.nfe,
-                "forward_passes": counter.forward, "budget_per_problem": strategy.budget or None,
+                "planned": sum(r["nfe"]["planned"] for r in reports),
+                "measured": sum(r["nfe"]["measured"] for r in reports),
+                "forward_passes": sum(r["nfe"]["forward_passes"] for r in reports),
+                "budget_per_problem": strategy.budget or None,
                 "stopped_by_budget": sum(bool(r["nfe"]["stopped_by_budget"]) for r in reports)},
         "timings": timings,
         "verifier": reports[0]["verifier"],

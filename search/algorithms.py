@@ -2,7 +2,7 @@
 
 Shared signature (like k-diffusion's samplers)::
 
-    fn(model, noise, sigmas, *, generator, budget=None, top_k=1, callback=None, **options)
+    fn(model, noise, sigmas, *, generator, budget=None, top_k=1, callback=None, select=BEST, **options)
 
 - ``model``: a :class:`search.backend.SearchBackend`;
 - ``noise``: initial noises, [N, ...] candidates (random), [1, ...] the first pivot
@@ -11,7 +11,8 @@ Shared signature (like k-diffusion's samplers)::
 - ``generator``: the only source of randomness after ``noise``, so a seed reproduces a run;
 - ``budget``: total NFEs (search + final denoising); a round that would exceed it is not
   started; ``callback(info)`` is called after every scored round with the round's ids,
-  values, images and the plan.
+  values, images and the plan;
+- ``select``: which final candidate is returned (search/selection.py: best, tempered, threshold).
 
 Every initial noise beyond the ``noise`` given is ``model.initial_noise([i])``: the stock noise
 of candidate i, so a sample that is a plain chain from an initial noise replays with stock
@@ -32,6 +33,7 @@ import torch
 
 from .backend import Ledger, SearchBackend, SearchResult
 from .noise import sphere_neighbours
+from .selection import BEST, Selection, tempered_order
 from .smc import effective_sample_size, log_potential, normalized, systematic_resample
 
 Callback = Callable[[dict], None] | None
@@ -59,9 +61,10 @@ class _Pool:
     With an absolute verifier only the best k are kept. A relative one (a rank ensemble)
     keeps every candidate: adding one can reorder the others."""
 
-    def __init__(self, model: SearchBackend, k: int):
+    def __init__(self, model: SearchBackend, k: int | None):
+        # k None: keep every candidate (a tempered selection draws among them all).
         self.model, self.k = model, k
-        self.prune = not model.relative
+        self.prune = not model.relative and k is not None
         self.values = self.latents = self.noises = None
         self.ids: list[int] = []
 
@@ -120,11 +123,24 @@ class _Record:
     """The ledger, the rounds and the candidate entries of a run, and its callback: what an
     algorithm writes as it goes. The result is built from it once, by ``_finish``."""
 
-    def __init__(self, budget, callback: Callback, planned: int):
-        self.ledger, self.callback, self.planned = Ledger(budget), callback, planned
+    def __init__(self, budget, callback: Callback, planned: int, select: Selection = BEST):
+        self.ledger, self.callback, self.planned, self.select = Ledger(budget), callback, planned, select
         self.rounds: list[dict] = []
         self.candidates: list[dict] = []
         self.stopped = False
+        self.reached_at: int | None = None  # threshold selection: the round that reached the value
+        self.baseline = None                # the plain sample of candidate 0, where the search made one
+
+    def pool(self, model: SearchBackend, k: int) -> _Pool:
+        """A pool of a search's final candidates: the best k, or every one for a tempered draw."""
+        return _Pool(model, None if self.select.keeps_all else k)
+
+    def reached(self, values: torch.Tensor) -> bool:
+        """Threshold selection: whether the values of the round just recorded stop the search
+        (the first such round is noted)."""
+        if self.reached_at is None and self.select.reached(values):
+            self.reached_at = len(self.rounds) - 1
+        return self.reached_at is not None
 
     def stop(self) -> None:
         """The budget ended the search before its plan did."""
@@ -162,13 +178,23 @@ def _evaluate(model: SearchBackend, record: _Record, sigmas: torch.Tensor, noise
     return latents, model.score(_judged(model, latents, sigmas), early)
 
 
+def _selected(model: SearchBackend, values: torch.Tensor, k: int, select: Selection, generator) -> torch.Tensor:
+    """The rows a search returns, winner first: the best k, or k drawn by a tempered selection."""
+    if select.rule != "tempered":
+        return best_first(values)[:k]
+    return tempered_order(values, select.lmbda, k, generator if generator is not None else torch.Generator())
+
+
 def _finish(model: SearchBackend, sigmas: torch.Tensor, plan: _Plan, record: _Record, pool: _Pool,
-            seeded=lambda i: True) -> SearchResult:
-    """The result, built once: the pool's best k, regenerated on the full schedule where the plan
-    says so, every returned latent with its own score. ``seeded(id)``: whether that candidate's
-    initial noise is the stock noise of its id (it then replays at seed + id)."""
-    rows = pool.order() if plan.regenerate == "rerank" else pool.order()[: plan.k]
-    values = compare(model, pool.values)[rows]
+            seeded=lambda i: True, generator: torch.Generator | None = None) -> SearchResult:
+    """The result, built once: the pool's best k (or k drawn by the selection rule), regenerated on
+    the full schedule where the plan says so, every returned latent with its own score.
+    ``seeded(id)``: whether that candidate's initial noise is the stock noise of its id (it then
+    replays at seed + id)."""
+    select, values = record.select, compare(model, pool.values)
+    rows = torch.arange(len(pool.ids)) if plan.regenerate == "rerank" else \
+        _selected(model, values, plan.k, select, generator)
+    values = values[rows]
     ids, latents, noises = [pool.ids[i] for i in rows.tolist()], pool.latents[rows], pool.noises[rows]
     search_scores = None
     if plan.regenerate:
@@ -177,7 +203,8 @@ def _finish(model: SearchBackend, sigmas: torch.Tensor, plan: _Plan, record: _Re
         scored = model.score(_judged(model, latents, sigmas), early)
         final = compare(model, scored.values)
         record.entries(ids, final, len(record.rounds), level=0.0, sample="final")
-        order = best_first(final)[: plan.k] if plan.regenerate == "rerank" else torch.arange(len(ids))
+        order = _selected(model, final, plan.k, select, generator) if plan.regenerate == "rerank" \
+            else torch.arange(len(ids))
         search_scores = values[order].tolist()
         values, latents, noises = final[order], latents[order], noises[order]
         ids = [ids[i] for i in order.tolist()]
@@ -187,10 +214,23 @@ def _finish(model: SearchBackend, sigmas: torch.Tensor, plan: _Plan, record: _Re
     best_noise = noises[:1] if noises.ndim > 1 else None
     return SearchResult(
         best=latents[:1], best_id=ids[0], best_score=float(values[0]), top=latents, top_ids=ids,
-        top_scores=values.tolist(), best_noise=best_noise, search_scores=search_scores,
-        seeded=best_noise is not None and bool(seeded(ids[0])), rounds=record.rounds,
-        candidates=record.candidates, nfe=record.ledger.spent, planned_nfe=record.planned,
-        stopped_by_budget=plan.stopped or record.stopped)
+        top_scores=values.tolist(), best_noise=best_noise, top_noise=noises if noises.ndim > 1 else None,
+        top_seeded=[noises.ndim > 1 and bool(seeded(i)) for i in ids],
+        search_scores=search_scores, seeded=best_noise is not None and bool(seeded(ids[0])),
+        rounds=record.rounds, candidates=record.candidates, nfe=record.ledger.spent, planned_nfe=record.planned,
+        stopped_by_budget=plan.stopped or record.stopped, selection=_selection_report(record, pool),
+        baseline=record.baseline)
+
+
+def _selection_report(record: _Record, pool: _Pool) -> dict:
+    out = record.select.settings()
+    if record.select.rule == "tempered":
+        out["drawn_among"] = len(pool.ids)
+    if record.select.rule == "threshold":
+        out["reached"] = record.reached_at is not None
+        out["reached_in_round"] = record.reached_at
+        out["scored"] = len({e["id"] for e in record.candidates})
+    return out
 
 
 def _search_costs(model: SearchBackend, sigmas: torch.Tensor, search_sigmas: torch.Tensor):
@@ -216,39 +256,47 @@ def _best_of_plan(model: SearchBackend, sigmas, search_sigmas, n: int, top_k: in
 
 
 def _best_of(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, search_sigmas: torch.Tensor, *,
-             budget, top_k: int, callback: Callback, round_size: int | None = None) -> SearchResult:
+             budget, top_k: int, callback: Callback, round_size: int | None = None, select: Selection = BEST,
+             generator: torch.Generator | None = None) -> SearchResult:
     plan = _best_of_plan(model, sigmas, search_sigmas, noise.shape[0], top_k, budget)
-    record, pool, n = _Record(budget, callback, plan.planned), _Pool(model, plan.k), plan.count
-    # One round per model chunk (the backend's hint), so progress views fill in as
-    # candidates finish; the result does not depend on it.
-    step, seen = round_size or model.chunk or n, []
+    record, n = _Record(budget, callback, plan.planned, select), plan.count
+    pool = record.pool(model, plan.k)
+    # One round per model chunk (the backend's hint), so progress views fill in as candidates
+    # finish; the result does not depend on it. Threshold selection scores one candidate at a
+    # time: nothing after the first to reach the value is paid for.
+    step, seen = 1 if select.rule == "threshold" else (round_size or model.chunk or n), []
     for r, start in enumerate(range(0, n, step)):
         ids = list(range(start, min(n, start + step)))
         latents, scored = _evaluate(model, record, search_sigmas, noise[ids], ids)
+        if start == 0 and not plan.regenerate:
+            record.baseline = latents[:1]
         pool.add(scored.values, latents, noise[ids], ids)
         seen.append(scored.values)
         record.round(r, ids, compare(model, torch.cat(seen))[start:], scored, pool)
-    # Recorded at the end: a candidate's score is its value among all N (for a rank
+        if record.reached(compare(model, scored.values)):
+            break
+    # Recorded at the end: a candidate's score is its value among all scored (for a rank
     # ensemble, its rank among every candidate, the ranking that picked the winner).
     everyone, sample = compare(model, torch.cat(seen)), ({"sample": "search schedule"} if plan.regenerate else {})
-    for r, start in enumerate(range(0, n, step)):
-        record.entries(range(start, min(n, start + step)), everyone[start : start + step], r, **sample)
-    return _finish(model, sigmas, plan, record, pool)
+    for r, start in enumerate(range(0, len(everyone), step)):
+        record.entries(range(start, min(len(everyone), start + step)), everyone[start : start + step], r, **sample)
+    return _finish(model, sigmas, plan, record, pool, generator=generator)
 
 
 def random_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                   generator: torch.Generator | None = None, budget: int | None = None,
-                  top_k: int = 1, callback: Callback = None,
+                  top_k: int = 1, callback: Callback = None, select: Selection = BEST,
                   round_size: int | None = None) -> SearchResult:
-    """Best-of-N: solve every candidate noise, score it, keep the argmax. On a cheaper search
-    schedule the search's top k are regenerated on the full one, in the search's order."""
+    """Best-of-N: solve every candidate noise, score it, keep the argmax (or the one ``select``
+    picks). On a cheaper search schedule the search's top k are regenerated on the full one, in
+    the search's order."""
     return _best_of(model, noise, sigmas, model.schedule(True), budget=budget, top_k=top_k, callback=callback,
-                    round_size=round_size)
+                    round_size=round_size, select=select, generator=generator)
 
 
 def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                       generator: torch.Generator, budget: int | None = None, top_k: int = 1,
-                      callback: Callback = None, neighbours: int = 2, angle: float = 30.0,
+                      callback: Callback = None, select: Selection = BEST, neighbours: int = 2, angle: float = 30.0,
                       iterations: int = 8, restart: bool = True) -> SearchResult:
     """Zero-order search: move a pivot to its best neighbour on the pivot's sphere.
 
@@ -262,16 +310,20 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     reserve = final_per * top_k if regenerate else 0
     plan = _Plan(1, top_k, per * (1 + iterations * neighbours) + reserve,
                  regenerate="keep order" if regenerate else None, final_per=final_per)
-    record, pool = _Record(budget, callback, plan.planned), _Pool(model, top_k)
+    record = _Record(budget, callback, plan.planned, select)
+    pool = record.pool(model, top_k)
     record.ledger.require(per + reserve, "scoring the first pivot")
     pivot, pivot_id, seeded = noise[:1], 0, {0}
     latents, scored = _evaluate(model, record, search_sigmas, pivot, [0])
+    record.baseline = None if regenerate else latents[:1]
     pivot_values = scored.values
     pool.add(pivot_values, latents, pivot, [0])
     record.entries([0], compare(model, pivot_values), 0, kind="pivot")
     record.round(0, [0], compare(model, pivot_values), scored, pool, pivot=0, moved=False)
     next_id = 1
     for it in range(1, iterations + 1):
+        if record.reached(compare(model, pool.values)):
+            break
         if not record.ledger.affords(per * neighbours + reserve):
             record.stop()
             break
@@ -297,7 +349,7 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
             record.plan_more(per)
             record.entries([pivot_id], compare(model, pivot_values), it, kind="restart")
         record.round(it, ids, values[1:], scored, pool, pivot=pivot_id, moved=moved)
-    return _finish(model, sigmas, plan, record, pool, seeded=seeded.__contains__)
+    return _finish(model, sigmas, plan, record, pool, seeded=seeded.__contains__, generator=generator)
 
 
 def _level_down(t_up: float, backward: float) -> float:
@@ -330,7 +382,7 @@ def _path_rounds(start: float, forward: float, backward: float):
 
 def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                 generator: torch.Generator, budget: int | None = None, top_k: int = 1,
-                callback: Callback = None, branches: int = 2, start: float = 0.4,
+                callback: Callback = None, select: Selection = BEST, branches: int = 2, start: float = 0.4,
                 forward: float = 0.2, backward: float = 0.3, interval_steps: int = 4) -> SearchResult:
     """Search over paths: branch N paths into N*M by re-noising, denoise, keep the top N.
 
@@ -353,12 +405,12 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
 
     plan = _Plan(n, min(top_k, n), n * model.nfe(head) +
                  sum(round_cost(u, d) for _, u, d in _path_rounds(start, forward, backward)))
-    record = _Record(budget, callback, plan.planned)
+    record = _Record(budget, callback, plan.planned, select)
     record.ledger.require(n * model.nfe(head) + finish_cost(start), f"{n} paths without any search round")
     ids = list(range(n))
     state, _ = model.solve(None, noise, head, ids)
     record.ledger.pay(n * model.nfe(head))
-    values, t, next_id, pool = None, start, n, _Pool(model, plan.k)
+    values, t, next_id, pool = None, start, n, record.pool(model, plan.k)
     for r, (t, t_up, t_down) in enumerate(_path_rounds(start, forward, backward), start=1):
         if not record.ledger.affords(round_cost(t_up, t_down) + finish_cost(t_down)):
             record.stop()
@@ -378,7 +430,7 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
             entry["parent"] = parent
         keep = best_first(round_values)[:n]
         state, values, ids = branched[keep], scored.values[keep], [children[i] for i in keep.tolist()]
-        pool = _Pool(model, plan.k)
+        pool = record.pool(model, plan.k)
         pool.add(values, x0[keep], None, ids)
         record.round(r, children, round_values, scored, pool, level=t_down)
         t = t_down
@@ -388,9 +440,9 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         state, _ = model.solve(state, None, rest, ids)
         record.ledger.pay(n * model.nfe(rest))
         values = model.score(state).values
-    pool = _Pool(model, plan.k)
+    pool = record.pool(model, plan.k)
     pool.add(values, state, None, ids)
-    return _finish(model, sigmas, plan, record, pool)
+    return _finish(model, sigmas, plan, record, pool, generator=generator)
 
 
 def _renoised_from(model: SearchBackend, sigmas: torch.Tensor, sigma: float, renoise: float) -> float:
@@ -460,7 +512,8 @@ def _resample(log_w, history, values, potential, lmbda, ess_threshold, generator
 
 def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                       generator: torch.Generator, budget: int | None = None, top_k: int = 1,
-                      callback: Callback = None, potential: str = "max", lmbda: float = 10.0,
+                      callback: Callback = None, select: Selection = BEST, potential: str = "max",
+                      lmbda: float = 10.0,
                       interval: int = 1, ess_threshold: float = 0.5, renoise: float = 0.1,
                       judge: str = "last") -> SearchResult:
     """Feynman-Kac steering: K particles advanced together along the schedule with stochastic
@@ -479,7 +532,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     pieces = _steering_segments(model, sigmas, max(1, interval), renoise if own_steps else 0.0)
     asks = _particle_asks(pieces, judge, own_steps)
     plan = _particle_plan(model, pieces, asks, noise.shape[0], top_k, budget)
-    record, k = _Record(budget, callback, plan.planned), plan.count
+    record, k = _Record(budget, callback, plan.planned, select), plan.count
     ids, parents, state, fresh = list(range(k)), [None] * k, None, noise[:k]
     history, log_w, next_id, ended = torch.zeros(k, 0), torch.zeros(k), k, float(sigmas[0])
     for r, piece in enumerate(pieces):
@@ -499,7 +552,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         for entry, parent in zip(entries, parents):
             if parent is not None:
                 entry["parent"] = parent
-        pool = _Pool(model, plan.k)
+        pool = record.pool(model, plan.k)
         pool.add(scored.values, state if last else x0, None, ids)
         if last:
             record.round(r, ids, values, scored, pool, level=0.0)
@@ -513,7 +566,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         state, history = state[order], history[order]
         record.round(r, ids, values, scored, pool, level=level, ess=ess, resampled=resampled, ancestors=parents,
                      x0=PARTICLE_JUDGE["point" if asks[r] else "last"])
-    return _finish(model, sigmas, plan, record, pool)
+    return _finish(model, sigmas, plan, record, pool, generator=generator)
 
 
 def _rejection_steps(model: SearchBackend, sigmas: torch.Tensor, levels) -> list[int]:
@@ -554,7 +607,7 @@ def _rejection_plan(model: SearchBackend, sigmas, costs: list[int], resumable: b
 
 def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                     generator: torch.Generator | None = None, budget: int | None = None, top_k: int = 1,
-                    callback: Callback = None, keep: float = 0.5,
+                    callback: Callback = None, select: Selection = BEST, keep: float = 0.5,
                     levels: tuple[float, ...] = (0.7, 0.4)) -> SearchResult:
     """Early rejection (successive halving): start N candidates; at each level score their
     x0-predictions (the ones the sampler just computed: no extra model call), keep the best
@@ -574,7 +627,7 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
     costs = [model.nfe(p) for p in pieces]
     resumable = bool(model.resumable(sigmas, steps))
     plan, counts = _rejection_plan(model, sigmas, costs, resumable, noise.shape[0], top_k, keep, budget)
-    record = _Record(budget, callback, plan.planned)
+    record = _Record(budget, callback, plan.planned, select)
     ids, state, next_id = list(range(plan.count)), None, plan.count
     for r, piece in enumerate(pieces):
         last = r == len(pieces) - 1
@@ -590,17 +643,17 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
         sample = "final" if last and resumable else "split run"
         record.entries(ids, values, r, level=level, step=bounds[r + 1], sample=sample)
         if last:
-            pool = _Pool(model, plan.k if resumable else len(ids))
+            pool = record.pool(model, plan.k if resumable else len(ids))
             pool.add(scored.values, state, noise[ids], ids)
             record.round(r, ids, values, scored, pool, level=0.0, step=bounds[r + 1], lanes=lanes)
             break
         judged, kept = ids, best_first(values)[: counts[r + 1]]
         state, ids = state[kept], [judged[i] for i in kept.tolist()]
-        pool = _Pool(model, plan.k)
+        pool = record.pool(model, plan.k)
         pool.add(scored.values[kept], x0[kept], noise[ids], ids)
         record.round(r, judged, values, scored, pool, level=level, step=bounds[r + 1], lanes=lanes,
                      kept=list(ids), rejected=sorted(set(judged) - set(ids)))
-    return _finish(model, sigmas, plan, record, pool)
+    return _finish(model, sigmas, plan, record, pool, generator=generator)
 
 
 class _Tree:
@@ -764,8 +817,8 @@ def _back_up(tree: _Tree, shape: _TreeShape, leaves: list[int], roots: int) -> N
 
 def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, *,
                 generator: torch.Generator, budget: int | None = None, top_k: int = 1,
-                callback: Callback = None, rollouts: int = 16, branches: int = 2, lmbda: float = 1.0,
-                greedy: bool = True, wave: int = 4, renoise: float = 0.1) -> SearchResult:
+                callback: Callback = None, select: Selection = BEST, rollouts: int = 16, branches: int = 2,
+                lmbda: float = 1.0, greedy: bool = True, wave: int = 4, renoise: float = 0.1) -> SearchResult:
     """Diffusion tree sampling / search (Jain et al. 2025, arXiv 2506.20701): the denoising chain
     as a tree whose edges are stochastic sampler steps. Each rollout descends from the root by
     the children's soft values (``greedy``: the best one, DTS*; otherwise sampled in proportion
@@ -785,11 +838,12 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         if rollouts > noise.shape[0]:
             noise = torch.cat([noise, model.initial_noise(list(range(noise.shape[0], rollouts))).to(noise.dtype)])
         return _best_of(model, noise[:rollouts], sigmas, sigmas, budget=budget, top_k=top_k, callback=callback,
-                        round_size=wave)
+                        round_size=wave, select=select, generator=generator)
     step_cost = [model.nfe(p) for p in shape.pieces]
     # At most: a rollout from the root pays every step.
     plan = _Plan(rollouts, top_k, rollouts * sum(step_cost))
-    record, pool = _Record(budget, callback, plan.planned), _Pool(model, top_k)
+    record = _Record(budget, callback, plan.planned, select)
+    pool = record.pool(model, top_k)
     record.ledger.require(sum(step_cost), "one rollout")
     tree, next_id, roots, leaf_scores, done = _Tree(), 0, branches, None, 0
     while done < rollouts:
@@ -828,11 +882,13 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         done += len(leaves)
         record.round(len(record.rounds), leaf_ids, new, scored, pool, rollouts=len(leaves),
                      nodes=len(tree.step) - 1, branched_at=branched)
+        if record.reached(new):
+            break
     # A candidate's score is its value among every leaf (for a rank ensemble, its rank in the
     # final ranking, the one that picked the winner); entries are in leaf order.
     for entry, value in zip(record.candidates, compare(model, leaf_scores).tolist()):
         entry["score"] = value
-    return _finish(model, sigmas, plan, record, pool)
+    return _finish(model, sigmas, plan, record, pool, generator=generator)
 
 
 __all__ = ["PARTICLE_JUDGE", "compare", "early_rejection", "particle_steering", "path_search", "random_search",

@@ -102,6 +102,9 @@ class SearchResult:
     top_ids: list[int]
     top_scores: list[float]                 # the returned latents' scores
     best_noise: torch.Tensor | None         # initial noise that regenerates ``best``
+    # The initial noises of ``top`` (None: the winners are not one noise's samples).
+    top_noise: torch.Tensor | None = None
+    top_seeded: list[bool] = field(default_factory=list)  # each of ``top`` is the stock noise of its id
     # ``best_noise`` is the stock noise of ``best_id`` (the winner replays at seed + best_id).
     seeded: bool = False
     # Scores on the cheaper search schedule, when the kept candidates were regenerated.
@@ -111,6 +114,13 @@ class SearchResult:
     nfe: int = 0                            # NFEs spent, from the plan of every round run
     planned_nfe: int = 0                    # what the whole search would cost without a budget
     stopped_by_budget: bool = False
+    selection: dict[str, Any] = field(default_factory=dict)  # the selection rule and what it did
+    # The plain sample of candidate 0 on the full schedule, where the search made it (random-style
+    # searches); the held-out judge scores it against the winner.
+    baseline: torch.Tensor | None = None
+    # A search with a draft model: the draft's NFEs, the main model's regeneration, and how well
+    # the draft's ranking of the regenerated finalists predicts the main model's (Spearman).
+    draft: dict[str, Any] | None = None
 
 
 class Ledger:

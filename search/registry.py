@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import algorithms
+from .selection import BEST, Selection
 from .smc import POTENTIALS
 from .strategy import Strategy
 
@@ -159,6 +160,11 @@ class StrategySpec:
     validate: Callable[[Mapping[str, Any]], None] | None = None   # rules relating parsed options
     check: Callable[[Any, StrategySpec, Mapping[str, Any]], None] | None = None  # (backend, spec, options)
     legacy: tuple[LegacyNode, ...] = ()
+    # Selection rules beyond "best" it offers, and why it refuses the others (rule -> reason).
+    refuses: Mapping[str, str] | None = None
+    # Why it cannot search with a draft model ("" = it can: its winners are one noise's samples,
+    # regenerated with the main model from that noise).
+    no_draft: str = ""
 
     def option(self, name: str) -> Option:
         for o in self.options:
@@ -183,10 +189,18 @@ class StrategySpec:
             self.validate(parsed)
         return parsed
 
+    def check_selection(self, selection: Selection) -> None:
+        reason = (self.refuses or {}).get(selection.rule)
+        if reason:
+            offered = [r for r in ("best", "tempered", "threshold") if r not in (self.refuses or {})]
+            raise ValueError(f"selection: {self.display_name} cannot use {selection.rule} selection: {reason}. "
+                             f"It offers: {', '.join(offered)}")
+
     def configure(self, values: Mapping[str, Any], *, budget: int = 0, top_k: int = 1, batch_size: int = 0,
-                  search_sigmas=None) -> Strategy:
+                  search_sigmas=None, selection: Selection = BEST) -> Strategy:
         """The SEARCH of these option values and search settings (refuses bad values, naming them)."""
         parsed = self.parse(values)
+        self.check_selection(selection)
         return Strategy(
             name=self.name, run=self.run, noises=int(self.noises(parsed)),
             options={o.keyword: parsed[o.name] for o in self.options if o.keyword},
@@ -194,7 +208,7 @@ class StrategySpec:
             full_schedule=self.full_schedule,
             check=functools.partial(self.check, spec=self, options=parsed) if self.check else None,
             display_name=self.display_name, budget=int(budget or 0), top_k=int(top_k), batch_size=int(batch_size or 0),
-            search_sigmas=None if self.full_schedule else search_sigmas)
+            search_sigmas=None if self.full_schedule else search_sigmas, selection=selection, no_draft=self.no_draft)
 
     def node_ids(self) -> dict[str, str]:
         """Node id by family: "options", "ksampler", and the legacy families it has ("legacy_ksampler",
@@ -318,6 +332,14 @@ def judged_midway(**fields) -> StrategySpec:
     return StrategySpec(**{"full_schedule": True, "check": check_trajectory, **fields})
 
 
+# Why the strategies whose candidates finish together refuse threshold selection.
+FINISH_TOGETHER = ("its candidates all finish together, at the end of the search, so stopping at the first to reach "
+                   "the value would save nothing; use Random Search, Zero-Order Search or Diffusion Tree Search")
+NOT_ONE_NOISE = ("its winner is not the sample of one initial noise (noise is injected along its trajectory), so the "
+                 "main model cannot regenerate it from the draft's noise; use Random Search, Zero-Order Search or "
+                 "Early Rejection Search with a draft")
+
+
 def earlier_ksampler(node_id: str, display_name: str, outputs: tuple, options=None) -> LegacyNode:
     return LegacyNode(node_id, display_name, "ksampler", LATENTS + outputs + REPORT, options)
 
@@ -379,6 +401,7 @@ PATHS = judged_midway(
         is not replayable from one noise.
     """),
     cost="N x M candidates per round, each a short segment + one x0-prediction",
+    refuses={"threshold": FINISH_TOGETHER}, no_draft=NOT_ONE_NOISE,
     option_node="SearchPaths", sampler_node="PathSearchSampler", validate=validate_paths, check=check_paths,
     legacy=(earlier_ksampler("PathSearch", "Path Search", ()),
             LegacyNode("PathSearchAdvanced", "Path Search (Advanced)", "advanced", LATENTS + REPORT)),
@@ -416,6 +439,7 @@ PARTICLES = judged_midway(
         from one noise.
     """),
     cost="K samples + one x0-prediction per particle per resampling point",
+    refuses={"threshold": FINISH_TOGETHER}, no_draft=NOT_ONE_NOISE,
     option_node="SearchParticles", sampler_node="ParticleSteeringSampler",
     legacy=(earlier_ksampler("ParticleSteering", "Particle Steering (FK)", (),
                              options=("particles", "potential", "lmbda", "interval", "ess_threshold", "renoise")),),
@@ -440,6 +464,7 @@ REJECTION = judged_midway(
         already tell good from bad; the winner replays with a stock KSampler at its seed.
     """),
     cost="N x (steps to the first level) + the survivors' remaining steps",
+    refuses={"threshold": FINISH_TOGETHER},
     option_node="SearchEarlyRejection", sampler_node="EarlyRejectionSampler",
     legacy=(earlier_ksampler("EarlyRejectionSearch", "Early Rejection Search", ("replay_noise", "replay_seed")),),
 )
@@ -470,6 +495,7 @@ TREE = judged_midway(
         noise.
     """),
     cost="one full sample for the first rollouts, then only the steps below each branch",
+    no_draft=NOT_ONE_NOISE,
     option_node="SearchTree", sampler_node="DiffusionTreeSampler",
     legacy=(earlier_ksampler("DiffusionTreeSearch", "Diffusion Tree Search", ()),),
 )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .backend import SearchBackend, SearchResult
+from .selection import BEST, Selection
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it may hold a tensor (search_sigmas)
@@ -33,6 +34,9 @@ class Strategy:
     top_k: int = 1
     batch_size: int = 0             # candidates per model call; 0 = as many as fit
     search_sigmas: torch.Tensor | None = None  # cheaper schedule while searching
+    selection: Selection = BEST     # which final candidate it returns
+    # Why it cannot search with a draft model ("" = it can: its winners are one noise's samples).
+    no_draft: str = ""
 
     def __call__(self, model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> SearchResult:
-        return self.run(model, noise, sigmas, **kwargs, **self.options)
+        return self.run(model, noise, sigmas, select=self.selection, **kwargs, **self.options)

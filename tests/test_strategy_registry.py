@@ -134,7 +134,7 @@ LEGACY = {
                              ["best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report"]),
     "DiffusionTreeSearch": (KSAMPLER + TREE + JUDGING, ["best", "top", "scores", "best_score", "report"]),
 }
-SEARCH_OUTPUTS = ["best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report"]
+SEARCH_OUTPUTS = ["best", "top", "scores", "best_score", "replay_noise", "replay_seed", "report", "judged"]
 
 
 def inputs_of(node_id: str) -> list[str]:
@@ -153,9 +153,16 @@ def test_earlier_nodes_keep_their_inputs_and_outputs_and_are_deprecated(comfy, n
     assert later == [n for n in ("search_sigmas", "start_at_step", "end_at_step", "judge_at") if n in inputs]
 
 
+def required_of(node_id: str) -> list[str]:
+    return [i.id for i in node_class(node_id).define_schema().inputs if not i.optional]
+
+
 def test_noise_search_takes_seven_inputs(comfy):
-    assert inputs_of("NoiseSearch") == CUSTOM[:4] + ["latent_image", "search", "judge"]
-    assert inputs_of("SearchJudge") == ["vae", "verifier", "condition"]
+    # Seven required; a draft model is optional.
+    assert inputs_of("NoiseSearch") == CUSTOM[:4] + ["latent_image", "search", "judge", "draft"]
+    assert required_of("NoiseSearch") == CUSTOM[:4] + ["latent_image", "search", "judge"]
+    assert inputs_of("SearchJudge") == ["vae", "verifier", "condition", "held_out"]
+    assert required_of("SearchJudge") == ["vae", "verifier", "condition"]
     described = node_class("NoiseSearch").define_schema().description
     assert all(spec.display_name in described for spec in registry.specs())
 
@@ -165,9 +172,9 @@ def test_nodes_of_a_strategy_carry_its_options(comfy, spec):
     options = [o.name for o in spec.options]
     settings = ["budget", "top_k", "batch_size"]
     schedule = [] if spec.full_schedule else ["search_sigmas"]
-    assert inputs_of(spec.option_node) == options + settings + schedule
+    assert inputs_of(spec.option_node) == options + settings + schedule + ["selection"]
     steps = [k for k in KSAMPLER if k != "search_steps" or not spec.full_schedule]
-    assert inputs_of(spec.sampler_node) == steps + ["judge"] + options + settings
+    assert inputs_of(spec.sampler_node) == steps + ["judge"] + options + settings + ["selection", "draft"]
     for node_id in (spec.option_node, spec.sampler_node):
         cls = node_class(node_id)
         assert not cls.DEPRECATED and "Use it" in cls.define_schema().description
@@ -198,13 +205,13 @@ def test_a_search_node_that_is_no_drop_in_says_so(comfy):
 SEEN: list[dict] = []
 
 
-def toy_search(model, noise, sigmas, *, generator, budget=None, top_k=1, callback=None, flavour="plain",
-               levels=(0.5,)):
+def toy_search(model, noise, sigmas, *, generator, budget=None, top_k=1, callback=None, select=None,
+               flavour="plain", levels=(0.5,)):
     """Best-of-N under another name, recording what it was given."""
     SEEN.append({"noises": noise.shape[0], "flavour": flavour, "levels": levels})
     algorithms = pack_module("search.algorithms")
     return algorithms.random_search(model, noise, sigmas, generator=generator, budget=budget, top_k=top_k,
-                                    callback=callback)
+                                    callback=callback, select=select)
 
 
 def toy_spec(module) -> StrategySpec:
@@ -251,7 +258,8 @@ def custom_parts(parts):
 def test_a_registered_toy_strategy_gets_nodes_and_runs_through_noise_search(parts, toy):
     spec, made = toy
     assert [c.__name__ for c in made] == ["SearchToy", "ToySearchSampler"]
-    assert inputs_of("SearchToy") == ["count", "flavour", "levels", "budget", "top_k", "batch_size", "search_sigmas"]
+    assert inputs_of("SearchToy") == ["count", "flavour", "levels", "budget", "top_k", "batch_size", "search_sigmas",
+                                      "selection"]
     assert "Toy Search" in node_class("NoiseSearch").define_schema().description
     search = run_node("SearchToy", count=4, flavour="spicy", levels="0.7, 0.2", top_k=2)[0]
     names = [o.id for o in node_class("NoiseSearch").define_schema().outputs]
@@ -274,7 +282,7 @@ def test_a_registered_toy_strategy_runs_as_a_ksampler_style_node(parts, toy):
     out = run_node("ToySearchSampler", model=parts["model"], seed=5, steps=3, search_steps=2, cfg=2.0,
                    sampler_name="euler", scheduler="normal", positive=parts["positive"], negative=parts["negative"],
                    latent_image=LATENT, denoise=1.0, judge=judge(parts), count=2, flavour="plain", levels="0.5")
-    report = json.loads(out[-1])
+    report = json.loads(out[6])
     assert report["algorithm"] == "toy" and report["settings"]["search_steps"] == 2
     assert SEEN == [{"noises": 2, "flavour": "plain", "levels": (0.5,)}]
     assert all("search_score" in t for t in report["top"])  # regenerated on the full schedule
@@ -337,7 +345,7 @@ def test_a_registered_toy_strategy_is_a_sweep_kind(parts, toy, tmp_path):
         out = run_node("NoiseSearch", **{**custom_parts(parts), "noise": run_node("NoiseCandidates", seed=0,
                                                                                   count=5)[0]},
                        search=search, judge=judge(parts))
-        report = json.loads(out[-1])
+        report = json.loads(out[6])
         assert report["algorithm"] == "toy" and report["nfe"]["budget"] == (task.setting.budget or None)
     (tmp_path / "sweep.toml").write_text(SWEEP_TOML.format(options="").replace('kind = "toy"', 'kind = "toys"'))
     with pytest.raises(ValueError, match="kind must be one of .*'toy'"):

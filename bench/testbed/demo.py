@@ -136,7 +136,7 @@ class Testbed:
     def path_cost(self) -> int:
         """NFEs of path search with one path (the cost grows linearly with the paths kept)."""
         out = run_node(node_of("paths"), **self._search_args([0], 0, 0), paths=1, **self.paths)
-        return int(json.loads(out[-1])["nfe"]["search_total"])
+        return int(json.loads(out[6])["nfe"]["search_total"])
 
     def min_budget(self, method: str) -> int:
         """The smallest budget at which ``method`` searches at all (one round beyond the plain sample)."""
@@ -168,7 +168,7 @@ class Testbed:
         else:
             raise ValueError(method)
         out = run_node(node_of(method), **args, **options)
-        report = json.loads(out[-1])
+        report = json.loads(out[6])
         return out[0]["samples"], [int(p["nfe"]["search_total"]) for p in report.get("problems", [report])]
 
     def plain(self, steps: int, labels: list[int], seed: int) -> torch.Tensor:

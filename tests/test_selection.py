@@ -1,0 +1,179 @@
+"""Selection rules (search/selection.py) and drafts (search/draft.py) on the analytic Gaussian-mixture
+backend: tempered selection samples the reward-tilted distribution, threshold selection stops at the
+first candidate reaching the value and spends no more, a draft's finalists are the main model's samples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from search import registry
+from search.algorithms import (
+    early_rejection,
+    particle_steering,
+    path_search,
+    random_search,
+    tree_search,
+    zero_order_search,
+)
+from search.draft import regenerate_with_main, spearman
+from search.selection import BEST, Selection, tempered_order
+from tests.helpers import backend, gen, noise
+
+N = 6
+
+
+def plain_scores(m, x):
+    """Every candidate's score from a run that returns them all (top_k = N)."""
+    res = random_search(m, x, m.schedule(), generator=gen(), top_k=x.shape[0])
+    return {e["id"]: e["score"] for e in res.candidates}
+
+
+@pytest.mark.parametrize("lmbda", [0.0, 0.1])
+def test_tempered_winner_is_distributed_as_the_tilted_candidates(lmbda):
+    """The winner's empirical distribution over seeds matches exp(lambda r) reweighting of the
+    candidates within Monte Carlo error (4 standard errors per candidate); lambda 0 is uniform."""
+    m, x = backend(target=2, steps=3), noise(N, seed=3)
+    scores = plain_scores(m, x)
+    r = torch.tensor([scores[i] for i in range(N)], dtype=torch.float64)
+    expected = torch.softmax(lmbda * r, 0)
+    draws = 1500
+    counts = torch.zeros(N, dtype=torch.float64)
+    for seed in range(draws):
+        res = random_search(m, x, m.schedule(), generator=gen(seed), select=Selection("tempered", lmbda=lmbda))
+        counts[res.best_id] += 1
+        assert res.best_score == pytest.approx(scores[res.best_id])  # the winner's own score
+    freq = counts / draws
+    se = (expected * (1 - expected) / draws).sqrt()
+    assert ((freq - expected).abs() <= 4 * se + 1e-9).all(), (freq.tolist(), expected.tolist())
+    if lmbda == 0:
+        assert torch.allclose(expected, torch.full((N,), 1 / N, dtype=torch.float64))
+    # Not "best" in disguise: at these lambdas some non-best candidate wins sometimes.
+    assert counts[int(torch.argmax(r))] < draws
+
+
+def test_tempered_draw_is_seeded_and_infinite_lambda_is_best():
+    m, x = backend(target=1), noise(N, seed=4)
+    a = random_search(m, x, m.schedule(), generator=gen(7), select=Selection("tempered", lmbda=0.1))
+    b = random_search(m, x, m.schedule(), generator=gen(7), select=Selection("tempered", lmbda=0.1))
+    assert a.best_id == b.best_id and a.top_ids == b.top_ids
+    best = random_search(m, x, m.schedule(), generator=gen(7), top_k=3)
+    inf = random_search(m, x, m.schedule(), generator=gen(7), top_k=3, select=Selection("tempered"))
+    assert inf.top_ids == best.top_ids and inf.selection["drawn_among"] == N
+
+
+def test_tempered_order_draws_without_replacement_and_never_a_diverged_row_first():
+    values = torch.tensor([1.0, float("-inf"), 0.5, float("nan")])
+    for seed in range(50):
+        rows = tempered_order(values, 0.0, 4, gen(seed)).tolist()
+        assert sorted(rows) == [0, 1, 2, 3] and set(rows[:2]) == {0, 2}
+
+
+STRATEGIES = {
+    "random": lambda m, x, **kw: random_search(m, x, m.schedule(), generator=gen(), **kw),
+    "zero_order": lambda m, x, **kw: zero_order_search(m, x[:1], m.schedule(), generator=gen(), iterations=3, **kw),
+    "paths": lambda m, x, **kw: path_search(m, x[:2], m.schedule(), generator=gen(), **kw),
+    "particles": lambda m, x, **kw: particle_steering(m, x[:4], m.schedule(), generator=gen(), lmbda=1.0, **kw),
+    "rejection": lambda m, x, **kw: early_rejection(m, x, m.schedule(), generator=gen(), **kw),
+    "tree": lambda m, x, **kw: tree_search(m, x[:2], m.schedule(), generator=gen(), rollouts=6, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_every_strategy_tempers_among_its_final_candidates(name, ancestral):
+    """lambda infinite returns exactly what best does; a finite lambda returns one of the final
+    candidates, with that candidate's own score, and the rest of the result unchanged."""
+    run = STRATEGIES[name]
+    best = run(backend(ancestral=ancestral, seed=2), noise(N, seed=1), top_k=2)
+    inf = run(backend(ancestral=ancestral, seed=2), noise(N, seed=1), top_k=2, select=Selection("tempered"))
+    assert inf.top_ids == best.top_ids and inf.top_scores == best.top_scores and inf.nfe == best.nfe
+    low = run(backend(ancestral=ancestral, seed=2), noise(N, seed=1), top_k=2, select=Selection("tempered", lmbda=0.0))
+    assert low.nfe == best.nfe and len(low.top_ids) == 2 and low.selection["rule"] == "tempered"
+    final = {e["id"]: e["score"] for e in low.candidates}
+    assert low.best_id in final and low.best_score == pytest.approx(final[low.best_id]) or low.draft is None
+
+
+def test_threshold_stops_at_the_first_candidate_reaching_the_value_and_spends_no_more():
+    m, x = backend(target=3), noise(12, seed=5)
+    scores = plain_scores(m, x)
+    value = sorted(scores.values())[-3]  # three candidates reach it
+    first = min(i for i, s in scores.items() if s >= value)
+    per = m.nfe(m.schedule())
+    m2 = backend(target=3)
+    res = random_search(m2, x, m2.schedule(), generator=gen(), select=Selection("threshold", threshold=value))
+    assert res.best_id == first and res.best_score == pytest.approx(scores[first])
+    assert res.nfe == (first + 1) * per == m2.rows  # nothing after it was started
+    assert res.selection == {"rule": "threshold", "threshold": value, "reached": True,
+                             "reached_in_round": first, "scored": first + 1}
+    # Never reached: the best of all N, all N paid.
+    m3 = backend(target=3)
+    res = random_search(m3, x, m3.schedule(), generator=gen(), select=Selection("threshold", threshold=1e9))
+    assert res.best_score == pytest.approx(max(scores.values())) and res.nfe == 12 * per
+    assert res.selection["reached"] is False and res.selection["scored"] == 12
+
+
+@pytest.mark.parametrize("name", ["zero_order", "tree"])
+def test_threshold_stops_zero_order_and_tree_search_after_the_round_that_reaches_it(name):
+    run = STRATEGIES[name]
+    full = run(backend(target=0), noise(N, seed=2))
+    first_round = next(r for r in full.rounds if r.get("best_score") is not None)
+    res = run(backend(target=0), noise(N, seed=2), select=Selection("threshold", threshold=first_round["best_score"]))
+    assert res.selection["reached"] and res.selection["reached_in_round"] == first_round["round"]
+    assert res.nfe == first_round["nfe"] < full.nfe
+    assert res.best_score >= first_round["best_score"]
+
+
+@pytest.mark.parametrize("name", ["paths", "particles", "rejection"])
+def test_strategies_whose_candidates_finish_together_refuse_threshold_and_say_why(name):
+    spec = registry.get(name)
+    with pytest.raises(ValueError, match=f"selection: {spec.display_name} cannot use threshold selection: its "
+                                         "candidates all finish together"):
+        spec.configure({}, selection=Selection("threshold", threshold=1.0))
+    assert spec.configure({}, selection=Selection("tempered", lmbda=1.0)).selection.rule == "tempered"
+
+
+def test_selection_refuses_bad_values_naming_them():
+    with pytest.raises(ValueError, match="lambda must be 0 or more"):
+        Selection("tempered", lmbda=-1.0)
+    with pytest.raises(ValueError, match="threshold must be a finite score"):
+        Selection("threshold", threshold=math.nan)
+    with pytest.raises(ValueError, match="selection rule 'worst' is not one of: best, tempered, threshold"):
+        Selection("worst")
+    assert BEST.settings() == {"rule": "best"}
+
+
+def test_spearman_matches_its_definition():
+    a, b = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([10.0, 30.0, 20.0, 40.0])
+    # d = rank differences 0, 1, 1, 0: rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman(a, b) == pytest.approx(0.8)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, torch.tensor([1.0, 1.0, 2.0, 2.0])) == pytest.approx(0.894427, rel=1e-5)  # ties: mean ranks
+    assert spearman(a[:1], b[:1]) is None and spearman(a, torch.ones(4)) is None
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_a_drafts_finalists_are_the_main_models_samples_of_their_noises(ancestral):
+    """A draft (here: the same mixture at 3 steps instead of 12, an imperfect model) searches; the main
+    model regenerates its rescored finalists from their noises and ranks them by its own samples."""
+    x = noise(8, seed=6)
+    draft = backend(steps=3, ancestral=ancestral, seed=4)
+    found = random_search(draft, x, draft.schedule(), generator=gen(), top_k=4)
+    main = backend(ancestral=ancestral, seed=4)
+    res = regenerate_with_main(main, found, main.schedule(), k=2)
+    alone = backend(ancestral=ancestral, seed=4)
+    plain = {i: alone.score(alone.solve(None, x[i : i + 1], alone.schedule(), [i])[0]).values.item()
+             for i in found.top_ids}
+    assert set(res.top_ids) <= set(found.top_ids) and len(res.top_ids) == 2
+    assert res.best_id == max(found.top_ids, key=plain.get)
+    assert res.top_scores == pytest.approx([plain[i] for i in res.top_ids])
+    assert torch.equal(res.best_noise[0], x[res.best_id])
+    per = main.nfe(main.schedule())
+    assert res.draft == {"nfe": found.nfe, "regeneration_nfe": 4 * per, "rescored": 4,
+                         "spearman": spearman(torch.tensor(found.top_scores),
+                                              torch.tensor([plain[i] for i in found.top_ids])),
+                         "draft_winner": found.best_id}
+    assert res.nfe == found.nfe + 4 * per and main.rows == 4 * per
+    assert res.search_scores == [found.top_scores[found.top_ids.index(i)] for i in res.top_ids]
