@@ -499,6 +499,12 @@ EXAMPLES = [sd15_random_search_imagereward, sdxl_zero_order_ensemble, flux_path_
             verifier_score_best_of_batch, replay_winner_stock_nodes, sd15_particle_steering_clipscore,
             sd15_early_rejection_imagereward, sd15_tree_search_custom, sd15_latent_batch_random_search]
 
+# The video examples (examples/video_examples.py): their models' download links, then their builders.
+from video_examples import VIDEO_EXAMPLES, VIDEO_MODELS  # noqa: E402
+
+MODELS.update(VIDEO_MODELS)
+EXAMPLES += VIDEO_EXAMPLES
+
 
 def build_all(object_info: dict) -> dict[str, dict]:
     return {fn.__name__: fn(object_info).to_json() for fn in EXAMPLES}
