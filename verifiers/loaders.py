@@ -287,7 +287,7 @@ def _index_shards(index: Path) -> list[str]:
     return names
 
 
-def _load_chat_vlm(kind: str, folder: str, precision: str, allow_download: bool, node_id: str | None, make):
+def _load_chat_vlm(folder: str, precision: str, allow_download: bool, node_id: str | None, make):
     from .vlm import checkpoint_dtype, load_vlm
 
     base = resolve_vlm_folder(folder, allow_download, node_id)
@@ -313,7 +313,7 @@ def load_vqascore(model_folder: str = DEFAULT_VLM, question_template: str | None
     from .vlm import VQA_TEMPLATE, VQAScoreVerifier
 
     template = question_template or VQA_TEMPLATE
-    return _load_chat_vlm("vqascore", model_folder, precision, allow_download, node_id,
+    return _load_chat_vlm(model_folder, precision, allow_download, node_id,
                           lambda m, p: VQAScoreVerifier(m, p, template, image_size))
 
 
@@ -321,7 +321,7 @@ def load_llm_grader(model_folder: str = DEFAULT_VLM, image_size: int = 0, precis
                     allow_download: bool = True, node_id: str | None = None):
     from .vlm import LLMGraderVerifier
 
-    return _load_chat_vlm("llm_grader", model_folder, precision, allow_download, node_id,
+    return _load_chat_vlm(model_folder, precision, allow_download, node_id,
                           lambda m, p: LLMGraderVerifier(m, p, image_size))
 
 
