@@ -179,6 +179,12 @@ def test_batch_size_does_not_change_scores_and_memory_manager_loads_the_model(vl
         torch.testing.assert_close(whole, singles, rtol=1e-4, atol=1e-9)
         v.max_batch = 2  # the Scorer's chunks of 2 and 1
         torch.testing.assert_close(scoring.score_images(v, imgs, PROMPT), whole, rtol=1e-4, atol=1e-9)
+    # Scoring loaded the model through ComfyUI's memory manager (it may offload it between uses).
+    import comfy.model_management
+
+    loaded = [getattr(m.model.model, "inner", None) for m in comfy.model_management.current_loaded_models
+              if m.model is not None]
+    assert v.model in loaded
     # The cache: a second loader shares the model; a smaller image_size means fewer image tokens.
     a, b = load("VQAScoreVerifierLoader", folder), load("VQAScoreVerifierLoader", folder, image_size=28)
     assert a.model is b.model
