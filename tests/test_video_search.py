@@ -37,6 +37,7 @@ SEED = 7
 
 def load(kind: str, path, name: str | None = None):
     """Load a file through the host's loader node, as the template's loader does."""
+    load_host()
     import folder_paths
 
     folder = {"unet": "diffusion_models", "vae": "vae", "checkpoint": "checkpoints"}[kind]
@@ -269,6 +270,14 @@ def test_wan22_5b_random_search_replays_with_the_stock_ksampler():
         stock = run_node("KSampler", seed=SEED + entry["id"], **common)[0]["samples"]
         assert same(out["top"]["samples"][rank: rank + 1], stock)
     assert out["report"]["nfe"]["planned"] == out["report"]["nfe"]["measured"]
+    # An empty latent of another family's channel count is fixed as the stock sampler fixes it
+    # (fix_empty_latent_channels: 16 channels repeated to the model's 48).
+    empty16 = run_node("EmptyHunyuanLatentVideo", width=16, height=16, length=5, batch_size=1)[0]
+    common["latent_image"] = empty16
+    out = search("RandomSearchSampler", seed=SEED, judge=judge(vae), candidates=2, budget=0, top_k=1, batch_size=2,
+                 **common)
+    assert out["best"]["samples"].shape[1] == 48
+    assert same(out["best"]["samples"], run_node("KSampler", seed=out["replay_seed"], **common)[0]["samples"])
 
 
 # -- LTX-Video -----------------------------------------------------------------------------------
