@@ -159,8 +159,8 @@ def subject_consistency(dino_verifier) -> ConsistencyVerifier:
     """Subject consistency with the DINO features of a loaded DINOv2 verifier (its CLS
     features, the reference's ``dino_transform`` replaced by DINOv2's own preprocessing)."""
     if not callable(getattr(dino_verifier, "features", None)):
-        raise VerifierError("verifier: subject consistency reads DINO features; connect the DINOv2 verifier loader's "
-                            "VERIFIER")
+        raise VerifierError("dinov2_verifier: subject consistency reads DINO features; connect the VERIFIER of "
+                            "Load DINOv2 Verifier")
     return ConsistencyVerifier(dino_verifier.features, "subject consistency (DINO)",
                                prepare=getattr(dino_verifier, "prepare", None))
 
@@ -170,8 +170,8 @@ def background_consistency(clip_verifier) -> ConsistencyVerifier:
     (CLIPScore, aesthetic, zero-shot: their CLIP image tower and its preprocessing)."""
     clip = getattr(clip_verifier, "clip", None)
     if not callable(getattr(clip, "image_embeddings", None)):
-        raise VerifierError("verifier: background consistency reads CLIP image features; connect a CLIPScore (or "
-                            "other CLIP-based) verifier loader's VERIFIER")
+        raise VerifierError("clip_verifier: background consistency reads CLIP image features; connect the VERIFIER "
+                            "of Load CLIPScore Verifier (or another CLIP-based verifier loader)")
     return ConsistencyVerifier(clip.image_embeddings, "background consistency (CLIP)",
                                prepare=getattr(clip_verifier, "prepare", None))
 
