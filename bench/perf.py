@@ -661,7 +661,211 @@ def profile_section(bench: Bench, px: int, n: int, top: int = 30) -> dict:
     return out
 
 
+# -- full-size models (--full-size; the default on CUDA) ------------------------------------
+# The UNet configurations of ComfyUI's SD1.5 and SDXL (its model_detection), built with the host's
+# own model classes (comfy.supported_models) and random weights at benchmark time; the SD VAE
+# (AutoencoderKL, 83M parameters) through comfy.sd.VAE from a random state dict in the official
+# key layout; the verifier is CLIPScore on a random open_clip ViT-L/14 (the backbone of
+# CLIPScore, the LAION aesthetic predictor and PickScore-style verifiers).
+SD15_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+             "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+             "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+             "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+# --quick: the same classes with fewer blocks (one level of one res block with one transformer
+# block, and the middle block), so the CPU builds and runs them in seconds; at 32 px.
+QUICK_UNET = {"sd15": {"num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1],
+                       "transformer_depth_output": [1, 1]},
+              "sdxl": {"num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1],
+                       "transformer_depth_middle": 1, "transformer_depth_output": [1, 1]}}
+# --quick's strategies: one zero-order iteration, one path with two branches.
+QUICK_STRATEGY_OPTIONS = {"zero_order": {"iterations": 1},
+                          "paths": {"paths": 1, "branches": 2, "start": 0.3, "forward": 0.2, "backward": 0.3,
+                                    "interval_steps": 1}}
+# model: (UNet config, supported_models class, context width, pooled width, px, N, steps, repeats,
+# latent batch, dtype on CUDA); quick: 32 px, N=2, 2 steps, 1 repeat, batch of 2, float32.
+FULL_MODELS = {
+    "sd15": (SD15_UNET, "SD15", 768, None, 512, 8, 10, 2, 4, "float16"),
+    "sdxl": (SDXL_UNET, "SDXL", 2048, 1280, 1024, 4, 8, 2, 2, "float16"),
+}
+FULL_STRATEGIES = {
+    "random": ("RandomSearch", {"candidates": 4}),
+    "zero_order": ("ZeroOrderSearch", {"neighbours": 2, "iterations": 2, "angle": 30.0, "restart": True}),
+    "paths": ("PathSearch", {"paths": 2, "branches": 2, "start": 0.4, "forward": 0.2, "backward": 0.3,
+                             "interval_steps": 2}),
+}
+SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+CLIP_ARCH, QUICK_CLIP_ARCH = "ViT-L-14", "NSBench-ViT-L-14-2layers"
+
+
+def randomize_(module, seed: int) -> int:
+    """Random weights in place (fan-in scaled normals; norms 1, biases 0); returns the parameter count."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    count = 0
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            count += p.numel()
+            if p.ndim <= 1:
+                p.fill_(1.0 if "norm" in name or name.endswith("weight") else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p[0].numel()) ** 0.5)
+    return count
+
+
+def build_unet(name: str, quick: bool, device: str):
+    """A random-weight UNet as a ModelPatcher, built by the host's model class for ``name``."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    import torch
+
+    config, cls_name = dict(FULL_MODELS[name][0]), FULL_MODELS[name][1]
+    if quick:
+        config.update(QUICK_UNET[name])
+    dtype = getattr(torch, FULL_MODELS[name][9]) if device == "cuda" else torch.float32
+    model_config = getattr(comfy.supported_models, cls_name)(config)
+    load, offload = mm.get_torch_device(), mm.unet_offload_device()
+    model_config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load, model_config.supported_inference_dtypes))
+    model = model_config.get_model({}, "")
+    params = randomize_(model.diffusion_model, 0)
+    model.diffusion_model.to(dtype)
+    return comfy.model_patcher.ModelPatcher(model, load_device=load, offload_device=offload), params
+
+
+def build_vae(quick: bool):
+    """The SD VAE (as SD1.5 and SDXL ship it) with random weights, loaded by comfy.sd.VAE from a
+    state dict in the official layout (quick: the same AutoencoderKL at a quarter of the width
+    with one res block per level, given to comfy.sd.VAE as its config)."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {**SD_VAE, "ch": 32, "num_res_blocks": 1} if quick else SD_VAE
+    model = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+    params = randomize_(model, 1)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    config = {"params": {"ddconfig": ddconfig, "embed_dim": 4}} if quick else None
+    return comfy.sd.VAE(sd=sd, config=config), params
+
+
+def build_clip_verifier(quick: bool):
+    """CLIPScore on a random open_clip ViT-L/14 (quick: its widths, patch and image size with 2 layers)."""
+    import open_clip
+
+    from devhost import pack_module
+
+    arch = QUICK_CLIP_ARCH if quick else CLIP_ARCH
+    if quick and arch not in open_clip.list_models():
+        cfg = json.loads(json.dumps(open_clip.get_model_config(CLIP_ARCH)))
+        cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"] = 2, 2
+        folder = Path(tempfile.mkdtemp(prefix="noise_search_clip_cfg_"))
+        (folder / f"{arch}.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(str(folder))
+    model = open_clip.create_model(arch, pretrained=None)
+    params = sum(p.numel() for p in model.parameters())
+    clip_mod = pack_module("verifiers.clip")
+    clip = clip_mod.OpenCLIPModel(model, open_clip.get_tokenizer(arch), arch)
+    return pack_module("verifiers.comfy_runtime").attach(clip_mod.CLIPScoreVerifier(clip)), arch, params
+
+
+class FullSizeBench(Bench):
+    """The same measurements on a full-size random model; models are set by ``use``."""
+
+    def __init__(self, device: str, steps: int, server_hook: bool, quick: bool):
+        super().__init__(device, steps, server_hook)
+        self.quick = quick
+        t0 = time.perf_counter()
+        self.vae, self.vae_params = build_vae(quick)
+        self.verifier, self.clip_arch, self.clip_params = build_clip_verifier(quick)
+        self.verifier_name = f"CLIPScore, random open_clip {self.clip_arch}"
+        self.verifier_file = None
+        self.build_s = time.perf_counter() - t0
+
+    def use(self, name: str) -> dict:
+        import torch
+
+        self.model = None
+        gc.collect()
+        t0 = time.perf_counter()
+        self.model, params = build_unet(name, self.quick, self.device)
+        context, pooled = FULL_MODELS[name][2], FULL_MODELS[name][3]
+        g = torch.Generator().manual_seed(2)
+
+        def cond(scale):
+            extra = {"pooled_output": torch.randn(1, pooled, generator=g)} if pooled else {}
+            return [[torch.randn(1, 77, context, generator=g) * scale, extra]]
+
+        self.positive, self.negative = cond(1.0), cond(0.1)
+        return {"unet_params": params, "build_s": time.perf_counter() - t0}
+
+
+def full_size(bench: FullSizeBench, names: list[str], quick: bool) -> dict:
+    """Per model: the a/b/c rung, batch speed-up per strategy, peak memory per strategy."""
+    out = {}
+    for name in names:
+        _, _, _, _, px, n, steps, repeats, problems, dtype = FULL_MODELS[name]
+        if quick:
+            px, n, steps, repeats, problems = 32, 2, 2, 1, 2
+        bench.steps = steps
+        section(f"full-size {name}: {px} px, N={n}, {steps} steps" + (" (quick: fewer UNet blocks)" if quick else ""))
+        info = bench.use(name)
+        log(f"{name} UNet: {info['unet_params'] / 1e6:.0f}M parameters "
+            f"({'float32' if bench.device == 'cpu' else dtype}), built in {info['build_s']:.1f} s; SD VAE "
+            f"{bench.vae_params / 1e6:.0f}M; {bench.verifier_name} {bench.clip_params / 1e6:.0f}M")
+        if not quick:  # quick makes no timing claims: no warm-up
+            warm_up(bench, [px])
+        row = ladder(bench, [(px, n, repeats)])[0]
+        strategies = {k: (node, {**opts, "candidates": n} if k == "random" else dict(opts))
+                      for k, (node, opts) in FULL_STRATEGIES.items()}
+        if quick:
+            for k, extra in QUICK_STRATEGY_OPTIONS.items():
+                strategies[k][1].update(extra)
+        # Quick: SDXL's latent batches for random search only (the CPU check stays short).
+        batch = batches(bench, px, problems, repeats,
+                        {"random": strategies["random"]} if quick and name != names[0] else strategies)
+        peaks = {}
+        for key, (node, opts) in strategies.items():
+            peaks[key] = peak_growth_mib(lambda node=node, opts=opts, px=px: bench.search(node, px, **opts),
+                                         bench.device)
+        log("peak memory per strategy [MiB]: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()))
+        out[name] = {"px": px, "n": n, "steps": steps, "repeats": repeats, "problems": problems,
+                     "unet_params": info["unet_params"], "a_over_b": row["a_over_b"], "b_over_c": row["b_over_c"],
+                     "a_s": row["a_s"], "b_s": row["b_s"], "c_s": row["c_s"],
+                     "scores_max_abs_diff_b_c": row["scores_max_abs_diff_b_c"],
+                     "batch_speedup": {k: v["speedup"] for k, v in batch.items()},
+                     "batch_same_winners": all(v["same_winners"] for v in batch.values()),
+                     "peak_mib": peaks}
+        bench.model = None
+    return out
+
+
+def run_full_size(args, device: str) -> dict:
+    bench = FullSizeBench(device, 2, args.server_hook, args.quick)
+    log(f"full-size models (random weights, built now): SD VAE, {bench.verifier_name}; built in {bench.build_s:.1f} s")
+    return full_size(bench, ["sd15", "sdxl"], args.quick)
+
+
 # -- main ---------------------------------------------------------------------------------
+def clean(x):
+    """JSON-ready: floats rounded, non-finite ones as null."""
+    if isinstance(x, float):
+        return round(x, 5) if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [clean(v) for v in x]
+    return x
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -682,7 +886,14 @@ def _main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
     p.add_argument("--profile", metavar="PX,N", help="only profile b and c at one configuration, e.g. 64,16")
+    p.add_argument("--full-size", action="store_true",
+                   help="only the full-size models (SD1.5 UNet at 512 px, SDXL UNet at 1024 px in fp16, the SD VAE, "
+                        "CLIP ViT-L/14, random weights built now); with --quick: fewer UNet blocks and CLIP layers "
+                        "at 32 px (the CPU check of that path). Default on CUDA: the tiny ladder, then these")
+    p.add_argument("--tiny", action="store_true", help="only the tiny ladder (the default on the CPU)")
     args = p.parse_args(argv)
+    if args.full_size and args.tiny:
+        p.error("--full-size and --tiny exclude each other")
 
     import torch
 
@@ -694,6 +905,13 @@ def _main(argv=None) -> int:
     args.steps = args.steps or (QUICK_STEPS if args.quick else STEPS)
 
     t_start = time.perf_counter()
+    if args.full_size:
+        log(f"noise-search performance benchmark, full-size models: device={device}, torch {torch.__version__}, "
+            f"threads={torch.get_num_threads()}" + (f", GPU: {torch.cuda.get_device_name()}" if device == "cuda" else ""))
+        full = run_full_size(args, device)
+        print(json.dumps(clean({"device": device, "quick": args.quick, "full_size": full,
+                                "total_s": time.perf_counter() - t_start})), flush=True)
+        return 0
     configs = QUICK_LADDER if args.quick else LADDER + (GPU_RUNGS if device == "cuda" else [])
     if args.repeats:
         configs = [(px, n, args.repeats) for px, n, _ in configs]
@@ -781,16 +999,10 @@ def _main(argv=None) -> int:
     if bench.hook_stats is not None:
         h = bench.hook_stats
         log(f"progress hook: {h['calls']} updates, {h['previews']} previews encoded in {h['preview_s']:.3f} s")
+    full = None
+    if device == "cuda" and not args.tiny:  # what users run: full-size models after the tiny ladder
+        full = run_full_size(args, device)
     log(f"total benchmark time {time.perf_counter() - t_start:.1f} s")
-
-    def clean(x):
-        if isinstance(x, float):
-            return round(x, 5) if math.isfinite(x) else None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
 
     summary = {
         "device": device, "quick": args.quick, "steps": args.steps, "cfg": CFG, "verifier": bench.verifier_name,
@@ -808,6 +1020,7 @@ def _main(argv=None) -> int:
         "batch_same_winners": all(v["same_winners"] for v in batch.values()), "batch_problems": problems,
         "batch": batch, "batch_mem_mib": batch_mem,
         "ladder": [{k: v for k, v in r.items() if k != "times"} for r in rows],
+        "full_size": full,
         "total_s": time.perf_counter() - t_start,
     }
     print(json.dumps(clean(summary)), flush=True)

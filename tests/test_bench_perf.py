@@ -113,3 +113,64 @@ def test_quick_benchmark_prints_its_tables(quick_run):
                     "targets (reported, not asserted)", "no weights loaded on the second run",
                     "Latent batches at", "batch_speedup_zero_order >= 3"):
         assert heading in out, f"{heading!r} missing from the benchmark output:\n{out[-3000:]}"
+
+
+FULL_SIZE_STRATEGIES = ("random", "zero_order", "paths")
+
+
+def full_size_problems(summary: dict, quick: bool = False) -> list[str]:
+    """Everything wrong with the full-size section of the benchmark's JSON line."""
+    full = summary.get("full_size")
+    if not isinstance(full, dict) or set(full) != {"sd15", "sdxl"}:
+        return [f"full_size holds {sorted(full) if isinstance(full, dict) else full!r}, expected sd15 and sdxl"]
+    problems = []
+    for name, row in full.items():
+        problems += [f"{name}: {k} is not a finite positive number: {row.get(k)!r}"
+                     for k in ("a_over_b", "b_over_c", "a_s", "b_s", "c_s", "unet_params")
+                     if not _positive_finite(row.get(k))]
+        for key in ("batch_speedup", "peak_mib"):
+            values = row.get(key) or {}
+            # --quick measures SDXL's latent batches for random search only.
+            want = {"random"} if (quick and name == "sdxl" and key == "batch_speedup") else set(FULL_SIZE_STRATEGIES)
+            if set(values) != want:
+                problems.append(f"{name}: {key} has {sorted(values)}, expected {FULL_SIZE_STRATEGIES}")
+            check = _positive_finite if key == "batch_speedup" else (
+                lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)
+            problems += [f"{name}: {key}[{k}] = {v!r}" for k, v in values.items() if not check(v)]
+        if not (isinstance(row.get("scores_max_abs_diff_b_c"), (int, float)) and row["scores_max_abs_diff_b_c"] < 1e-3):
+            problems.append(f"{name}: RandomSearch and the limit scored different candidates")
+        if row.get("batch_same_winners") is not True:
+            problems.append(f"{name}: a batched search found other winners than one by one")
+    return problems
+
+
+def test_full_size_problems_rejects_bad_output():
+    row = {"a_over_b": 1.2, "b_over_c": 1.0, "a_s": 2.0, "b_s": 1.7, "c_s": 1.7, "unet_params": 26_000_000,
+           "batch_speedup": {k: 1.5 for k in FULL_SIZE_STRATEGIES}, "peak_mib": {k: 60.0 for k in FULL_SIZE_STRATEGIES},
+           "scores_max_abs_diff_b_c": 0.0, "batch_same_winners": True}
+    good = {"full_size": {"sd15": row, "sdxl": row}}
+    assert full_size_problems(good) == []
+    assert full_size_problems({"full_size": {"sd15": row}})
+    assert full_size_problems({"full_size": None})
+    quick = {"full_size": {"sd15": row, "sdxl": {**row, "batch_speedup": {"random": 1.2}}}}
+    assert full_size_problems(quick, quick=True) == [] and full_size_problems(quick)
+    for key, value in (("a_over_b", None), ("b_over_c", float("nan")), ("batch_same_winners", False),
+                       ("scores_max_abs_diff_b_c", 0.5), ("peak_mib", {"random": 1.0}),
+                       ("batch_speedup", {**row["batch_speedup"], "paths": 0})):
+        assert full_size_problems({"full_size": {"sd15": row, "sdxl": {**row, key: value}}}), key
+
+
+def test_full_size_path_builds_and_runs_on_the_cpu():
+    """`--device cpu --full-size --quick`: the full-size code path (the host's SD1.5 and SDXL model
+    classes, the SD VAE through comfy.sd.VAE, CLIPScore on a ViT-L/14-shaped open_clip) with fewer
+    blocks at 32 px. Checks that it builds and runs and what it reports; no timing is asserted."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--full-size", "--quick"], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    summary = json.loads(lines[-1])
+    assert summary["device"] == "cpu" and summary["quick"] is True
+    problems = full_size_problems(summary, quick=True)
+    assert not problems, "\n".join(problems) + "\n" + proc.stdout[-3000:]
+    for text in ("full-size sd15: 32 px", "full-size sdxl: 32 px", "peak memory per strategy", "ViT-L-14"):
+        assert text in proc.stdout, text
