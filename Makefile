@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 COMFYUI_PATH ?= $(CURDIR)/.comfyui/ComfyUI
 export COMFYUI_PATH
 
-.PHONY: setup setup-test test demo demo-full bench lint clean setup-tools release-check
+.PHONY: setup setup-test test demo demo-full study bench lint clean setup-tools release-check
 
 setup:
 	@bash scripts/setup.sh
@@ -27,12 +27,17 @@ demo: setup
 demo-full: setup
 	$(PY) -m bench.testbed.demo --full $(DEMO_ARGS)
 
+# The long-chain study (16-step candidates, particle steering and tree search against random
+# search at equal and half NFEs; about 10 minutes on 2 cores): bench/testbed/study.py.
+study: setup
+	$(PY) -m bench.testbed.study $(STUDY_ARGS)
+
 bench: setup
 	$(PY) bench/perf.py $(BENCH_ARGS)
 	$(PY) bench/video.py $(VIDEO_BENCH_ARGS)
 
 clean:
-	rm -rf .cache demo_output bench_output test_artifacts
+	rm -rf .cache demo_output study_output bench_output test_artifacts
 
 # comfy-cli, the Comfy registry's tool, in its own .venv-tools/ (tests/test_registry.py and
 # release-check use it).

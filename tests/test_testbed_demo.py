@@ -33,6 +33,7 @@ def demo_run(comfy, tmp_path_factory):
     try:
         results = demo.run(BUDGETS, PER_CLASS, out, resamples=RESAMPLES, log=print, progress=False)
         drawn = demo.plot(results, out)
+        drawn["pareto"] = demo.pareto_plot(results, out)
         demo.grid(out, BUDGETS, PER_CLASS)
     finally:
         # The demo adds the testbed's weights folder to the verifier folders and turns
@@ -59,10 +60,10 @@ def test_setting_is_class_conditional_without_guidance(demo_run):
 
 def test_all_outputs_are_written(demo_run):
     results, out, _ = demo_run
-    for name in ("results.json", "scaling.png", "grid.png", "samples.npz"):
+    for name in ("results.json", "scaling.png", "pareto.png", "grid.png", "samples.npz"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
-    for name in ("scaling.png", "grid.png"):
+    for name in ("scaling.png", "pareto.png", "grid.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -83,7 +84,10 @@ def test_samples_npz_schema(demo_run):
     for row in results["rows"]:
         assert row["nfe_max"] <= row["budget"], row
     assert set(nfe[method == "steps"].tolist()) == set(BUDGETS)
-    assert nfe[method != "steps"].min() > BUDGETS[0]  # every search spent more than one plain sample
+    # Every search spent more than one plain sample, except threshold selection where the first
+    # candidate already reaches the value (it then stops after that one sample).
+    assert nfe[(method != "steps") & (method != "threshold")].min() > BUDGETS[0]
+    assert nfe[method == "threshold"].min() >= BUDGETS[0]
 
 
 def test_rows_cover_every_method_and_budget(demo_run):
@@ -134,10 +138,13 @@ def test_tables_and_target_lines(demo_run):
     assert "difference to NO SEARCH" in text and "95% bootstrap interval" in text
     for r in results["rows"]:
         assert f"{r['verifier_score']:.2f} [{r['ci']['verifier_score'][0]:.2f}," in text
-    lines = demo.target_lines(results)
-    assert [line[:4] for line in lines] == ["(a) ", "(b) ", "(c) "]
-    for line, key in zip(lines, "abc"):
-        met = results["targets"][key]["met"]
+    lines = demo.target_lines(results) + demo.selection_target_lines(results)
+    assert [line[:4] for line in lines] == ["(a) ", "(b) ", "(c) ", "(d) ", "(e) ", "(f) "]
+    for line in lines:
+        assert line in text  # the console prints every target line
+    targets = {"a": "a", "b": "b", "c": "c", "d": "tempered", "e": "threshold"}
+    for line, key in zip(lines, "abcde"):
+        met = results["targets"][targets[key]]["met"]
         assert isinstance(met, bool)
         assert line.startswith(f"({key}) met:" if met else f"({key}) NOT met:"), line
         assert "[" in line  # every target line shows intervals
@@ -146,13 +153,71 @@ def test_tables_and_target_lines(demo_run):
     half = results["targets"]["a"]["verifier_at_half_nfe"]
     assert [(h["random_budget"], h["particles_budget"]) for h in half] == [(16, 8), (32, 16)]
     assert [x["budget"] for x in results["targets"]["b"]["comparisons"]] == BUDGETS[1:]
-    assert {g["method"] for g in results["targets"]["c"]["gains"]} == set(demo.SEARCHES)
+    assert {g["method"] for g in results["targets"]["c"]["gains"]} == set(demo.STRATEGIES)
+    # (d) and (e) rest on the rows they name.
+    tem, rnd, plain = (demo._row(results["rows"], m, BUDGETS[-1]) for m in ("tempered", "random", "steps"))
+    base = results["rows"][0]
+    d = results["targets"]["tempered"]
+    assert d["fd_ratio"] == pytest.approx(tem["frechet_distance"] / base["frechet_distance"])
+    assert d["gain"] == pytest.approx(tem["accuracy"] - base["accuracy"])
+    assert d["random_gain"] == pytest.approx(rnd["accuracy"] - base["accuracy"])
+    e = results["targets"]["threshold"]
+    thr = demo._row(results["rows"], "threshold", BUDGETS[-1])
+    assert e["saved"] == pytest.approx(1 - thr["nfe_mean"] / rnd["nfe_mean"]) and thr["nfe_mean"] <= rnd["nfe_mean"]
+
+
+def test_pareto_frontier_holds_exactly_the_undominated_rows(demo_run):
+    results, _, drawn = demo_run
+    rows = results["rows"]
+    for key, sign in demo.FIDELITY.items():
+        front = {(p["method"], p["budget"]) for p in results["pareto"][key]}
+        assert drawn["pareto"][key] == [(p["method"], p["budget"]) for p in results["pareto"][key]]
+        for r in rows:
+            beaten = any(o["verifier_score"] >= r["verifier_score"] and sign * o[key] >= sign * r[key]
+                         and (o["verifier_score"], o[key]) != (r["verifier_score"], r[key]) for o in rows)
+            assert ((r["method"], r["budget"]) in front) is not beaten, (key, r["method"], r["budget"])
+    text = demo.report(results)
+    assert "frontier of verifier vs FD" in text and "frontier of verifier vs divers." in text
+
+
+def test_pareto_on_known_points():
+    rows = [{"method": m, "budget": b, "nfe_mean": b, "verifier_score": v, "frechet_distance": fd, "diversity": dv,
+             "ci": {"verifier_score": [v, v], "frechet_distance": [fd, fd], "diversity": [dv, dv]}}
+            for m, b, v, fd, dv in [("steps", 4, 1.0, 10.0, 9.0), ("random", 8, 2.0, 12.0, 8.0),
+                                    ("random", 16, 3.0, 20.0, 7.0), ("tempered", 16, 2.5, 11.0, 7.5),
+                                    ("tree", 16, 1.5, 15.0, 8.5)]]
+    front = demo.pareto(rows)
+    assert [(p["method"], p["budget"]) for p in front["frechet_distance"]] == [
+        ("steps", 4), ("tempered", 16), ("random", 16)]
+    assert [(p["method"], p["budget"]) for p in front["diversity"]] == [
+        ("steps", 4), ("tree", 16), ("random", 8), ("tempered", 16), ("random", 16)]
+
+
+def test_selection_targets_met_and_not_met():
+    base = {"verifier_score": 0.0, "frechet_distance": 10.0, "diversity": 10.0, "accuracy": 0.90}
+    values = {("steps", 4): base,
+              ("random", 32): {**base, "verifier_score": 3.0, "frechet_distance": 20.0, "accuracy": 0.98},
+              ("tempered", 32): {**base, "verifier_score": 2.0, "frechet_distance": 11.9, "accuracy": 0.962},
+              ("threshold", 32): {**base, "verifier_score": 2.5, "frechet_distance": 18.0, "accuracy": 0.98}}
+    rows, boots, budgets = fake_results(values)
+    rows[-1]["nfe_mean"] = 22.0  # 31% fewer than random search's 32
+    t = demo.selection_targets(rows, boots, budgets)
+    assert t["tempered"]["met"] and t["threshold"]["met"]
+    # FD above 1.2x, or less than 3/4 of the gain, or too few NFEs saved: not met.
+    for change, key in (({("tempered", 32): {**values[("tempered", 32)], "frechet_distance": 12.1}}, "tempered"),
+                        ({("tempered", 32): {**values[("tempered", 32)], "accuracy": 0.955}}, "tempered")):
+        rows, boots, budgets = fake_results({**values, **change})
+        rows[-1]["nfe_mean"] = 22.0
+        assert not demo.selection_targets(rows, boots, budgets)[key]["met"]
+    rows, boots, budgets = fake_results(values)
+    rows[-1]["nfe_mean"] = 23.0  # 28% fewer
+    assert not demo.selection_targets(rows, boots, budgets)["threshold"]["met"]
 
 
 def test_curves_have_bands_for_every_strategy(demo_run):
     results, _, drawn = demo_run
-    assert set(drawn) == set(demo.METRICS)
-    for key, curves in drawn.items():
+    assert set(drawn) == set(demo.METRICS) | {"pareto"}
+    for key, curves in ((k, v) for k, v in drawn.items() if k != "pareto"):
         assert set(curves) == set(demo.METHODS), key
         for method, pts in curves.items():
             assert len(pts) >= 2 and pts[0][0] == BUDGETS[0]  # every curve starts at the no-search sample

@@ -46,11 +46,14 @@ if str(ROOT) not in sys.path:
 
 from devhost import load_host, pack_module, run_node  # noqa: E402
 
-METHODS = ("steps", "random", "zero_order", "paths", "particles", "rejection", "tree")
+METHODS = ("steps", "random", "zero_order", "paths", "particles", "rejection", "tree", "tempered", "threshold")
 SEARCHES = METHODS[1:]
+STRATEGIES = METHODS[1:7]  # the strategies, each with the best-of selection
+# Random search with another selection rule (search/selection.py), on the same candidates.
+SELECTIONS = ("tempered", "threshold")
 LABELS = {"steps": "more denoising steps", "random": "random search", "zero_order": "zero-order search (ZO-2)",
           "paths": "search over paths", "particles": "particle steering (FK)", "rejection": "early rejection",
-          "tree": "tree search (DTS*)"}
+          "tree": "tree search (DTS*)", "tempered": "random, tempered (l=1)", "threshold": "random, threshold 10.5"}
 METRICS = ("verifier_score", "inception_score", "accuracy", "frechet_distance", "diversity")
 METRIC_NAMES = {"verifier_score": "verifier", "inception_score": "IS", "accuracy": "acc",
                 "frechet_distance": "FD", "diversity": "divers."}
@@ -82,6 +85,13 @@ MAX_CANDIDATES = 4096  # the nodes' limit: the budget decides how many start
 # Diffusion tree search: the node's defaults except lambda (the same logit scale as particle
 # steering's); a budget buys as many rollouts as it pays for (deeper branches cost less).
 TREE = {"branches": 2, "lmbda": 2.0, "greedy": True, "wave": 4, "renoise": 0.1}
+# Selection rules, chosen before any run with them (bench/testbed/README.md): tempered at lambda 1 on
+# the verifier's logit scale (candidates' logits spread by about one to two units, so the draw
+# still favours better candidates without always taking the best); threshold at 10.5, the mean
+# verifier score of random search's winners at 16 NFEs in the last published table (10.67),
+# rounded down: "stop once a candidate is as good as a typical 4-candidate winner".
+TEMPERED = {"rule": "tempered", "lambda_": 1.0, "threshold": 0.0}
+THRESHOLD = {"rule": "threshold", "lambda_": 1.0, "threshold": 10.5}
 
 
 def node_of(method: str) -> str:
@@ -142,13 +152,17 @@ class Testbed:
         """The smallest budget at which ``method`` searches at all (one round beyond the plain sample)."""
         s = self.search_steps
         return {"steps": s, "random": 2 * s, "zero_order": s * (1 + self.zero_order["neighbours"]),
-                "paths": self.path_cost, "particles": 2 * s, "rejection": 2 * s, "tree": 2 * s}[method]
+                "paths": self.path_cost, "particles": 2 * s, "rejection": 2 * s, "tree": 2 * s,
+                "tempered": 2 * s, "threshold": 2 * s}[method]
 
     def search(self, method: str, budget: int, labels: list[int], seed: int) -> tuple[torch.Tensor, list[int]]:
         """Every sample of ``labels`` at ``budget`` total NFEs each, in one batched search (sample b is
         problem b); returns (latents [n,1,16,16], NFEs each sample spent)."""
         args = self._search_args(labels, seed, budget)
-        if method == "random":
+        if method in SELECTIONS:
+            args["selection"] = run_node("SearchSelection", **(TEMPERED if method == "tempered" else THRESHOLD))[0]
+            method, options = "random", {"candidates": max(1, budget // self.search_steps)}
+        elif method == "random":
             options = {"candidates": max(1, budget // self.search_steps)}
         elif method == "zero_order":
             options = {"iterations": 10_000, **self.zero_order}
@@ -266,6 +280,8 @@ def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "dem
                 "particles": {**bed.particles, "particles": "budget // search_steps"},
                 "rejection": {**bed.rejection, "candidates": "as many as the budget pays for (asked: budget)"},
                 "tree": {**bed.tree, "rollouts": "as many as the budget pays for (asked: budget)"},
+                "tempered": {"candidates": "budget // search_steps", "lambda": TEMPERED["lambda_"]},
+                "threshold": {"candidates": "budget // search_steps", "threshold": THRESHOLD["threshold"]},
                 "bootstrap": {"resamples": resamples, "seed": metrics.BOOTSTRAP_SEED,
                               "confidence": metrics.CONFIDENCE,
                               "method": "percentile; samples resampled with replacement within each class "
@@ -311,6 +327,8 @@ def run(budgets=BUDGETS, per_class: int = PER_CLASS, out_dir: Path = ROOT / "dem
                                    for k in METRICS}
     results["findings"] = findings(results["rows"], budgets)
     results["targets"] = targets(results["rows"], boots, budgets)
+    results["targets"].update(selection_targets(results["rows"], boots, budgets))
+    results["pareto"] = pareto(results["rows"])
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +395,7 @@ def paired(rows: list[dict], boots: dict, a: tuple[str, int], b: tuple[str, int]
 def findings(rows: list[dict], budgets: list[int]) -> dict:
     """The paper's claims, computed from the demo's own table (point estimates; nothing here is asserted)."""
     out = {"search_beats_steps_on_is": {}, "verifier_by_budget": {}, "verifier_monotone": {}}
-    for method in SEARCHES:
+    for method in STRATEGIES:
         present = [b for b in budgets if cell(rows, method, b) is not None]
         if len(present) < 2:
             continue
@@ -453,7 +471,7 @@ def targets(rows: list[dict], boots: dict, budgets: list[int]) -> dict:
     # (c)
     top, base = budgets[-1], (METHODS[0], budgets[0])
     gains = []
-    for method in SEARCHES:
+    for method in STRATEGIES:
         if _row(rows, method, top) is None:
             continue
         d = paired(rows, boots, (method, top), base, "accuracy")
@@ -463,6 +481,97 @@ def targets(rows: list[dict], boots: dict, budgets: list[int]) -> dict:
                         f"search has a 95% paired-bootstrap interval above zero", "gains": gains,
                 "met": bool(gains and all(g["raises"] for g in gains))}
     return out
+
+
+# -------------------------------------------------- the trade-off: reward against fidelity and variety
+FIDELITY = {"frechet_distance": -1, "diversity": 1}  # +1: higher is better
+
+
+def pareto(rows: list[dict]) -> dict:
+    """The settings (method x budget) on the frontier of the verifier's score against the evaluator's
+    Frechet distance and against per-class diversity: no other row is at least as good on both and
+    better on one (point estimates; each with its 95% interval)."""
+    def dominated(r, key, sign):
+        return any(o["verifier_score"] >= r["verifier_score"] and sign * o[key] >= sign * r[key]
+                   and (o["verifier_score"] > r["verifier_score"] or sign * o[key] > sign * r[key]) for o in rows)
+
+    out = {}
+    for key, sign in FIDELITY.items():
+        front = sorted((r for r in rows if not dominated(r, key, sign)), key=lambda r: r["verifier_score"])
+        out[key] = [{"method": r["method"], "budget": r["budget"], "nfe_mean": r["nfe_mean"],
+                     "verifier_score": r["verifier_score"], key: r[key],
+                     "ci": {"verifier_score": r["ci"]["verifier_score"], key: r["ci"][key]}} for r in front]
+    return out
+
+
+def selection_targets(rows: list[dict], boots: dict, budgets: list[int]) -> dict:
+    """The selection rules' targets at the largest budget (findings, not tests):
+    tempered: the evaluator's Frechet distance within 1.2x of no search's, with at least three
+    quarters of random search's accuracy gain over no search; threshold: random search's accuracy
+    with at least 30% fewer NFEs spent. Point estimates, paired intervals beside them."""
+    top, base = budgets[-1], (METHODS[0], budgets[0])
+    out = {}
+    rnd, tem, thr, plain = _row(rows, "random", top), _row(rows, "tempered", top), _row(rows, "threshold", top), \
+        _row(rows, *base)
+    if rnd and tem:
+        gain, kept = rnd["accuracy"] - plain["accuracy"], tem["accuracy"] - plain["accuracy"]
+        fd_ratio = tem["frechet_distance"] / plain["frechet_distance"]
+        out["tempered"] = {"rule": f"tempered selection at {top} NFEs: evaluator FD <= 1.2 x no search's and accuracy "
+                                   "gain >= 3/4 of random search's (point estimates)",
+                           "fd": tem["frechet_distance"], "fd_no_search": plain["frechet_distance"], "fd_ratio": fd_ratio,
+                           "gain": kept, "random_gain": gain, "gain_share": kept / gain if gain else float("nan"),
+                           "vs_random_fd": paired(rows, boots, ("tempered", top), ("random", top), "frechet_distance"),
+                           "vs_random_accuracy": paired(rows, boots, ("tempered", top), ("random", top), "accuracy"),
+                           "met": bool(fd_ratio <= 1.2 and gain > 0 and kept >= 0.75 * gain)}
+    if rnd and thr:
+        saved = 1 - thr["nfe_mean"] / rnd["nfe_mean"]
+        out["threshold"] = {"rule": f"threshold selection at a {top}-NFE cap: random search's accuracy at {top} NFEs "
+                                    "with >= 30% fewer NFEs spent (point estimates)",
+                            "accuracy": thr["accuracy"], "random_accuracy": rnd["accuracy"], "spent": thr["nfe_mean"],
+                            "random_spent": rnd["nfe_mean"], "saved": saved,
+                            "vs_random_accuracy": paired(rows, boots, ("threshold", top), ("random", top), "accuracy"),
+                            "met": bool(thr["accuracy"] >= rnd["accuracy"] and saved >= 0.3)}
+    return out
+
+
+STUDY_RESULTS = Path(__file__).resolve().parent / "study_results.json"
+
+
+def long_chain_line() -> str:
+    """The long-chain study's target, from its last committed run (`make study` writes it)."""
+    if not STUDY_RESULTS.exists():
+        return "(f) long chain: not run yet: `make study` runs it and writes bench/testbed/study_results.json"
+    t = json.loads(STUDY_RESULTS.read_text())["target"]
+    return f"(f) {'met' if t['met'] else 'NOT met'} (from `make study`, {t['per_class']} per class, " \
+           f"{t['steps']}-step chains): {t['line']}"
+
+
+def pareto_lines(results: dict) -> list[str]:
+    lines = []
+    for key, front in results["pareto"].items():
+        name = METRIC_NAMES[key]
+        shown = "; ".join(f"{LABELS[p['method']]} @{p['budget']}: verifier {_value_ci(p, 'verifier_score')}, "
+                          f"{name} {_value_ci(p, key)}" for p in front)
+        lines.append(f"frontier of verifier vs {name} ({'lower' if FIDELITY[key] < 0 else 'higher'} is better): {shown}")
+    return lines
+
+
+def selection_target_lines(results: dict) -> list[str]:
+    t, word = results["targets"], {True: "met", False: "NOT met"}
+    lines = []
+    if "tempered" in t:
+        x = t["tempered"]
+        lines.append(f"(d) {word[x['met']]}: tempered @{results['settings']['budgets'][-1]}: FD {x['fd']:.1f} = "
+                     f"{x['fd_ratio']:.2f} x no search's {x['fd_no_search']:.1f} (<= 1.2); accuracy gain {x['gain']:+.3f} "
+                     f"= {100 * x['gain_share']:.0f}% of random search's {x['random_gain']:+.3f} (>= 75%); vs random: "
+                     f"FD {_ci(x['vs_random_fd'], 1)}, accuracy {_ci(x['vs_random_accuracy'], 3)}")
+    if "threshold" in t:
+        x = t["threshold"]
+        lines.append(f"(e) {word[x['met']]}: threshold @{results['settings']['budgets'][-1]}-NFE cap: accuracy "
+                     f"{x['accuracy']:.3f} vs random search's {x['random_accuracy']:.3f} "
+                     f"({_ci(x['vs_random_accuracy'], 3)}), spent {x['spent']:.1f} vs {x['random_spent']:.1f} NFEs "
+                     f"({100 * x['saved']:.0f}% fewer; >= 30% wanted)")
+    return lines + [long_chain_line()]
 
 
 def _relative(a: float, b: float) -> float:
@@ -609,6 +718,50 @@ def plot(results: dict, out_dir: Path) -> dict:
     return drawn
 
 
+def pareto_plot(results: dict, out_dir: Path) -> dict:
+    """pareto.png: the verifier's score against the evaluator's Frechet distance and against
+    per-class diversity, every method x budget a point with its 95% intervals, the frontier
+    joined. Returns the frontier drawn per panel: {metric: [(method, budget), ...]}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    drawn = {}
+    for ax, key in zip(axes, FIDELITY):
+        for i, method in enumerate(METHODS):
+            pts = [r for r in rows if r["method"] == method]
+            if not pts:
+                continue
+            x, y = [p[key] for p in pts], [p["verifier_score"] for p in pts]
+            # Frechet distance intervals are bias-shifted, so a point may lie outside its own.
+            xerr = [[max(0.0, p[key] - p["ci"][key][0]) for p in pts], [max(0.0, p["ci"][key][1] - p[key]) for p in pts]]
+            yerr = [[max(0.0, p["verifier_score"] - p["ci"]["verifier_score"][0]) for p in pts],
+                    [max(0.0, p["ci"]["verifier_score"][1] - p["verifier_score"]) for p in pts]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=3.5, color=f"C{i}", alpha=0.8, lw=0.8,
+                        label=LABELS[method])
+            for p in pts:
+                ax.annotate(str(p["budget"]), (p[key], p["verifier_score"]), fontsize=6, xytext=(2, 2),
+                            textcoords="offset points")
+        front = results["pareto"][key]
+        ax.plot([p[key] for p in front], [p["verifier_score"] for p in front], color="black", lw=1, ls="--",
+                label="frontier")
+        drawn[key] = [(p["method"], p["budget"]) for p in front]
+        ax.set_xlabel(f"{'Frechet distance (lower is better)' if key == 'frechet_distance' else 'per-class diversity'}")
+        ax.set_ylabel("verifier score (searched on)")
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.suptitle("What search buys on the verifier against what it costs in fidelity and variety (labels: NFEs)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(out_dir / "pareto.png", dpi=80)
+    plt.close(fig)
+    return drawn
+
+
 def grid(out_dir: Path, budgets: list[int], per_class: int, k: int = 4) -> None:
     """One row per class: k plain samples (more steps) beside each search method's samples of
     the same seeds, all at the largest budget."""
@@ -669,7 +822,9 @@ def reuse_freed_memory() -> None:
 def report(results: dict) -> str:
     """Everything the console shows after the runs: the tables, the findings, the targets."""
     lines = [table(results), "", "findings:"] + [f"  - {line}" for line in describe(results)]
-    lines += ["", "targets:"] + [f"  {line}" for line in target_lines(results)]
+    lines += ["", "targets:"] + [f"  {line}" for line in target_lines(results) + selection_target_lines(results)]
+    lines += ["", "the trade-off (Pareto frontier over every method x budget, 95% intervals):"]
+    lines += [f"  {line}" for line in pareto_lines(results)]
     return "\n".join(lines)
 
 
@@ -702,11 +857,12 @@ def main(argv=None) -> int:
     results = run(budgets, args.per_class, out, args.search_steps, args.cfg, methods=methods,
                   weights=Path(args.weights), resamples=args.resamples, progress=not args.no_progress)
     plot(results, out)
+    pareto_plot(results, out)
     grid(out, budgets, args.per_class)
     text = report(results)
     (out / "table.txt").write_text(text + "\n")
     print(text)
-    print(f"[demo] wrote {out}/results.json, table.txt, scaling.png, grid.png, samples.npz in "
+    print(f"[demo] wrote {out}/results.json, table.txt, scaling.png, pareto.png, grid.png, samples.npz in "
           f"{time.perf_counter() - t0:.0f} s")
     if not args.full and args.per_class < FULL_PER_CLASS:
         print(f"[demo] a quick run ({args.per_class} samples per class); `make demo-full` runs the full study "

@@ -1,0 +1,156 @@
+"""Issue 26 through ComfyUI's real sampler on the tiny model: the held-out judge's scores belong to
+the returned winner and to the seed's plain sample; threshold selection on a latent batch stops each
+problem on its own; a search with the host's EasyCache node as draft returns the main model's sample
+of the winning noise, counting the draft's NFEs and the regeneration's apart; refusals name the input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.harness.host import run_node
+from tests.helpers import LATENT, ks_args, scores_of, search, stock_ksampler
+from tests.toy_verifier import ProbeVerifier
+
+HELD_OUT = ProbeVerifier(seed=7)  # another probe: never searched on
+FK = dict(particles=3, potential="max", lmbda=20.0, interval=1, ess_threshold=1.0, renoise=0.2, judge_at="last step (cheaper, one step early)")
+
+
+def judge(parts, held_out=HELD_OUT, verifier=None):
+    return run_node("SearchJudge", vae=parts["vae"], verifier=verifier or ProbeVerifier(), condition="",
+                    held_out=held_out)[0]
+
+
+def drop_in(parts, **kw):
+    """The KSampler-style inputs with a JUDGE (the new nodes take judging as one input)."""
+    args = ks_args(parts, **kw)
+    for k in ("vae", "verifier", "condition"):
+        args.pop(k)
+    args.setdefault("judge", judge(parts))
+    return args
+
+
+def selection(rule, lmbda=1.0, threshold=0.0):
+    return run_node("SearchSelection", rule=rule, lambda_=lmbda, threshold=threshold)[0]
+
+
+@pytest.mark.parametrize("node,options,made_by_search", [
+    ("RandomSearchSampler", dict(candidates=4), True),
+    ("ParticleSteeringSampler", FK, False),
+])
+def test_held_out_scores_belong_to_the_winner_and_the_seeds_plain_sample(parts, node, options, made_by_search):
+    sampler = "euler_ancestral" if node == "ParticleSteeringSampler" else "euler"
+    out = search(node, **drop_in(parts, sampler_name=sampler, top_k=2, **options))
+    rep, held = out["report"], out["report"]["held_out"]
+    # Re-scored by the test: the returned latents, and the stock KSampler's sample at the seed.
+    own = scores_of(parts, out["top"]["samples"], verifier=HELD_OUT)
+    assert held["top"] == pytest.approx(own.tolist(), abs=1e-4) and held["winner"] == pytest.approx(own[0].item(), abs=1e-4)
+    plain = stock_ksampler(parts, seed=5, sampler_name=sampler)
+    assert held["seed_sample"] == pytest.approx(scores_of(parts, plain, verifier=HELD_OUT).item(), abs=1e-4)
+    assert held["searched"]["seed_sample"] == pytest.approx(scores_of(parts, plain).item(), abs=1e-4)
+    assert held["searched"]["winner"] == rep["best"]["score"]
+    assert held["gain"] == pytest.approx(held["winner"] - held["seed_sample"])
+    assert held["verifier"] == "probe"
+    # The seed's sample costs nothing where the search made it, one sample otherwise; counted apart.
+    assert held["seed_sample_from"] == ("the search (candidate 0)" if made_by_search else "generated for the judge")
+    assert held["nfe"] == (0 if made_by_search else 3)
+    assert rep["nfe"]["measured"] == rep["nfe"]["search_total"]
+    assert rep["timings"]["held_out_s"] >= 0
+    # The judged output: both verifiers side by side, as the live view shows them.
+    judged = json.loads(out["judged"])
+    assert judged["held_out"] == {k: held[k] for k in ("verifier", "winner", "seed_sample", "gain")}
+    assert judged["searched"] == {"verifier": "probe", "winner": rep["best"]["score"],
+                                  "seed_sample": held["searched"]["seed_sample"]}
+
+
+def test_without_a_held_out_judge_the_report_has_none_and_judged_gives_the_searched_score(parts):
+    out = search("RandomSearchSampler", **drop_in(parts, judge=judge(parts, held_out=None), candidates=3))
+    assert "held_out" not in out["report"]
+    assert json.loads(out["judged"]) == {"searched": {"verifier": "probe", "winner": out["report"]["best"]["score"]}}
+
+
+def test_threshold_on_a_latent_batch_stops_each_problem_on_its_own(parts):
+    batch = {"samples": torch.zeros(2, 4, 4, 4)}
+    full = search("RandomSearchSampler", **drop_in(parts, latent_image=batch, candidates=6, top_k=6))
+    scores = [{c["id"]: c["score"] for c in p["candidates"]} for p in full["report"]["problems"]]
+    value = sorted(scores[0].values())[-2]  # problem 0 reaches it at some candidate; problem 1 may differ
+    out = search("RandomSearchSampler", **drop_in(parts, latent_image=batch, candidates=6,
+                                                  selection=selection("threshold", threshold=value)))
+    for b, rep in enumerate(out["report"]["problems"]):
+        reached = [i for i in range(6) if scores[b][i] >= value]
+        spent = (reached[0] + 1) if reached else 6
+        assert rep["selection"]["scored"] == spent and rep["selection"]["reached"] == bool(reached)
+        assert rep["nfe"]["search_total"] == rep["nfe"]["measured"] == 3 * spent
+        assert rep["best"]["id"] == (reached[0] if reached else max(scores[b], key=scores[b].get))
+        # The same as that latent searched alone.
+        alone = search("RandomSearchSampler", **drop_in(parts, latent_image=run_node(
+            "LatentFromBatch", samples=batch, batch_index=b, length=1)[0], candidates=6,
+            selection=selection("threshold", threshold=value)))["report"]
+        assert (alone["best"]["id"], alone["nfe"]["search_total"]) == (rep["best"]["id"], rep["nfe"]["search_total"])
+
+
+def test_tempered_selection_through_the_node_is_seeded_and_replays(parts):
+    runs = [search("RandomSearchSampler", **drop_in(parts, seed=9, candidates=5,
+                                                    selection=selection("tempered", lmbda=0.0))) for _ in range(2)]
+    assert runs[0]["report"]["best"] == runs[1]["report"]["best"]
+    rep = runs[0]["report"]
+    assert rep["selection"] == {"rule": "tempered", "lambda": 0.0, "drawn_among": 5}
+    assert rep["settings"]["rule"] == "tempered"
+    stock = stock_ksampler(parts, seed=rep["replay"]["seed"])
+    assert torch.allclose(runs[0]["best"]["samples"], stock, atol=1e-4)
+
+
+def easycache(parts):
+    return run_node("EasyCache", model=parts["model"], reuse_threshold=0.5, start_percent=0.0, end_percent=1.0,
+                    verbose=False)[0]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_a_search_drafted_with_easycache_returns_the_main_models_sample(parts, sampler):
+    draft = run_node("SearchDraft", model=easycache(parts), rescored=3)[0]
+    steps = 6
+    out = search("RandomSearchSampler", **drop_in(parts, steps=steps, sampler_name=sampler, candidates=6, top_k=2,
+                                                  draft=draft))
+    rep = out["report"]
+    # The winner is the main model's stock sample from the winning noise (replayed with KSampler).
+    stock = stock_ksampler(parts, seed=rep["replay"]["seed"], steps=steps, sampler_name=sampler)
+    assert torch.allclose(out["best"]["samples"], stock, atol=1e-4)
+    assert rep["top_scores"] == pytest.approx(scores_of(parts, out["top"]["samples"]).tolist(), abs=1e-4)
+    # Counted apart: the draft's NFEs (6 candidates x 6 steps) and the main model's (3 finalists x 6).
+    d = rep["draft"]
+    assert (d["nfe"], d["regeneration_nfe"], d["rescored"]) == (36, 18, 3)
+    assert d["measured"] == 36 and d["regeneration_measured"] == 18
+    assert rep["nfe"]["search_total"] == rep["nfe"]["measured"] == 54
+    finals = [c for c in rep["candidates"] if c.get("sample") == "main model"]
+    assert len(finals) == 3 and d["spearman"] is not None and -1 <= d["spearman"] <= 1
+    # The draft really searched: its scores of the finalists are not the main model's.
+    assert any(abs(c["draft_score"] - c["score"]) > 1e-3 for c in finals)
+
+
+def test_a_draft_is_refused_where_a_winner_is_not_one_noises_sample(parts):
+    draft = run_node("SearchDraft", model=easycache(parts), rescored=2)[0]
+    with pytest.raises(ValueError, match="draft: Particle Steering cannot search with a draft model: its winner is "
+                                         "not the sample of one initial noise"):
+        run_node("ParticleSteeringSampler", **drop_in(parts, sampler_name="euler_ancestral", draft=draft, **FK))
+    with pytest.raises(ValueError, match=r"draft: rescored \(2\) must be at least top_k \(3\)"):
+        run_node("RandomSearchSampler", **drop_in(parts, candidates=4, top_k=3, draft=draft))
+
+
+def test_threshold_with_a_rank_ensemble_is_refused_naming_the_input(parts):
+    ensemble = run_node("VerifierEnsemble", verifier_1=ProbeVerifier(1), verifier_2=ProbeVerifier(2))[0]
+    with pytest.raises(ValueError, match="selection: threshold selection needs a verifier with absolute scores"):
+        run_node("RandomSearchSampler", **drop_in(parts, judge=judge(parts, verifier=ensemble), candidates=3,
+                                                  selection=selection("threshold", threshold=1.0)))
+
+
+def test_a_held_out_judge_must_be_a_verifier(parts):
+    with pytest.raises(ValueError, match="held_out: connect a VERIFIER"):
+        run_node("SearchJudge", vae=parts["vae"], verifier=ProbeVerifier(), condition="", held_out="not one")
+
+
+def test_latent_is_not_changed_by_a_search_with_a_judge(parts):
+    before = LATENT["samples"].clone()
+    search("RandomSearchSampler", **drop_in(parts, candidates=2))
+    assert torch.equal(LATENT["samples"], before)
