@@ -268,6 +268,16 @@ def held_out_scores(judge: Judge, backend: ComfyBackend, results: list, noises: 
     return out
 
 
+def winner_aspects(verifier, vae, backend: ComfyBackend, results: list) -> list | None:
+    """A grader's ratings by aspect of every problem's winner (a verifier with ``aspects_of``, such as
+    the LLM grader), for the report; None for other verifiers."""
+    aspects_of = getattr(verifier, "aspects_of", None)
+    if not callable(aspects_of) or float(backend.sigmas[-1]) > 0:
+        return None
+    with torch.no_grad():
+        return [aspects_of(vae.decode(r.best), backend.scorer.condition_of(b))[0] for b, r in enumerate(results)]
+
+
 def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigmas, latent: dict, *,
            draft: Draft | None = None, settings: dict | None = None, node_id=None, extra_pnginfo=None) -> dict:
     """Check, run ``strategy`` on every latent of the batch, and return every output by name and
@@ -279,6 +289,7 @@ def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigm
     drafting = prepare_draft(draft, strategy, backend, guider, sampler, latent) if draft is not None else None
     progress = SearchProgress(node_id, strategy.name)
     progress.state["label"] = strategy.display_name  # what the live view calls the search
+    progress.frames_read = backend.scorer.frames_read  # a video candidate's entries list the frames scored
     t0 = time.perf_counter()
     if drafting is None:
         results = run_search(strategy, backend, noises, progress)
@@ -290,11 +301,16 @@ def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigm
                 for b in range(len(results))]
     t1 = time.perf_counter()
     held = held_out_scores(judge, backend, results, noises) if judge.held_out is not None else None
+    # A grader's ratings of each winner by aspect (the searched verifier's, the held-out judge's).
+    aspects = winner_aspects(judge.verifier, judge.vae, backend, results)
+    for b, rated in enumerate(winner_aspects(judge.held_out, judge.vae, backend, results) if held else []):
+        held[b]["aspects"] = rated
     elapsed = time.perf_counter() - t0
 
     settings = {"seed": backend.seed, "top_k": strategy.top_k, **strategy.selection.settings(), **(settings or {})}
     reports = [problem_report(strategy, r, backend, noise_source, settings, b, measured[b],
-                              held[b] if held else None, drafting) for b, r in enumerate(results)]
+                              held[b] if held else None, drafting, aspects[b] if aspects else None)
+               for b, r in enumerate(results)]
     report = build_report(strategy, reports, backend, settings, elapsed, drafting)
     if held:
         report["timings"]["held_out_s"] = round(elapsed - (t1 - t0), 4)
@@ -327,10 +343,11 @@ def judged_summary(report: dict) -> dict:
 
 # -- the report -----------------------------------------------------------------------------------
 def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_source, settings: dict, b: int,
-                   measured: tuple[int, int], held: dict | None = None, drafting: ComfyBackend | None = None) -> dict:
+                   measured: tuple[int, int], held: dict | None = None, drafting: ComfyBackend | None = None,
+                   aspects: dict | None = None) -> dict:
     """One problem's report: the whole report of a search on a batch of one. ``measured``: the
     (NFEs, forward rows) the search's model calls made for it (draft and main model together)."""
-    extra = {}
+    extra = {} if aspects is None else {"winner_aspects": aspects}
     if held is not None:
         extra["held_out"] = held
     if result.draft is not None:
@@ -353,6 +370,7 @@ def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_sour
         "candidates": result.candidates,
         "verifier": getattr(backend.scorer.verifier, "name", type(backend.scorer.verifier).__name__),
         "condition": backend.scorer.condition_of(b),
+        **({"frames_scored": backend.scorer.frames_scored} if backend.scorer.frames_scored is not None else {}),
         **extra,
     }
 

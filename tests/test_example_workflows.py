@@ -58,10 +58,11 @@ def test_examples_use_no_deprecated_node_and_show_every_strategy(info):
 
     for spec in registry.specs():
         assert {spec.sampler_node, spec.option_node} & used, spec.name
-    # What the server lists: NoiseSearch's seven inputs; the earlier releases' nodes deprecated.
+    # What the server lists: NoiseSearch's seven inputs (and an optional draft model); the earlier
+    # releases' nodes deprecated.
     noise_search = info["NoiseSearch"]["input"]
-    assert [*noise_search["required"], *noise_search.get("optional", {})] == \
-        ["noise", "guider", "sampler", "sigmas", "latent_image", "search", "judge"]
+    assert [*noise_search["required"]] == ["noise", "guider", "sampler", "sigmas", "latent_image", "search", "judge"]
+    assert [*noise_search.get("optional", {})] == ["draft"]
     earlier = {n.node_id for spec in registry.specs() for n in spec.legacy}
     assert earlier and all(info[n].get("deprecated") for n in earlier)
     assert not any(info[n].get("deprecated") for spec in registry.specs() for n in (spec.option_node, spec.sampler_node))

@@ -198,6 +198,8 @@ def test_a_video_verifier_judges_whole_videos_in_a_search(wan):
     assert abs(sampled - every) > 1e-2  # the frames read make a difference
     # (the search decodes candidates in one batch: the tiny Wan VAE differs by ~1e-4 from a batch of one)
     assert out["report"]["best"]["score"] == pytest.approx(sampled, abs=2e-3)
+    # The report says which frames were scored.
+    assert out["report"]["frames_scored"] == [0, 2, 4]
 
 
 # -- Wan 2.2 14B: two experts ----------------------------------------------------------------------

@@ -544,3 +544,9 @@ def test_every_strategy_searches_with_a_vlm_verifier_and_a_vlm_held_out_judge(vl
         if judge is with_held_out:
             held = json.loads(out["judged"])["held_out"]
             assert held["verifier"] == "LLM grader" and 0.0 < held["winner"] < 100.0, (node, held)
+            # Every aspect of the grader's rating of the winner is in the report, and they make its score.
+            aspects = report["held_out"]["aspects"]
+            assert set(aspects) == {*pack_module("verifiers.vlm").ASPECTS, "overall"}
+            assert aspects["overall"] == pytest.approx(held["winner"], abs=1e-3)
+            assert aspects["overall"] == pytest.approx(2 * sum(v for k, v in aspects.items() if k != "overall"),
+                                                       abs=1e-3)

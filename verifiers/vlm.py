@@ -296,6 +296,12 @@ class LLMGraderVerifier(ChatVLMVerifier):
         self.last_aspects = aspects.detach().cpu()
         return overall(aspects)
 
+    def aspects_of(self, images: torch.Tensor, condition: str) -> list[dict[str, float]]:
+        """Every image's five ratings (0-10) by aspect and the overall score, for a search report."""
+        aspects = self.aspect_scores(images, self.prompt_of(Condition(condition or ""), self.name)).float()
+        return [{**dict(zip(ASPECTS, row.tolist())), "overall": float(total)}
+                for row, total in zip(aspects, overall(aspects))]
+
 
 def overall(aspects: torch.Tensor) -> torch.Tensor:
     """The paper's 0-100 scale: 10 x the mean of the 0-10 aspect ratings."""

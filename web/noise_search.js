@@ -217,6 +217,17 @@ class SearchView {
     }
     parts.push(`${s.nfe ?? 0} NFE`);
     if (s.finished) parts.push("done");
+    // With a held-out judge: both verifiers' scores of the winner and of the unsearched sample at
+    // the seed, side by side (did search improve what the judge measures, or only the verifier?).
+    const held = s.judged?.held_out;
+    if (held) {
+      const seed = s.judged.searched?.seed_sample;
+      parts.push(`held-out ${held.verifier} ${formatScore(held.winner)} vs ${formatScore(held.seed_sample)} at the seed`
+        + (seed !== null && seed !== undefined ? ` (searched ${formatScore(s.best_score)} vs ${formatScore(seed)})` : ""));
+      this.root.dataset.heldOut = `${held.winner},${held.seed_sample}`;
+    } else {
+      delete this.root.dataset.heldOut;
+    }
     this.header.textContent = parts.join(" · ");
   }
 
