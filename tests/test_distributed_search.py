@@ -318,9 +318,10 @@ def test_island_search_winner_is_the_best_island_winner(two_servers, tmp_path):
 def test_a_server_killed_mid_search_has_its_range_finished_elsewhere(two_servers, tmp_path):
     """Runs last: it kills server b."""
     a, b = two_servers
-    cfg_path = write_config(tmp_path, [a.url, b.url], 'kind = "random"\ncandidates = 24')
+    # Shards of 16 candidates (about 2 s each on 2 cores): long enough to be killed in flight.
+    cfg_path = write_config(tmp_path, [a.url, b.url], 'kind = "random"\ncandidates = 64')
     cfg = load(cfg_path, require_eval=False)
-    alone = one_server_search(a, cfg, dist.Shard(0, 0, 24, SEED))
+    alone = one_server_search(a, cfg, dist.Shard(0, 0, 64, SEED))
     out = dist.output_dir(cfg, dist.the_task(cfg))
     logs = tmp_path / "run"
     with open(f"{logs}.out", "w") as o, open(f"{logs}.err", "w") as e:
@@ -346,7 +347,7 @@ def test_a_server_killed_mid_search_has_its_range_finished_elsewhere(two_servers
         if s["shard"] in lost:
             assert s["server"] == a.url.split("://")[1] and s["attempt"] == 2
     ids = [e["id"] for e in merged["candidates"]]
-    assert sorted(ids) == list(range(24)), "a candidate lost or counted twice"
+    assert sorted(ids) == list(range(64)), "a candidate lost or counted twice"
     assert merged["nfe"]["search_total"] == alone["nfe"]["search_total"]
     assert (merged["best"]["id"], merged["best"]["seed"]) == (alone["best"]["id"], alone["replay"]["seed"])
     assert merged["best"]["score"] == pytest.approx(alone["best"]["score"], abs=1e-5)
