@@ -368,3 +368,33 @@ def test_scaling_bench_arithmetic():
     assert scaling.core_shares([0, 1, 2, 3], 2) == [[0, 1], [2, 3]]
     assert scaling.core_shares([0, 1], 4) == [[0], [1], [0], [1]]
     assert scaling.core_shares([0, 1, 2], 1) == [[0, 1, 2]]
+
+
+def test_early_rejection_and_cheaper_schedules_merge_from_the_right_samples(tmp_path):
+    """Early rejection: the winner is the best of every shard's finalists by their final samples
+    (entries of earlier levels never win). Random search on a cheaper search schedule: ranked by
+    the search-schedule entries, the score reported is the winner's regenerated (final) sample's."""
+    task = dist.the_task(load(write_config(tmp_path, [], 'kind = "rejection"\ncandidates = 8'), require_eval=False))
+    plan = dist.plan_shards("rejection", 50, 2, 8)
+    shard0 = [entry(i, 0.9, level=0.7, sample="split run") for i in range(4)] + \
+        [entry(1, 0.2, level=0.0, sample="final"), entry(3, 0.4, level=0.0, sample="final")]
+    shard1 = [entry(i, 0.1, level=0.7, sample="split run") for i in range(4)] + \
+        [entry(0, 0.3, level=0.0, sample="final"), entry(2, 0.5, level=0.0, sample="final")]
+    results = {0: {"report": report(shard0, (3, 0.4), 20, 53), "server": "a", "attempt": 1},
+               1: {"report": report(shard1, (2, 0.5), 20, 56), "server": "b", "attempt": 1}}
+    merged = dist.merge(task, plan, results, top_k=3)
+    assert (merged["best"]["id"], merged["best"]["score"], merged["best"]["seed"]) == (6, 0.5, 56)
+    assert [t["id"] for t in merged["top"]] == [6, 3, 4]  # finalists only: 0.9 at level 0.7 never counts
+    assert merged["candidate_ids"] == list(range(8)) and merged["nfe"]["search_total"] == 40
+    assert merged["distributed"]["shards"][1] == {"shard": 1, "candidates": [4, 8], "seed": 54, "server": "b",
+                                                  "attempt": 1, "nfe": 20, "wall_s": None}
+
+    cheap = [entry(0, 0.6, sample="search schedule"), entry(1, 0.7, sample="search schedule"),
+             entry(1, 0.65, level=0.0, sample="final")]
+    other = [entry(0, 0.5, sample="search schedule"), entry(1, 0.2, sample="search schedule"),
+             entry(0, 0.55, level=0.0, sample="final")]
+    results = {0: {"report": report(cheap, (1, 0.65), 10, 51), "server": "a", "attempt": 1},
+               1: {"report": report(other, (0, 0.55), 10, 52), "server": "b", "attempt": 1}}
+    plan = dist.plan_shards("random", 50, 2, 4)
+    merged = dist.merge(task, plan, results, top_k=1)
+    assert (merged["best"]["id"], merged["best"]["score"], merged["best"]["seed"]) == (1, 0.65, 51)
