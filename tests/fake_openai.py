@@ -11,7 +11,24 @@ The requested ``model`` picks the behaviour:
 - ``prose``: a chat completion whose text is not the JSON the rubric asks for;
 - ``out_of_range``: a JSON rubric with a rating of 12;
 - ``refuse``: a chat completion carrying a refusal;
-- ``nologprobs``: "Yes" without logprobs.
+- ``nologprobs``: "Yes" without logprobs, whatever is asked.
+
+VQAScore without logprobs (``b`` the brightness; asked for JSON means the question contains
+``"confidence"``; the JSON answer is ``{"answer": "yes", "confidence": b}`` for ``b >= 0.5``,
+else ``{"answer": "no", "confidence": 1 - b}``, i.e. P(yes) = b):
+
+- ``ignores_logprobs``: ignores the parameter: "Yes" without logprobs, the JSON answer when asked;
+- ``refuses_logprobs``: HTTP 400 naming ``logprobs`` in ``param`` (OpenAI's form), its message
+  echoing the Authorization header (a careless server), to any request carrying logprobs;
+  the JSON answer otherwise;
+- ``caps_logprobs``: vLLM under ``--max-logprobs 5``: HTTP 400 "Requested sample logprobs of
+  20, which is greater than max allowed: 5" (no ``param``) when ``top_logprobs`` > 5; the JSON
+  answer otherwise;
+- ``bad_request``: HTTP 400 that is not about logprobs ("image too large");
+- ``json_prose``, ``json_out_of_range``, ``json_bad_answer``: no logprobs, and a JSON answer
+  that is prose, has confidence 85, or answers "maybe";
+- ``logprobs_if_bright``, ``refuses_if_dark``: the ``logprobs`` answer for images with
+  b >= 0.5; for darker ones no logprobs, or the ``refuses_logprobs`` refusal.
 
 Every request is recorded (model, Authorization header, arrival time) and the most requests
 in flight at once is tracked.
@@ -120,7 +137,35 @@ class FakeOpenAI:
             return 200, completion(None, refusal="I can't help with grading this image.")
         if model == "nologprobs":
             return 200, completion("Yes")
-        return 404, {"error": {"message": f"model {model!r} not found", "type": "invalid_request_error"}}
+        return self.answer_without_logprobs(model, body, b, authorization)
+
+    def answer_without_logprobs(self, model: str, body: dict, b: float, authorization: str):
+        asks_json = '"confidence"' in body["messages"][0]["content"][0]["text"]
+        wants_logprobs = bool(body.get("logprobs")) or "top_logprobs" in body
+        if model in ("logprobs_if_bright", "refuses_if_dark") and b >= 0.5:
+            return self.answer({**body, "model": "logprobs"}, authorization)
+        if model in ("refuses_logprobs", "refuses_if_dark") and wants_logprobs:
+            return 400, {"error": {"message": f"This model does not support the 'logprobs' parameter (caller "
+                                              f"{authorization}).", "type": "invalid_request_error",
+                                   "param": "logprobs", "code": None}}
+        if model == "caps_logprobs" and body.get("top_logprobs", 0) > 5:
+            return 400, {"object": "error", "message": f"Requested sample logprobs of {body['top_logprobs']}, which "
+                                                       f"is greater than max allowed: 5", "type": "BadRequestError",
+                         "param": None, "code": 400}
+        if model == "bad_request":
+            return 400, {"error": {"message": "image too large", "type": "invalid_request_error", "param": "messages",
+                                   "code": None}}
+        json_answers = {"ignores_logprobs": None, "refuses_logprobs": None, "caps_logprobs": None,
+                        "logprobs_if_bright": None, "refuses_if_dark": None,
+                        "json_prose": "The image shows a grey square, so yes.",
+                        "json_out_of_range": json.dumps({"answer": "yes", "confidence": 85}),
+                        "json_bad_answer": json.dumps({"answer": "maybe", "confidence": 0.5})}
+        if model not in json_answers:
+            return 404, {"error": {"message": f"model {model!r} not found", "type": "invalid_request_error"}}
+        if not asks_json:
+            return 200, completion("Yes")
+        answer = {"answer": "yes", "confidence": b} if b >= 0.5 else {"answer": "no", "confidence": 1.0 - b}
+        return 200, completion(json_answers[model] or json.dumps(answer))
 
     def count(self, model: str) -> int:
         return sum(r["model"] == model for r in self.requests)

@@ -7,7 +7,14 @@ Two modes, one request per image (PNG, as a base64 data URL in an ``image_url`` 
   ``logprobs`` of the first answer token (``max_tokens=1``, ``temperature=0``,
   ``top_logprobs=20``): the summed probability of the listed tokens that read "Yes". When
   "Yes" is not among the listed tokens its probability is below all of them and the score is
-  0. A server that returns no logprobs is an error that says so (use the ``grader`` mode).
+  0. Where the server returns no logprobs (it ignores the parameter: Anthropic's compatibility
+  layer, Ollama before 0.12.11) or refuses them (HTTP 400/422 naming logprobs: OpenAI models
+  without logprobs, Gemini, vLLM under a lower ``--max-logprobs``), the model is asked for a
+  JSON answer instead (``JSON_ANSWER``: ``{"answer": "yes"|"no", "confidence": 0..1}``, read
+  as P(yes) = confidence for "yes", 1 - confidence for "no"), validated like the rubric. The
+  way is decided once per verifier, by the reply to its first request, and kept: the scores
+  of one verifier never mix the two (a server that stops returning logprobs later is an
+  error); ``vqa_source`` ("logprobs" or "json") and the verifier's name say which it is.
 - ``grader``: the paper's LLM grader. The reply must be one JSON object with the five aspects
   (``verifiers.vlm.ASPECTS``) rated 0-10; it is validated (every aspect, numbers in range) and
   a reply that does not parse is an error quoting its start. Score = 10 x the mean of the
@@ -29,6 +36,7 @@ import base64
 import concurrent.futures
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -40,16 +48,26 @@ import torch
 from .base import Condition, Verifier, VerifierError
 from .vlm import ASPECT_QUESTIONS, ASPECTS, VQA_TEMPLATE, overall
 
+log = logging.getLogger(__name__)
+
 MODES = ("vqascore", "grader")
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 TOP_LOGPROBS = 20
 RUBRIC = ("You are grading an image generated for the prompt \"{prompt}\". Rate it on five aspects, each an integer "
           "from 0 (worst) to 10 (best):\n" + "\n".join(f"- {a}: {ASPECT_QUESTIONS[a]}" for a in ASPECTS) +
           "\nReply with one JSON object and nothing else, with exactly these keys: " + ", ".join(ASPECTS) + ".")
+# VQAScore's question when the server gives no logprobs; appended to question_template.format(prompt).
+JSON_ANSWER = ("\nReply with one JSON object and nothing else: {\"answer\": \"yes\" or \"no\", \"confidence\": the "
+               "probability from 0 to 1 that your answer is right}.")
+VQA_SOURCES = {"logprobs": "P(Yes) from logprobs", "json": "P(yes) from a JSON answer"}
 
 
 class RemoteGraderError(VerifierError):
     """A request or a reply of the remote grader failed; the message says which and why."""
+
+
+class LogprobsRefused(RemoteGraderError):
+    """The server answered a request carrying ``logprobs`` with HTTP 400/422 naming them."""
 
 
 class RemoteGraderVerifier(Verifier):
@@ -78,10 +96,20 @@ class RemoteGraderVerifier(Verifier):
         self.base_url, self.model, self.mode = base_url.rstrip("/"), model.strip(), mode
         self.api_key_env, self.question_template = api_key_env, question_template
         self.timeout_s, self.max_retries, self.concurrency = float(timeout_s), int(max_retries), int(concurrency)
-        self.name = f"remote {'VQAScore' if mode == 'vqascore' else 'LLM grader'} ({self.model})"
         self.client_factory = client_factory
         self.check_interrupt: Callable[[], None] | None = None
         self.last_aspects: torch.Tensor | None = None
+        # vqascore: "logprobs" or "json", set by the first reply and kept (see the module docstring).
+        self.vqa_source: str | None = None
+        self.vqa_source_reason = ""
+
+    @property
+    def name(self) -> str:
+        # Read by reports after scoring, so a VQAScore's name says how its scores were obtained.
+        if self.mode == "grader":
+            return f"remote LLM grader ({self.model})"
+        how = f", {VQA_SOURCES[self.vqa_source]}" if self.vqa_source else ""
+        return f"remote VQAScore ({self.model}{how})"
 
     # -- the key and the client --------------------------------------------------------------
     def _key(self) -> str | None:
@@ -115,8 +143,12 @@ class RemoteGraderVerifier(Verifier):
         client = self._client(key)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="remote-grader")
         try:
-            futures = [pool.submit(self._ask, client, url, prompt, i) for i, url in enumerate(urls)]
-            results = self._wait(futures, key)
+            results = []
+            if self.mode == "vqascore" and self.vqa_source is None:
+                # The first image alone decides how this verifier reads VQAScore, for every image after it.
+                results = self._wait([pool.submit(self._decide_vqa_source, client, urls[0], prompt, key)], key)
+            futures = [pool.submit(self._ask, client, urls[i], prompt, i) for i in range(len(results), len(urls))]
+            results += self._wait(futures, key)
         finally:
             # Returns at once: an interrupted or failed batch does not wait for requests in flight.
             pool.shutdown(wait=False, cancel_futures=True)
@@ -140,23 +172,58 @@ class RemoteGraderVerifier(Verifier):
         return [f.result() for f in futures]
 
     def _ask(self, client, url: str, prompt: str, index: int):
-        if self.mode == "vqascore":
-            text = self.question_template.format(prompt)
-            extra = {"max_tokens": 1, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
-        else:
-            text = RUBRIC.format(prompt=prompt)
-            extra = {"max_tokens": 200}
+        if self.mode == "grader":
+            return parse_rubric(_content(self._request(client, url, RUBRIC.format(prompt=prompt), index)), index,
+                                self.name)
+        question = self.question_template.format(prompt)
+        if self.vqa_source == "json":
+            return self._json_answer(client, url, question, index)
+        try:
+            choice = self._request(client, url, question, index, logprobs=True)
+            missing = "" if _has_logprobs(choice) else "returned no logprobs"
+        except LogprobsRefused as e:
+            missing = str(e).removeprefix("the server ")
+        if missing:
+            raise RemoteGraderError(f"{self.name}: for image {index} the server {missing}, though its first reply "
+                                    f"had them; this verifier's scores came from logprobs and are not mixed with JSON "
+                                    f"answers: check the server, or reload the verifier (change an input) to score "
+                                    f"from JSON answers throughout")
+        return yes_probability_from_logprobs(choice, index, self.name)
+
+    def _decide_vqa_source(self, client, url: str, prompt: str, key: str | None) -> float:
+        """Image 0's VQAScore, and how this verifier reads VQAScore from now on."""
+        question = self.question_template.format(prompt)
+        try:
+            choice = self._request(client, url, question, 0, logprobs=True)
+            reason = "" if _has_logprobs(choice) else "the server returned no logprobs"
+        except LogprobsRefused as e:
+            choice, reason = None, str(e)
+        if not reason:
+            self.vqa_source = "logprobs"
+            return yes_probability_from_logprobs(choice, 0, self.name)
+        self.vqa_source, self.vqa_source_reason = "json", str(_scrubbed(RemoteGraderError(reason), key))
+        log.warning("%s: %s; VQAScore is read from the model's JSON answers (yes/no and a confidence) instead, "
+                    "for every image this verifier scores", self.name, self.vqa_source_reason)
+        return self._json_answer(client, url, question, 0)
+
+    def _json_answer(self, client, url: str, question: str, index: int) -> float:
+        text = _content(self._request(client, url, question + JSON_ANSWER, index))
+        return yes_probability_from_json(text, index, f"{self.name} ({self.vqa_source_reason})")
+
+    def _request(self, client, url: str, text: str, index: int, logprobs: bool = False):
+        """One chat completion for one image; its first choice, refusals turned into errors."""
+        extra = {"max_tokens": 1, "logprobs": True, "top_logprobs": TOP_LOGPROBS} if logprobs else {"max_tokens": 200}
         messages = [{"role": "user", "content": [{"type": "text", "text": text},
                                                  {"type": "image_url", "image_url": {"url": url}}]}]
         try:
             reply = client.chat.completions.create(model=self.model, messages=messages, temperature=0, **extra)
         except Exception as e:  # the client's errors: timeouts, HTTP status, connection, unparsable bodies
+            if logprobs and refuses_logprobs(e):
+                raise LogprobsRefused(f"the server refused the logprobs parameter ({describe(e, self.timeout_s)})"
+                                      ) from None
             raise RemoteGraderError(f"{self.name}: the request for image {index} to {self.base_url} failed "
                                     f"after {self.max_retries} retries: {describe(e, self.timeout_s)}") from None
-        choice = _first_choice(reply, index, self.name)
-        if self.mode == "vqascore":
-            return yes_probability_from_logprobs(choice, index, self.name)
-        return parse_rubric(_content(choice), index, self.name)
+        return _first_choice(reply, index, self.name)
 
 
 # -- replies -------------------------------------------------------------------------------------
@@ -179,14 +246,23 @@ def _content(choice) -> str:
     return str(getattr(getattr(choice, "message", None), "content", None) or "")
 
 
+def refuses_logprobs(e: BaseException) -> bool:
+    """An HTTP 400/422 whose error names logprobs (OpenAI's ``param``, or the message: vLLM, Gemini)."""
+    if getattr(e, "status_code", None) not in (400, 422):
+        return False
+    return "logprob" in f"{getattr(e, 'param', None)} {e}".lower()
+
+
+def _has_logprobs(choice) -> bool:
+    logprobs = getattr(choice, "logprobs", None)
+    return bool(getattr(logprobs, "content", None)) if logprobs is not None else False
+
+
 def yes_probability_from_logprobs(choice, index: int, what: str) -> float:
     """P("Yes") from the first token's top logprobs: the summed probability of the entries reading "Yes"."""
-    logprobs = getattr(choice, "logprobs", None)
-    content = getattr(logprobs, "content", None) if logprobs is not None else None
-    if not content:
-        raise RemoteGraderError(f"{what}: the server returned no logprobs for image {index}; VQAScore needs them "
-                                "(vLLM, LM Studio and OpenAI return them; otherwise use the grader mode, which reads "
-                                "a JSON rubric)")
+    if not _has_logprobs(choice):
+        raise RemoteGraderError(f"{what}: the server returned no logprobs for image {index}")
+    content = choice.logprobs.content
     total = 0.0
     for entry in getattr(content[0], "top_logprobs", None) or [content[0]]:
         token, logprob = getattr(entry, "token", None), getattr(entry, "logprob", None)
@@ -197,14 +273,35 @@ def yes_probability_from_logprobs(choice, index: int, what: str) -> float:
     return min(total, 1.0)
 
 
-def parse_rubric(text: str, index: int, what: str) -> list[float]:
-    """The five aspect ratings of a JSON reply, validated."""
+def _json_object(text: str) -> dict | None:
     match = re.search(r"\{.*\}", text, flags=re.S)
     try:
         data = json.loads(match.group(0)) if match else None
     except ValueError:
-        data = None
-    if not isinstance(data, dict):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def yes_probability_from_json(text: str, index: int, what: str) -> float:
+    """P(yes) of a validated ``{"answer": "yes"|"no", "confidence": 0..1}`` reply (``JSON_ANSWER``)."""
+    data = _json_object(text)
+    if data is None:
+        raise RemoteGraderError(f"{what}: the reply for image {index} is not the JSON object VQAScore asks for "
+                                f"({{\"answer\": \"yes\" or \"no\", \"confidence\": 0 to 1}}): {text[:200]!r}")
+    answer, confidence = data.get("answer"), data.get("confidence")
+    if not (isinstance(answer, str) and answer.strip().lower() in ("yes", "no")):
+        raise RemoteGraderError(f"{what}: the reply for image {index} gives answer = {answer!r}; it must be \"yes\" "
+                                f"or \"no\". Reply: {text[:200]!r}")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
+        raise RemoteGraderError(f"{what}: the reply for image {index} gives confidence = {confidence!r}; it must be "
+                                f"a number from 0 to 1. Reply: {text[:200]!r}")
+    return float(confidence) if answer.strip().lower() == "yes" else 1.0 - float(confidence)
+
+
+def parse_rubric(text: str, index: int, what: str) -> list[float]:
+    """The five aspect ratings of a JSON reply, validated."""
+    data = _json_object(text)
+    if data is None:
         raise RemoteGraderError(f"{what}: the reply for image {index} is not the JSON object the rubric asks for: "
                                 f"{text[:200]!r}")
     out = []
