@@ -36,12 +36,13 @@ SEED = 7
 
 
 def config_text(output: Path, urls, strategy: str, budget: int = 0, batch: int = 1, extra: str = "",
-                verifier: str = "bright") -> str:
-    edits = {"RandomSearchSampler.steps": 2, "EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32,
-             "EmptyLatentImage.batch_size": batch}
+                verifier: str = "bright", workflow: Path = EXAMPLE, node: str = "RandomSearchSampler") -> str:
+    edits = {"EmptyLatentImage.width": 32, "EmptyLatentImage.height": 32, "EmptyLatentImage.batch_size": batch}
+    if node == "RandomSearchSampler":
+        edits["RandomSearchSampler.steps"] = 2
     return f"""
-workflow = {json.dumps(str(EXAMPLE))}
-node = "RandomSearchSampler"
+workflow = {json.dumps(str(workflow))}
+node = "{node}"
 output = {json.dumps(str(output))}
 budgets = [{budget}]
 seeds = [{SEED}]
@@ -313,6 +314,34 @@ def test_island_search_winner_is_the_best_island_winner(two_servers, tmp_path):
     else:
         assert "not the stock sample of a seed" in merged["regenerated"]["skipped"]
         assert not (out / "winner.png").exists()
+
+
+def test_noise_search_workflow_is_split_and_its_winner_regenerated_with_sampler_custom_advanced(two_servers,
+                                                                                               tmp_path):
+    """The composable form (a search options node feeding NoiseSearch, noises from NoiseCandidates):
+    shards set NoiseCandidates' seed and count; the winner is regenerated with RandomNoise +
+    SamplerCustomAdvanced at its seed."""
+    from tests.test_sweep import NOISE_SEARCH_API
+
+    a, b = two_servers
+    workflow = tmp_path / "noise_search_api.json"
+    workflow.write_text(json.dumps(NOISE_SEARCH_API))
+    path = tmp_path / "search.toml"
+    path.write_text(config_text(tmp_path / "out", [a.url, b.url], 'kind = "random"\ncandidates = 6',
+                                workflow=workflow, node="NoiseSearch"))
+    cfg = load(path, require_eval=False)
+    alone = one_server_search(a, cfg, dist.Shard(0, 0, 6, SEED))
+    prompt, _ = dist.shard_prompt(Template(cfg, a.object_info()), dist.the_task(cfg), dist.Shard(1, 4, 2, SEED + 4))
+    assert prompt["5"]["inputs"] == {"seed": SEED + 4, "count": 2}
+    proc = run_search(path, "--shards", 2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged, out = read_report(cfg)
+    assert (merged["best"]["id"], merged["best"]["seed"]) == (alone["best"]["id"], alone["replay"]["seed"])
+    assert merged["best"]["score"] == pytest.approx(alone["best"]["score"], abs=1e-5)
+    regen = merged["regenerated"]
+    assert regen["nodes"] == "RandomNoise + SamplerCustomAdvanced"
+    assert regen["search_verifier_score"] == pytest.approx(merged["best"]["score"], abs=1e-4)
+    assert (out / "winner.png").is_file()
 
 
 def test_a_server_killed_mid_search_has_its_range_finished_elsewhere(two_servers, tmp_path):
