@@ -13,7 +13,8 @@ The time of a search is taken from its attempts log: from the first shard dispat
 last shard's result (Ray's start, the servers' start and the winner's regeneration are not
 in it; a warm-up search of one candidate per server runs first, so model loading is not
 either). Scaling efficiency at K = T(1) / (K x T(K)): 1.0 is perfect. Every K finds the same
-winner (checked: the merged search is exact). The last line printed is one JSON object.
+winner and seed, its score equal to 1e-4 (checked: the merged search is exact; servers with
+other thread counts sum in other orders). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
