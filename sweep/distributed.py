@@ -321,6 +321,12 @@ def merge(task: Task, plan: list[Shard], results: dict[int, dict], top_k: int) -
         raise MergeError(f"shards {missing} have no result")
     mode = "islands" if plan[0].island else "ranges"
     reports = [(s, results[s.index]["report"], results[s.index]["server"]) for s in plan]
+    rules = {str((problems_of(r)[0].get("selection") or {}).get("rule", "best")) for _, r, _ in reports}
+    if mode == "ranges" and rules != {"best"}:
+        # A tempered draw or a threshold stop depends on every candidate the search saw at once.
+        raise MergeError(f"selection: the shards ran with {sorted(rules)} selection; a search split by candidate "
+                         "range merges the best candidates only. Use best selection (no selection input), or run "
+                         "the search on one server")
     batch = len(problems_of(reports[0][1]))
     merged = [merge_problem(mode, [(s, problems_of(r)[b], srv) for s, r, srv in reports], top_k, b)
               for b in range(batch)]

@@ -427,3 +427,7 @@ def test_early_rejection_and_cheaper_schedules_merge_from_the_right_samples(tmp_
     plan = dist.plan_shards("random", 50, 2, 4)
     merged = dist.merge(task, plan, results, top_k=1)
     assert (merged["best"]["id"], merged["best"]["score"], merged["best"]["seed"]) == (1, 0.65, 51)
+    # A tempered draw or a threshold stop cannot be merged from ranges: refused, naming the input.
+    results[1]["report"]["selection"] = {"rule": "tempered", "lmbda": 1.0}
+    with pytest.raises(dist.MergeError, match="selection: the shards ran with \\['best', 'tempered'\\]"):
+        dist.merge(task, plan, results, top_k=1)
