@@ -154,3 +154,63 @@ def test_latent_is_not_changed_by_a_search_with_a_judge(parts):
     before = LATENT["samples"].clone()
     search("RandomSearchSampler", **drop_in(parts, candidates=2))
     assert torch.equal(LATENT["samples"], before)
+
+
+def noise_search_with_draft(model, positive, negative, vae, verifier, condition, latent, draft_model, steps=6,
+                            sampler="euler", cfg=2.0):
+    """NoiseSearch (custom sampling) with an EasyCache draft; returns its outputs and the stock parts."""
+    guider = run_node("CFGGuider", model=model, positive=positive, negative=negative, cfg=cfg)[0]
+    ksampler = run_node("KSamplerSelect", sampler_name=sampler)[0]
+    sigmas = run_node("BasicScheduler", model=model, scheduler="normal", steps=steps, denoise=1.0)[0]
+    judge_ = run_node("SearchJudge", vae=vae, verifier=verifier, condition=condition)[0]
+    draft = run_node("SearchDraft", model=draft_model, rescored=3)[0]
+    out = search("NoiseSearch", noise=run_node("NoiseCandidates", seed=11, count=5)[0], guider=guider, sampler=ksampler,
+                 sigmas=sigmas, latent_image=latent, search=run_node("SearchRandom", candidates=5)[0], judge=judge_,
+                 draft=draft)
+    return out, guider, ksampler, sigmas
+
+
+def stock_custom(guider, sampler, sigmas, latent, seed):
+    """The stock custom-sampling graph at ``seed``: RandomNoise + SamplerCustomAdvanced."""
+    return run_node("SamplerCustomAdvanced", noise=run_node("RandomNoise", noise_seed=seed)[0], guider=guider,
+                    sampler=sampler, sigmas=sigmas, latent_image=latent)[0]["samples"]
+
+
+def check_draft_report(rep, steps):
+    d = rep["draft"]
+    assert (d["nfe"], d["regeneration_nfe"], d["rescored"]) == (5 * steps, 3 * steps, 3)
+    assert (d["measured"], d["regeneration_measured"]) == (5 * steps, 3 * steps)
+    assert rep["nfe"]["search_total"] == rep["nfe"]["measured"] == 8 * steps
+    assert d["spearman"] is None or -1 <= d["spearman"] <= 1
+
+
+def test_noise_search_with_an_easycache_draft_replays_with_the_stock_custom_graph(parts):
+    out, guider, sampler, sigmas = noise_search_with_draft(parts["model"], parts["positive"], parts["negative"],
+                                                           parts["vae"], ProbeVerifier(), "", LATENT, easycache(parts))
+    rep = out["report"]
+    assert torch.allclose(out["best"]["samples"], stock_custom(guider, sampler, sigmas, LATENT, rep["replay"]["seed"]),
+                          atol=1e-4)
+    check_draft_report(rep, 6)
+
+
+def test_an_easycache_draft_on_the_digits_testbed(comfy):
+    """The demo's model, VAE and verifier (as the demo loads them), the host's EasyCache as the draft."""
+    import folder_paths
+
+    from bench.testbed.comfy_model import class_conditioning, load_digits_model, pixel_vae
+    from bench.testbed.demo import WEIGHTS
+
+    folder_paths.add_model_folder_path("verifiers", str(WEIGHTS))
+    model, vae = load_digits_model(WEIGHTS), pixel_vae()
+    verifier = run_node("ClassifierVerifierLoader", classifier_file="verifier_classifier.safetensors")[0]
+    cached = run_node("EasyCache", model=model, reuse_threshold=0.5, start_percent=0.0, end_percent=1.0,
+                      verbose=False)[0]
+    latent = {"samples": torch.zeros(1, 1, 16, 16)}
+    out, guider, sampler, sigmas = noise_search_with_draft(model, class_conditioning(3), class_conditioning(None), vae,
+                                                           verifier, "3", latent, cached, steps=8, cfg=1.0)
+    rep = out["report"]
+    assert torch.allclose(out["best"]["samples"], stock_custom(guider, sampler, sigmas, latent, rep["replay"]["seed"]),
+                          atol=1e-4)
+    check_draft_report(rep, 8)
+    # The winner's score is the main model's sample's, re-scored.
+    assert rep["best"]["score"] == pytest.approx(verifier.score(vae.decode(out["best"]["samples"]), "3").item(), abs=1e-4)
