@@ -225,8 +225,9 @@ def remote_grader_inputs():
         io.String.Input("model", default="Qwen/Qwen2.5-VL-7B-Instruct", tooltip="The model name the server serves."),
         io.Combo.Input("mode", options=list(MODES), default="grader",
                        tooltip="grader: the paper's five-aspect LLM grader from a JSON reply, 0-100. vqascore: "
-                               "P(\"Yes\") from the logprobs of the first answer token, 0-1 (the server must return "
-                               "logprobs)."),
+                               "P(\"Yes\") from the logprobs of the first answer token, 0-1; where the server returns no "
+                               "logprobs or refuses them, from a validated JSON answer (yes/no and a confidence), "
+                               "decided once per verifier and named in the report's verifier."),
         io.String.Input("api_key_env", default=DEFAULT_KEY_ENV,
                         tooltip="The NAME of the environment variable that holds the API key (read when scoring; "
                                 "the key itself never enters the workflow, the report or the image). Empty: no key."),
@@ -301,7 +302,8 @@ LLMGraderVerifierLoader = _loader(
 RemoteGraderVerifierLoader = _loader(
     "RemoteGraderVerifierLoader", "Load Remote Grader Verifier (OpenAI-compatible API)",
     "A vision-language model behind any OpenAI-compatible chat-completions endpoint as a verifier: the paper's LLM "
-    "grader (five aspects, JSON reply, 0-100) or VQAScore from logprobs (0-1). One request per image; the API key "
+    "grader (five aspects, JSON reply, 0-100) or VQAScore from logprobs (0-1; a validated JSON answer where the "
+    "server gives no logprobs). One request per image; the API key "
     "is read from an environment variable.", remote_grader_inputs, lambda **_: [], loaders.load_remote_grader)
 ClassifierVerifierLoader = _loader(
     "ClassifierVerifierLoader", "Load Classifier Verifier",
