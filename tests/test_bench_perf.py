@@ -130,8 +130,8 @@ def full_size_problems(summary: dict, quick: bool = False) -> list[str]:
                      if not _positive_finite(row.get(k))]
         for key in ("batch_speedup", "peak_mib"):
             values = row.get(key) or {}
-            # --quick measures SDXL's latent batches for random search only.
-            want = {"random"} if (quick and name == "sdxl" and key == "batch_speedup") else set(FULL_SIZE_STRATEGIES)
+            # --quick measures latent batches of random search only.
+            want = {"random"} if (quick and key == "batch_speedup") else set(FULL_SIZE_STRATEGIES)
             if set(values) != want:
                 problems.append(f"{name}: {key} has {sorted(values)}, expected {FULL_SIZE_STRATEGIES}")
             check = _positive_finite if key == "batch_speedup" else (
@@ -152,7 +152,8 @@ def test_full_size_problems_rejects_bad_output():
     assert full_size_problems(good) == []
     assert full_size_problems({"full_size": {"sd15": row}})
     assert full_size_problems({"full_size": None})
-    quick = {"full_size": {"sd15": row, "sdxl": {**row, "batch_speedup": {"random": 1.2}}}}
+    quick_row = {**row, "batch_speedup": {"random": 1.2}}
+    quick = {"full_size": {"sd15": quick_row, "sdxl": quick_row}}
     assert full_size_problems(quick, quick=True) == [] and full_size_problems(quick)
     for key, value in (("a_over_b", None), ("b_over_c", float("nan")), ("batch_same_winners", False),
                        ("scores_max_abs_diff_b_c", 0.5), ("peak_mib", {"random": 1.0}),
