@@ -369,6 +369,10 @@ def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_sour
         "rounds": result.rounds,
         "candidates": result.candidates,
         "verifier": getattr(backend.scorer.verifier, "name", type(backend.scorer.verifier).__name__),
+        # A rank ensemble's scores are ranks among the candidates compared; entries then hold each
+        # candidate's member scores ("members") and the report the weights, so searches can be merged.
+        "relative": backend.relative,
+        **({"weights": getattr(backend.scorer.verifier, "weights", None)} if backend.relative else {}),
         "condition": backend.scorer.condition_of(b),
         **({"frames_scored": backend.scorer.frames_scored} if backend.scorer.frames_scored is not None else {}),
         **extra,

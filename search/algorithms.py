@@ -92,6 +92,11 @@ def _cat(a, b):
     return b if a is None else torch.cat([a, b])
 
 
+def _members(model: SearchBackend, values: torch.Tensor) -> torch.Tensor | None:
+    """A rank ensemble's component scores, for the report; None for an absolute verifier."""
+    return values.reshape(values.shape[0], -1) if model.relative else None
+
+
 def _judge_cost(sigmas: torch.Tensor) -> int:
     return 1 if float(sigmas[-1]) > 0 else 0
 
@@ -156,9 +161,14 @@ class _Record:
         """A step the plan could not foresee (zero-order's restarts)."""
         self.planned += nfe
 
-    def entries(self, ids, values, round_index: int, **extra) -> list[dict]:
+    def entries(self, ids, values, round_index: int, members: torch.Tensor | None = None, **extra) -> list[dict]:
+        """Candidate entries; ``members``: a rank ensemble's component scores of each (its value is a
+        rank among the candidates compared, so a merge of several searches re-ranks from these)."""
         entries = [{"id": int(i), "round": round_index, "score": float(v), **extra}
                    for i, v in zip(ids, values.tolist())]
+        if members is not None:
+            for entry, row in zip(entries, members.tolist()):
+                entry["members"] = row
         self.candidates.extend(entries)
         return entries
 
@@ -202,7 +212,8 @@ def _finish(model: SearchBackend, sigmas: torch.Tensor, plan: _Plan, record: _Re
         latents, early = model.solve(None, noises, sigmas, ids)
         scored = model.score(_judged(model, latents, sigmas), early)
         final = compare(model, scored.values)
-        record.entries(ids, final, len(record.rounds), level=0.0, sample="final")
+        record.entries(ids, final, len(record.rounds), members=_members(model, scored.values), level=0.0,
+                       sample="final")
         order = _selected(model, final, plan.k, select, generator) if plan.regenerate == "rerank" \
             else torch.arange(len(ids))
         search_scores = values[order].tolist()
@@ -277,9 +288,12 @@ def _best_of(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor, se
             break
     # Recorded at the end: a candidate's score is its value among all scored (for a rank
     # ensemble, its rank among every candidate, the ranking that picked the winner).
-    everyone, sample = compare(model, torch.cat(seen)), ({"sample": "search schedule"} if plan.regenerate else {})
+    raw = torch.cat(seen)
+    everyone, sample = compare(model, raw), ({"sample": "search schedule"} if plan.regenerate else {})
+    members = _members(model, raw)
     for r, start in enumerate(range(0, len(everyone), step)):
-        record.entries(range(start, min(len(everyone), start + step)), everyone[start : start + step], r, **sample)
+        record.entries(range(start, min(len(everyone), start + step)), everyone[start : start + step], r,
+                       members=None if members is None else members[start : start + step], **sample)
     return _finish(model, sigmas, plan, record, pool, generator=generator)
 
 
@@ -641,7 +655,8 @@ def early_rejection(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Ten
         values = compare(model, scored.values)
         level = 0.0 if last else model.sigma_level(float(piece[-1]))
         sample = "final" if last and resumable else "split run"
-        record.entries(ids, values, r, level=level, step=bounds[r + 1], sample=sample)
+        record.entries(ids, values, r, members=_members(model, scored.values), level=level, step=bounds[r + 1],
+                       sample=sample)
         if last:
             pool = record.pool(model, plan.k if resumable else len(ids))
             pool.add(scored.values, state, noise[ids], ids)

@@ -214,3 +214,32 @@ def test_an_easycache_draft_on_the_digits_testbed(comfy):
     check_draft_report(rep, 8)
     # The winner's score is the main model's sample's, re-scored.
     assert rep["best"]["score"] == pytest.approx(verifier.score(vae.decode(out["best"]["samples"]), "3").item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("node,options", [("RandomSearchSampler", dict(candidates=6)),
+                                          ("EarlyRejectionSampler", dict(candidates=6, keep=0.5, levels="0.6"))])
+def test_a_rank_ensembles_report_lets_shards_be_merged_as_one_search(parts, node, options):
+    """Entries of a rank-ensemble search carry each candidate's member scores and the report the
+    weights, so the distributed search re-ranks two candidate ranges (seed 5: ids 0-2, seed 8: ids
+    0-2 there, 3-5 here) exactly as the one search of all six ranked them."""
+    from sweep.distributed import Shard, merge_problem
+
+    ensemble = run_node("VerifierEnsemble", verifier_1=ProbeVerifier(1), verifier_2=ProbeVerifier(2),
+                        weight_1=1.0, weight_2=2.0)[0]
+    judged = judge(parts, held_out=None, verifier=ensemble)
+
+    def run(seed, count):
+        return search(node, **drop_in(parts, seed=seed, steps=4, judge=judged, **{**options, "candidates": count}))
+
+    whole = run(5, 6)["report"]
+    assert whole["relative"] is True and whole["weights"] == [1.0, 2.0]
+    assert all(len(e["members"]) == 2 for e in whole["candidates"])
+    shards = [Shard(0, 0, 3, 5), Shard(1, 3, 3, 8)]
+    merged = merge_problem("ranges", [(s, run(s.seed, s.count)["report"], "local") for s in shards], top_k=1)
+    if node == "RandomSearchSampler":
+        assert merged["best"]["id"] == whole["best"]["id"]
+        assert merged["top"][0]["merged_score"] == pytest.approx(whole["best"]["score"])
+    else:  # each range halves its own candidates: the merged winner is the best of the shards' finalists
+        finals = {e["id"]: e["members"] for e in whole["candidates"] if e.get("sample") == "final"}
+        assert merged["best"]["id"] in {e["id"] for e in merged["candidates"] if e.get("sample") == "final"}
+        assert finals  # the one search's finalists carry members too
