@@ -44,7 +44,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError
 from .tasks import Task, all_tasks
-from .workflow import ID, Template, is_link, output_index
+from .workflow import ID, Template, ancestors, is_link, output_index
 
 RANGE_KINDS = ("random", "rejection")
 ISLAND_KINDS = ("zero_order", "paths", "particles", "tree")
@@ -137,7 +137,7 @@ def shard_prompt(template: Template, task: Task, shard: Shard) -> tuple[dict, di
             prompt[noise[0]]["inputs"]["count"] = max(shard.count, 1)
     seed_node, seed_input = template.seed_target
     prompt[seed_node]["inputs"][seed_input] = shard.seed
-    keep = _ancestors(prompt, outputs["report"])
+    keep = ancestors(prompt, outputs["report"])
     return {k: v for k, v in prompt.items() if k in keep}, {"image": None, "report": outputs["report"], "eval": {}}
 
 
@@ -179,19 +179,8 @@ def regeneration_prompt(template: Template, task: Task, seed: int, problem: int,
     outputs = {"image": outputs["image"], "report": None, "eval": {**outputs["eval"], "search_verifier": show}}
     keep = set()
     for node_id in [outputs["image"], *outputs["eval"].values()]:
-        keep |= _ancestors(prompt, node_id)
+        keep |= ancestors(prompt, node_id)
     return {k: v for k, v in prompt.items() if k in keep}, outputs
-
-
-def _ancestors(prompt: dict, start: str) -> set[str]:
-    seen, stack = set(), [start]
-    while stack:
-        node_id = stack.pop()
-        if node_id in seen or node_id not in prompt:
-            continue
-        seen.add(node_id)
-        stack += [v[0] for v in prompt[node_id]["inputs"].values() if is_link(v)]
-    return seen
 
 
 def problem_condition(condition, problem: int, problems: int) -> str:
@@ -378,7 +367,7 @@ def read_attempts(folder: Path) -> list[dict]:
 
 def run(cfg: Config, shards: int | None = None, address: str | None = None, progress: bool = True,
         log=print) -> int:
-    from .scheduler import init_ray, make_workers
+    from .scheduler import init_ray, make_workers, stop_workers
 
     task = the_task(cfg)
     kind = task.setting.strategy.kind
@@ -394,12 +383,7 @@ def run(cfg: Config, shards: int | None = None, address: str | None = None, prog
             f"{len(workers)} servers -> {out}")
         return _drive(ray, cfg, task, plan, workers, out, progress, log)
     finally:
-        for _, actor in workers:
-            try:
-                ray.get(actor.stop.remote(), timeout=60)
-            except Exception:  # noqa: BLE001, S110 (best effort at shutdown; the actor may be gone)
-                pass
-            ray.kill(actor)
+        stop_workers(ray, workers)
         if owned:
             ray.shutdown()
 
@@ -431,82 +415,60 @@ class Bars:
 
 
 def _drive(ray, cfg: Config, task: Task, plan: list[Shard], workers, out: Path, progress: bool, log) -> int:
-    from ray.exceptions import RayActorError
+    from .scheduler import Servers
 
-    names, actors = [n for n, _ in workers], dict(workers)
-    idle, recovering = deque(), {}
-    for name, ref in {name: a.start.remote() for name, a in workers}.items():
-        try:
-            ray.get(ref)
-            idle.append(name)
-        except Exception as e:  # noqa: BLE001 (a server that does not start is reported, the rest run)
-            log(f"server {name}: not available ({str(e).splitlines()[-1] if str(e) else e}); will retry")
-            recovering[actors[name].recover.remote(cfg.recover_wait)] = name
-    if not idle:
-        raise SearchAborted("no ComfyUI server answers: " + ", ".join(names))
-    template = Template(cfg, ray.get(actors[idle[0]].object_info.remote()))
+    servers = Servers(ray, workers, cfg.recover_wait, log)
+    servers.start()
+    if not servers.idle:
+        raise SearchAborted("no ComfyUI server answers: " + ", ".join(servers.names))
+    template = Template(cfg, ray.get(servers.actors[servers.idle[0]].object_info.remote()))
     attempts_path = out / "attempts.jsonl"
-    pending, inflight, attempts, results = deque(plan), {}, {}, {}
-    bars = Bars(len(plan), names, progress)
-    for name in names:
-        bars.status(name, "idle" if name in idle else "starting")
+    pending, attempts, results = deque(plan), {}, {}
+    bars = Bars(len(plan), servers.names, progress)
+    servers.show_on(bars)
+
+    def send(shard: Shard, name: str) -> dict:
+        prompt, outputs = shard_prompt(template, task, shard)
+        attempts[shard.index] = attempts.get(shard.index, 0) + 1
+        _log_attempt(attempts_path, shard=shard.index, server=name, outcome="dispatched",
+                     attempt=attempts[shard.index])
+        bars.status(name, "running " + json.dumps(shard.describe()))
+        return {"task": f"{task.id}-{shard.index}", "prompt": prompt, "outputs": outputs,
+                "timeout": cfg.task_timeout}
+
+    def on_result(shard: Shard, name: str, t0: float, result: dict) -> None:
+        status = result["status"]
+        _log_attempt(attempts_path, shard=shard.index, server=name, outcome=status,
+                     attempt=attempts[shard.index], error=result.get("error"))
+        if status == "ok":
+            # Exactly one result per shard: a shard is sent again only after its server was lost.
+            results[shard.index] = {"report": result["report"], "server": name,
+                                    "attempt": attempts[shard.index], "wall_s": round(time.time() - t0, 3)}
+            _write_json(out / "shards" / f"shard-{shard.index}.json", {**shard.describe(), **results[shard.index]})
+            bars.done(name, shard.count or len(problems_of(result["report"])[0]["candidates"]))
+            servers.release(name)
+        elif status == "lost":
+            log(f"server {name}: lost ({result.get('error')}); shard {shard.index} goes back to the queue")
+            if attempts[shard.index] >= cfg.retries:
+                raise SearchAborted(f"shard {shard.index} was lost on {attempts[shard.index]} servers")
+            pending.appendleft(shard)
+            servers.lost(name)
+        else:
+            raise SearchAborted(f"shard {shard.index} failed on {name}: {result.get('error')}")
+
+    def on_return(name: str, info: dict | None) -> None:
+        if info:
+            log(f"server {name}: back")
+
     try:
-        while pending or inflight:
-            while pending and idle:
-                name, shard = idle.popleft(), pending.popleft()
-                prompt, outputs = shard_prompt(template, task, shard)
-                attempts[shard.index] = attempts.get(shard.index, 0) + 1
-                _log_attempt(attempts_path, shard=shard.index, server=name, outcome="dispatched",
-                             attempt=attempts[shard.index])
-                payload = {"task": f"{task.id}-{shard.index}", "prompt": prompt, "outputs": outputs,
-                           "timeout": cfg.task_timeout}
-                inflight[actors[name].run.remote(payload)] = (shard, name, time.time())
-                bars.status(name, "running " + json.dumps(shard.describe()))
-            if not inflight and not recovering:
-                raise SearchAborted(f"every server is lost; shards {[s.index for s in pending]} did not run")
-            ready, _ = ray.wait(list(inflight) + list(recovering), num_returns=1, timeout=1.0)
-            for ref in ready:
-                if ref in recovering:
-                    name = recovering.pop(ref)
-                    try:
-                        back = ray.get(ref)
-                    except RayActorError:
-                        back = None
-                    if back:
-                        log(f"server {name}: back")
-                        idle.append(name)
-                    bars.status(name, "idle" if back else "gone")
-                    continue
-                shard, name, t0 = inflight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except RayActorError as e:
-                    result = {"status": "lost", "error": f"worker died: {e}"}
-                status = result["status"]
-                _log_attempt(attempts_path, shard=shard.index, server=name, outcome=status,
-                             attempt=attempts[shard.index], error=result.get("error"))
-                if status == "ok":
-                    results[shard.index] = {"report": result["report"], "server": name,
-                                            "attempt": attempts[shard.index], "wall_s": round(time.time() - t0, 3)}
-                    _write_json(out / "shards" / f"shard-{shard.index}.json", {**shard.describe(),
-                                                                              **results[shard.index]})
-                    bars.done(name, shard.count or len(problems_of(result["report"])[0]["candidates"]))
-                    bars.status(name, "idle")
-                    idle.append(name)
-                elif status == "lost":
-                    log(f"server {name}: lost ({result.get('error')}); shard {shard.index} goes back to the queue")
-                    if attempts[shard.index] >= cfg.retries:
-                        raise SearchAborted(f"shard {shard.index} was lost on {attempts[shard.index]} servers")
-                    pending.appendleft(shard)
-                    bars.status(name, "lost: recovering")
-                    recovering[actors[name].recover.remote(cfg.recover_wait)] = name
-                else:
-                    raise SearchAborted(f"shard {shard.index} failed on {name}: {result.get('error')}")
+        servers.run(pending, send, on_result, on_return=on_return,
+                    aborted=lambda: SearchAborted(f"every server is lost; shards {[s.index for s in pending]} "
+                                                  "did not run"))
     finally:
         bars.close()
     top_k = int(task.setting.strategy.options.get("top_k", 1))
     merged = merge(task, plan, results, top_k)
-    _regenerate(ray, cfg, task, template, merged, idle, actors, out, log)
+    _regenerate(ray, cfg, task, template, merged, servers.idle, servers.actors, out, log)
     merged["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     _write_json(out / "report.json", merged)
     best = problems_of(merged)[0]["best"]

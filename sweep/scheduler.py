@@ -133,39 +133,132 @@ def run(cfg: Config, shard=None, address: str | None = None, progress: bool = Tr
         workers = make_workers(ray, cfg)
         return _drive(ray, cfg, workers, tasks, todo, store, progress, log)
     finally:
-        for _, actor in workers:
-            try:
-                ray.get(actor.stop.remote(), timeout=60)
-            except Exception:  # noqa: BLE001, S110 (best effort at shutdown; the actor may be gone)
-                pass
-            ray.kill(actor)
+        stop_workers(ray, workers)
         store.close()
         if owned:
             ray.shutdown()
 
 
+def stop_workers(ray, workers) -> None:
+    for _, actor in workers:
+        try:
+            ray.get(actor.stop.remote(), timeout=60)
+        except Exception:  # noqa: BLE001, S110 (best effort at shutdown; the actor may be gone)
+            pass
+        ray.kill(actor)
+
+
+class Servers:
+    """The server actors and what each one does: ``idle``, running one piece of work
+    (``inflight``: ref -> (work, server, time sent)), ``recovering`` after it was lost, or
+    ``retired`` (its actor died, or it did not come back). ``run`` is the dispatch loop of the
+    sweep and of the distributed search; the caller says what to send and what a result means."""
+
+    def __init__(self, ray, workers, recover_wait: float, log):
+        self.ray, self.recover_wait, self.log = ray, recover_wait, log
+        self.names = [name for name, _ in workers]
+        self.actors = dict(workers)
+        self.idle: deque[str] = deque()
+        self.recovering: dict = {}
+        self.inflight: dict = {}
+        self.retired: set[str] = set()
+        self.bars = None
+
+    def start(self, on_ready=None) -> None:
+        """Start (or reach) every server; ``on_ready(server, info)`` for each that answers, the
+        rest are retried (an own server is restarted, an external one is waited for)."""
+        starts = {name: actor.start.remote() for name, actor in self.actors.items()}
+        for name, ref in starts.items():
+            try:
+                info = self.ray.get(ref)
+                if on_ready:
+                    on_ready(name, info)
+                self.idle.append(name)
+            except Exception as e:  # noqa: BLE001 (a server that does not start is reported, the rest run)
+                self.log(f"server {name}: not available ({_first_line(e)}); will retry")
+                self._recover(name)
+
+    def show_on(self, bars) -> None:
+        self.bars = bars
+        for name in self.names:
+            bars.status(name, "idle" if name in self.idle else "starting")
+
+    def release(self, name: str) -> None:
+        """The server is free for the next piece of work."""
+        self.bars.status(name, "idle")
+        self.idle.append(name)
+
+    def lost(self, name: str) -> None:
+        """The server was lost with work in flight: recovered unless its actor died."""
+        if name in self.retired:
+            self.bars.status(name, "gone")
+        else:
+            self.bars.status(name, "lost: recovering")
+            self._recover(name)
+
+    def _recover(self, name: str) -> None:
+        self.recovering[self.actors[name].recover.remote(self.recover_wait)] = name
+
+    def run(self, pending: deque, send, on_result, aborted, on_return=None, stopped=lambda: False) -> None:
+        """Hand ``pending`` work to idle servers until all of it is done or ``stopped()``.
+
+        ``send(work, server)`` gives the payload of the actor's ``run`` (and logs the attempt);
+        ``on_result(work, server, t_sent, result)`` takes each result and gives the server back
+        (``release``) or reports it lost (``lost``); ``on_return(server, info)`` is told when a
+        lost server answers again (``info``) or is gone (None); ``aborted()`` is the error raised
+        when every server is lost."""
+        from ray.exceptions import RayActorError
+
+        while (pending or self.inflight) and not stopped():
+            while pending and self.idle and not stopped():
+                name, work = self.idle.popleft(), pending.popleft()
+                self.inflight[self.actors[name].run.remote(send(work, name))] = (work, name, time.time())
+            if not self.inflight and not self.recovering:
+                raise aborted()
+            ready, _ = self.ray.wait(list(self.inflight) + list(self.recovering), num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in self.recovering:
+                    self._returned(self.recovering.pop(ref), ref, on_return)
+                    continue
+                work, name, t_sent = self.inflight.pop(ref)
+                try:
+                    result = self.ray.get(ref)
+                except RayActorError as e:
+                    result = {"status": "lost", "error": f"worker died: {_first_line(e)}"}
+                    self.retired.add(name)
+                on_result(work, name, t_sent, result)
+
+    def _returned(self, name: str, ref, on_return) -> None:
+        from ray.exceptions import RayActorError
+
+        try:
+            info = self.ray.get(ref)
+        except RayActorError:
+            info = None
+        if on_return:
+            on_return(name, info)
+        if info:
+            self.release(name)
+        else:
+            self.bars.status(name, "gone")
+            self.retired.add(name)
+
+
 def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool, log) -> int:
     from ray.exceptions import GetTimeoutError, RayActorError
 
-    names = [n for n, _ in workers]
-    actors = dict(workers)
+    servers = Servers(ray, workers, cfg.recover_wait, log)
+
+    def ready(name, info):
+        log(f"server {name}: ready {info.get('url') or ''} on {info.get('host')}"
+            + (f" (GPU {info['gpus']})" if info.get("gpus") else "")
+            + (f" (started by the sweep: pid {info['pid']}, log {info['log']})" if info.get("pid") else ""))
+
     # Start (or reach) every server; the first that answers gives the node definitions.
-    starts = {name: actor.start.remote() for name, actor in workers}
-    idle, recovering = deque(), {}
-    for name, ref in starts.items():
-        try:
-            info = ray.get(ref)
-            where = info.get("url") or ""
-            log(f"server {name}: ready {where} on {info.get('host')}"
-                + (f" (GPU {info['gpus']})" if info.get("gpus") else "")
-                + (f" (started by the sweep: pid {info['pid']}, log {info['log']})" if info.get("pid") else ""))
-            idle.append(name)
-        except Exception as e:  # noqa: BLE001 (a server that does not start is reported, the rest run)
-            log(f"server {name}: not available ({_first_line(e)}); will retry")
-            recovering[actors[name].recover.remote(cfg.recover_wait)] = name
-    if not idle:
-        raise SweepAborted("no ComfyUI server answers: " + ", ".join(names))
-    object_info = ray.get(actors[idle[0]].object_info.remote())
+    servers.start(on_ready=ready)
+    if not servers.idle:
+        raise SweepAborted("no ComfyUI server answers: " + ", ".join(servers.names))
+    object_info = ray.get(servers.actors[servers.idle[0]].object_info.remote())
     template = Template(cfg, object_info)
     # Build one prompt per setting before anything runs: a bad option fails here, not on a server.
     seen = set()
@@ -174,86 +267,60 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
             seen.add(t.setting.key)
             template.build(t)
 
-    bars = Bars(len(tasks), len(tasks) - len(todo), names, enabled=progress)
-    for name in names:
-        bars.status(name, "idle" if name in idle else "starting")
+    bars = Bars(len(tasks), len(tasks) - len(todo), servers.names, enabled=progress)
+    servers.show_on(bars)
     pending: deque[Task] = deque(todo)
     attempts: dict[str, int] = {}
-    inflight: dict = {}
     failed: dict[str, str] = {}
-    retired: set[str] = set()
     interrupted = False
 
-    def dispatch():
-        while pending and idle and not stop.requested:
-            name = idle.popleft()
-            task = pending.popleft()
-            prompt, outputs = template.build(task)
-            payload = {"task": task.id, "prompt": prompt, "outputs": outputs, "timeout": cfg.task_timeout,
-                       "extra_data": {"extra_pnginfo": {"noise_search_sweep": task.describe()}}}
-            attempts[task.id] = attempts.get(task.id, 0) + 1
-            store.log_attempt(task.id, name, "dispatched", attempt=attempts[task.id])
-            inflight[actors[name].run.remote(payload)] = (task, name, time.time())
-            bars.status(name, f"running {task.setting.key} | {_short(task.prompt.text)} | seed {task.seed}")
+    def send(task: Task, name: str) -> dict:
+        prompt, outputs = template.build(task)
+        payload = {"task": task.id, "prompt": prompt, "outputs": outputs, "timeout": cfg.task_timeout,
+                   "extra_data": {"extra_pnginfo": {"noise_search_sweep": task.describe()}}}
+        attempts[task.id] = attempts.get(task.id, 0) + 1
+        store.log_attempt(task.id, name, "dispatched", attempt=attempts[task.id])
+        bars.status(name, f"running {task.setting.key} | {_short(task.prompt.text)} | seed {task.seed}")
+        return payload
+
+    def on_result(task: Task, name: str, t_sent: float, result: dict) -> None:
+        status = result["status"]
+        store.log_attempt(task.id, name, status, attempt=attempts[task.id], error=result.get("error"))
+        if status == "ok":
+            image = store.save_image(task.id, result["png"])
+            store.add_row(_row(task, result, image, name, attempts[task.id], t_sent))
+            bars.finished(name)
+            servers.release(name)
+        elif status == "lost":
+            log(f"server {name}: lost ({_first_line(result.get('error'))}); "
+                f"task {task.id[:8]} goes back to the queue")
+            if attempts[task.id] >= cfg.retries:
+                failed[task.id] = f"lost on {attempts[task.id]} servers: {result.get('error')}"
+            else:
+                pending.appendleft(task)
+            servers.lost(name)
+        else:  # error / timeout: the same prompt would fail again; recorded, not retried now
+            failed[task.id] = result.get("error") or status
+            log(f"task {task.id[:8]} ({task.setting.key}, {task.prompt.id}, seed {task.seed}) "
+                f"failed on {name}: {result.get('error')}")
+            servers.release(name)
+
+    def on_return(name: str, info: dict | None) -> None:
+        if info:
+            log(f"server {name}: back" + (f" (restarted: pid {info['pid']})" if info.get("pid") else ""))
+        else:
+            log(f"server {name}: gone; continuing without it")
 
     stop = _StopOnSignal()
     try:
-        while (pending or inflight) and not stop.requested:
-            dispatch()
-            if not inflight and not recovering:
-                raise SweepAborted(f"every server is lost; {len(pending)} tasks left (run again to resume)")
-            ready, _ = ray.wait(list(inflight) + list(recovering), num_returns=1, timeout=1.0)
-            for ref in ready:
-                if ref in recovering:
-                    name = recovering.pop(ref)
-                    try:
-                        info = ray.get(ref)
-                    except RayActorError:
-                        info = None
-                    if info:
-                        log(f"server {name}: back" + (f" (restarted: pid {info['pid']})" if info.get("pid") else ""))
-                        bars.status(name, "idle")
-                        idle.append(name)
-                    else:
-                        log(f"server {name}: gone; continuing without it")
-                        bars.status(name, "gone")
-                        retired.add(name)
-                    continue
-                task, name, t_sent = inflight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except RayActorError as e:
-                    result = {"status": "lost", "error": f"worker died: {_first_line(e)}"}
-                    retired.add(name)
-                status = result["status"]
-                store.log_attempt(task.id, name, status, attempt=attempts[task.id], error=result.get("error"))
-                if status == "ok":
-                    image = store.save_image(task.id, result["png"])
-                    store.add_row(_row(task, result, image, name, attempts[task.id], t_sent))
-                    bars.finished(name)
-                    bars.status(name, "idle")
-                    idle.append(name)
-                elif status == "lost":
-                    log(f"server {name}: lost ({_first_line(result.get('error'))}); "
-                        f"task {task.id[:8]} goes back to the queue")
-                    bars.status(name, "lost: recovering")
-                    if attempts[task.id] >= cfg.retries:
-                        failed[task.id] = f"lost on {attempts[task.id]} servers: {result.get('error')}"
-                    else:
-                        pending.appendleft(task)
-                    if name not in retired:
-                        recovering[actors[name].recover.remote(cfg.recover_wait)] = name
-                else:  # error / timeout: the same prompt would fail again; recorded, not retried now
-                    failed[task.id] = result.get("error") or status
-                    log(f"task {task.id[:8]} ({task.setting.key}, {task.prompt.id}, seed {task.seed}) "
-                        f"failed on {name}: {result.get('error')}")
-                    bars.status(name, "idle")
-                    idle.append(name)
+        servers.run(pending, send, on_result, on_return=on_return, stopped=lambda: bool(stop.requested),
+                    aborted=lambda: SweepAborted(f"every server is lost; {len(pending)} tasks left "
+                                                 "(run again to resume)"))
         if stop.requested:
             interrupted = True
-            for _, (task, name, _) in list(inflight.items()):
+            for _, (task, name, _) in list(servers.inflight.items()):
                 try:
-                    ray.get(actors[name].cancel.remote(task.id), timeout=10)
+                    ray.get(servers.actors[name].cancel.remote(task.id), timeout=10)
                 except (GetTimeoutError, RayActorError):
                     pass
                 store.log_attempt(task.id, name, "cancelled", attempt=attempts[task.id])
@@ -261,8 +328,8 @@ def _drive(ray, cfg: Config, workers, tasks, todo, store: Store, progress: bool,
         stop.restore()
         bars.close()
     if interrupted:
-        log(f"interrupted: {len(inflight)} running task(s) cancelled; finished rows are in {store.rows_path}; "
-            "run the same command again to resume")
+        log(f"interrupted: {len(servers.inflight)} running task(s) cancelled; finished rows are in "
+            f"{store.rows_path}; run the same command again to resume")
         return 130
     unaccounted = [t.id for t in todo if t.id not in failed and not store.has_row(t.id)]
     if unaccounted:  # every task ends with a row or in `failed`; anything else is a bug here

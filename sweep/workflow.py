@@ -343,11 +343,11 @@ class Template:
             outputs["eval"][name] = show
         keep = set()
         for node_id in [save, report, *outputs["eval"].values()]:
-            keep.update(_ancestors(prompt, node_id))
+            keep.update(ancestors(prompt, node_id))
         return {k: v for k, v in prompt.items() if k in keep}, outputs
 
 
-def _ancestors(prompt: dict, start: str) -> set[str]:
+def ancestors(prompt: dict, start: str) -> set[str]:
     seen, stack = set(), [start]
     while stack:
         node_id = stack.pop()
