@@ -36,7 +36,6 @@ import datetime
 import json
 import math
 import os
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -388,34 +387,8 @@ def run(cfg: Config, shards: int | None = None, address: str | None = None, prog
             ray.shutdown()
 
 
-class Bars:
-    """tqdm bars: shards done, then one per server (candidates it searched, what it runs)."""
-
-    def __init__(self, shards: int, names: list[str], enabled: bool):
-        from tqdm import tqdm
-
-        kw = {"file": sys.stderr, "disable": not enabled, "dynamic_ncols": True, "mininterval": 0.2}
-        self.total = tqdm(total=shards, desc="search", unit="shard", position=0, **kw)
-        width = max(len(n) for n in names)
-        self.servers = {n: tqdm(total=None, desc=f"  {n:<{width}}", unit="cand", position=i + 1, leave=True,
-                                bar_format="{desc} {n_fmt} candidates{postfix}", **kw)
-                        for i, n in enumerate(names)}
-
-    def status(self, name: str, text: str) -> None:
-        self.servers[name].set_postfix_str(text, refresh=True)
-
-    def done(self, name: str, candidates: int) -> None:
-        self.servers[name].update(candidates)
-        self.total.update(1)
-
-    def close(self) -> None:
-        for bar in self.servers.values():
-            bar.close()
-        self.total.close()
-
-
 def _drive(ray, cfg: Config, task: Task, plan: list[Shard], workers, out: Path, progress: bool, log) -> int:
-    from .scheduler import Servers
+    from .scheduler import Bars, Servers
 
     servers = Servers(ray, workers, cfg.recover_wait, log)
     servers.start()
@@ -424,7 +397,7 @@ def _drive(ray, cfg: Config, task: Task, plan: list[Shard], workers, out: Path, 
     template = Template(cfg, ray.get(servers.actors[servers.idle[0]].object_info.remote()))
     attempts_path = out / "attempts.jsonl"
     pending, attempts, results = deque(plan), {}, {}
-    bars = Bars(len(plan), servers.names, progress)
+    bars = Bars(len(plan), 0, servers.names, progress, what="search", unit="shard", counts="candidates")
     servers.show_on(bars)
 
     def send(shard: Shard, name: str) -> dict:
@@ -445,7 +418,7 @@ def _drive(ray, cfg: Config, task: Task, plan: list[Shard], workers, out: Path, 
             results[shard.index] = {"report": result["report"], "server": name,
                                     "attempt": attempts[shard.index], "wall_s": round(time.time() - t0, 3)}
             _write_json(out / "shards" / f"shard-{shard.index}.json", {**shard.describe(), **results[shard.index]})
-            bars.done(name, shard.count or len(problems_of(result["report"])[0]["candidates"]))
+            bars.finished(name, shard.count or len(problems_of(result["report"])[0]["candidates"]))
             servers.release(name)
         elif status == "lost":
             log(f"server {name}: lost ({result.get('error')}); shard {shard.index} goes back to the queue")

@@ -81,24 +81,26 @@ def make_workers(ray, cfg: Config) -> list[tuple[str, object]]:
 
 
 class Bars:
-    """tqdm bars: the whole sweep, then one per server (tasks it finished, what it runs)."""
+    """tqdm bars: the whole run (``what``, counted in ``unit``: tasks or shards), then one per
+    server (how many ``counts`` it finished: tasks done or candidates searched; what it runs)."""
 
-    def __init__(self, total: int, done: int, names: list[str], enabled: bool = True):
+    def __init__(self, total: int, done: int, names: list[str], enabled: bool = True, what: str = "sweep",
+                 unit: str = "task", counts: str = "done"):
         from tqdm import tqdm
 
-        self.enabled = enabled
         kw = {"file": sys.stderr, "disable": not enabled, "dynamic_ncols": True, "mininterval": 0.2}
-        self.total = tqdm(total=total, initial=done, desc="sweep", unit="task", position=0, **kw)
+        self.total = tqdm(total=total, initial=done, desc=what, unit=unit, position=0, **kw)
         width = max(len(n) for n in names)
-        self.servers = {n: tqdm(total=None, desc=f"  {n:<{width}}", unit="task", position=i + 1, leave=True,
-                                bar_format="{desc} {n_fmt} done{postfix}", **kw)
+        self.servers = {n: tqdm(total=None, desc=f"  {n:<{width}}", position=i + 1, leave=True,
+                                bar_format="{desc} {n_fmt} " + counts + "{postfix}", **kw)
                         for i, n in enumerate(names)}
 
     def status(self, name: str, text: str) -> None:
         self.servers[name].set_postfix_str(text, refresh=True)
 
-    def finished(self, name: str) -> None:
-        self.servers[name].update(1)
+    def finished(self, name: str, count: int = 1) -> None:
+        """One task or shard finished on server ``name``: ``count`` more on its bar."""
+        self.servers[name].update(count)
         self.total.update(1)
 
     def close(self) -> None:

@@ -348,6 +348,7 @@ class Template:
 
 
 def ancestors(prompt: dict, start: str) -> set[str]:
+    """The ids of ``start`` and of every node it depends on in ``prompt`` (API format)."""
     seen, stack = set(), [start]
     while stack:
         node_id = stack.pop()

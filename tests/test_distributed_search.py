@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,10 +24,8 @@ from PIL import Image
 from sweep import distributed as dist
 from sweep.config import ConfigError, load
 from sweep.workflow import Template
-from tests import verifier_fixtures as vf
-from tests.harness import workflow_convert as wc
 from tests.harness.host import REPO
-from tests.harness.server import ComfyServer
+from tests.live_servers import VERIFIER_TABLES, brightness_servers, run_tables
 
 EXAMPLE = REPO / "example_workflows" / "sd15_random_search_imagereward.json"
 PROMPT = "a red cube on a table"
@@ -55,15 +52,7 @@ list = [{json.dumps(PROMPT)}]
 [[strategies]]
 {strategy}
 
-[verifiers.bright]
-class_type = "ClassifierVerifierLoader"
-inputs = {{ classifier_file = "classifiers/brightness.safetensors" }}
-condition = "bright"
-
-[verifiers.clipscore]
-class_type = "CLIPScoreVerifierLoader"
-inputs = {{ clip_file = "{wc.TEST_CLIP}" }}
-
+{VERIFIER_TABLES}
 [verifiers.both]
 class_type = "VerifierEnsemble"
 inputs = {{ verifier_1 = "@bright", verifier_2 = "@clipscore" }}
@@ -72,17 +61,7 @@ inputs = {{ verifier_1 = "@bright", verifier_2 = "@clipscore" }}
 set = {{ {", ".join(f'"{k}" = {v}' for k, v in edits.items())} }}
 replace = {{ "v1-5-pruned-emaonly.safetensors" = "tiny_sd15.safetensors" }}
 
-[servers]
-urls = {json.dumps(list(urls))}
-
-[ray]
-num_cpus = 2
-object_store_mb = 100
-log_to_driver = false
-
-[run]
-recover_wait = 3
-task_timeout = 300
+{run_tables(urls)}
 {extra}
 """
 
@@ -188,32 +167,8 @@ def test_rank_ensemble_shards_are_ranked_together_from_their_members(tmp_path):
 # -- live servers ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def two_servers(tmp_path_factory, tiny_checkpoint_path):
-    servers = []
-    for name in ("a", "b"):
-        srv = ComfyServer(tmp_path_factory.mktemp(f"search_server_{name}"))
-        srv.add_model("checkpoints", tiny_checkpoint_path, "tiny_sd15.safetensors")
-        root = wc.place_test_verifiers(srv.dirs["models"])
-        vf.write_brightness_classifier(root)
-        servers.append(srv)
-    errors = []
-
-    def start(srv):
-        try:
-            srv.start()
-        except Exception as e:  # noqa: BLE001 (reported below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    try:
-        assert not errors, errors
+    with brightness_servers(tmp_path_factory, tiny_checkpoint_path, "search_server") as servers:
         yield servers
-    finally:
-        for srv in servers:
-            srv.stop()
 
 
 def one_server_search(server, cfg, shard: dist.Shard) -> dict:

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -30,10 +29,9 @@ from sweep.report import MISSING, bootstrap, collect, plot, write_tables
 from sweep.results import read_attempts, read_rows
 from sweep.scheduler import plan
 from sweep.tasks import all_tasks, in_shard, parse_shard, shard_tasks
-from tests import verifier_fixtures as vf
-from tests.harness import workflow_convert as wc
 from tests.harness.host import PACK_NAME, REPO, comfyui_path
 from tests.harness.server import ComfyServer
+from tests.live_servers import VERIFIER_TABLES, brightness_servers, run_tables
 
 EXAMPLE = REPO / "example_workflows" / "sd15_random_search_imagereward.json"
 PROMPTS = ["a red cube on a table", "a blue sphere in the snow"]
@@ -76,30 +74,12 @@ candidates = 64
 [[strategies]]
 {second_strategy}
 
-[verifiers.bright]
-class_type = "ClassifierVerifierLoader"
-inputs = {{ classifier_file = "classifiers/brightness.safetensors" }}
-condition = "bright"
-
-[verifiers.clipscore]
-class_type = "CLIPScoreVerifierLoader"
-inputs = {{ clip_file = "{wc.TEST_CLIP}" }}
-
+{VERIFIER_TABLES}
 [edits]
 set = {inline(edits_set)}
 replace = {inline(edits_replace)}
 
-[servers]
-urls = {json.dumps(list(urls))}
-
-[ray]
-num_cpus = 2
-object_store_mb = 100
-log_to_driver = false
-
-[run]
-recover_wait = 3
-task_timeout = 300
+{run_tables(urls)}
 {extra}
 """
 
@@ -294,32 +274,8 @@ def test_table_and_plot_hold_every_cell(tmp_path, api_workflow):
 # -- a real sweep: two servers, local Ray -----------------------------------------------------
 @pytest.fixture(scope="module")
 def two_servers(tmp_path_factory, tiny_checkpoint_path):
-    servers = []
-    for name in ("a", "b"):
-        srv = ComfyServer(tmp_path_factory.mktemp(f"sweep_server_{name}"))
-        srv.add_model("checkpoints", tiny_checkpoint_path, "tiny_sd15.safetensors")
-        root = wc.place_test_verifiers(srv.dirs["models"])
-        vf.write_brightness_classifier(root)
-        servers.append(srv)
-    errors = []
-
-    def start(srv):
-        try:
-            srv.start()
-        except Exception as e:  # noqa: BLE001 (reported below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    try:
-        assert not errors, errors
+    with brightness_servers(tmp_path_factory, tiny_checkpoint_path, "sweep_server") as servers:
         yield servers
-    finally:
-        for srv in servers:
-            srv.stop()
 
 
 def name_of(srv: ComfyServer) -> str:
