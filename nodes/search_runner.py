@@ -303,7 +303,7 @@ def search(strategy: Strategy, judge: Judge, noise_source, guider, sampler, sigm
     held = held_out_scores(judge, backend, results, noises) if judge.held_out is not None else None
     # A grader's ratings of each winner by aspect (the searched verifier's, the held-out judge's).
     aspects = winner_aspects(judge.verifier, judge.vae, backend, results)
-    for b, rated in enumerate(winner_aspects(judge.held_out, judge.vae, backend, results) if held else []):
+    for b, rated in enumerate((winner_aspects(judge.held_out, judge.vae, backend, results) if held else None) or []):
         held[b]["aspects"] = rated
     elapsed = time.perf_counter() - t0
 

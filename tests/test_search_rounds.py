@@ -13,6 +13,7 @@ import torch
 
 from search import Strategy, path_search, random_search, sphere_neighbours, zero_order_search
 from search.scoring import ranking
+from search.selection import BEST, Selection
 from tests.helpers import MEANS, Flat, Recording, backend, gen, noise, path_plan
 
 # -- results: top k, rounds, callbacks, candidates ------------------------------------------------
@@ -257,4 +258,8 @@ def test_strategy_calls_its_algorithm_with_the_options():
 
     s = Strategy(name="x", run=algorithm, noises=1, options={"angle": 10.0})
     assert s("model", "noise", "sigmas", generator="g", budget=5) == "result"
-    assert calls == [("model", "noise", "sigmas", {"generator": "g", "budget": 5, "angle": 10.0})]
+    # The selection rule travels with the SEARCH (best unless one was chosen).
+    assert calls == [("model", "noise", "sigmas", {"select": BEST, "generator": "g", "budget": 5, "angle": 10.0})]
+    tempered = Selection("tempered", lmbda=2.0)
+    Strategy(name="x", run=algorithm, noises=1, selection=tempered)("model", "noise", "sigmas")
+    assert calls[-1][3] == {"select": tempered}
