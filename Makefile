@@ -23,7 +23,7 @@ test: setup-test setup-tools
 demo: setup
 	$(PY) -m bench.testbed.demo $(DEMO_ARGS)
 
-# The full scaling study behind the demo (50 samples per class: about 8 minutes on 2 cores).
+# The full scaling study behind the demo (50 samples per class: about 8 minutes on 2 cores before the two selection-rule rows, roughly a third more with them).
 demo-full: setup
 	$(PY) -m bench.testbed.demo --full $(DEMO_ARGS)
 

@@ -62,8 +62,8 @@ DIGITS = {"verifier_score": 2, "inception_score": 2, "accuracy": 3, "frechet_dis
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 # Defaults of `make demo` (see bench/testbed/README.md for how they were chosen): the quick
-# demo (12 samples per class, about 2 minutes on 2 cores) and, with --full (`make demo-full`),
-# the full study (50 per class, about 8 minutes).
+# demo (12 samples per class, a few minutes on 2 cores) and, with --full (`make demo-full`),
+# the full study (50 per class, about 8 minutes before the two selection-rule rows, roughly a third more with them).
 BUDGETS = (4, 8, 16, 32, 64)
 PER_CLASS = 12
 FULL_PER_CLASS = 50
@@ -835,7 +835,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-class", type=int, default=None,
                     help=f"samples per class and budget (default {PER_CLASS}; {FULL_PER_CLASS} with --full)")
     ap.add_argument("--full", action="store_true",
-                    help=f"the full study: {FULL_PER_CLASS} samples per class (make demo-full, about 8 minutes)")
+                    help=f"the full study: {FULL_PER_CLASS} samples per class (make demo-full, about 10 minutes)")
     ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS,
                     help="Euler steps of every search candidate (the paper's NFEs/iter)")
     ap.add_argument("--cfg", type=float, default=CFG)
