@@ -168,3 +168,65 @@ def test_a_drafts_finalists_are_the_main_models_samples_of_their_noises(ancestra
                          "draft_winner": found.best_id}
     assert res.nfe == found.nfe + 4 * per and main.rows == 4 * per
     assert res.search_scores == [found.top_scores[found.top_ids.index(i)] for i in res.top_ids]
+
+
+def test_a_drafts_report_names_every_regenerated_sample_and_its_costs():
+    """Everything the result of a draft search says: the main model's entries beside the draft's scores,
+    the regeneration round, the plan grown by the regeneration, replay facts of the returned finalists,
+    and the tempered order kept (keep_order)."""
+    x = noise(8, seed=9)
+    draft = backend(steps=3)
+    found = random_search(draft, x, draft.schedule(), generator=gen(), top_k=3)
+    main = backend()
+    res = regenerate_with_main(main, found, main.schedule(), k=2)
+    per = main.nfe(main.schedule())
+    alone = backend()
+    plain = {i: alone.score(alone.solve(None, x[i : i + 1], alone.schedule(), [i])[0]).values.item()
+             for i in found.top_ids}
+    new = res.candidates[len(found.candidates):]
+    assert [(e["id"], e["round"], e["level"], e["sample"]) for e in new] == \
+        [(i, len(found.rounds), 0.0, "main model") for i in found.top_ids]
+    assert [e["score"] for e in new] == pytest.approx([plain[i] for i in found.top_ids])
+    assert [e["draft_score"] for e in new] == pytest.approx(found.top_scores)
+    assert res.rounds[:-1] == found.rounds
+    last = res.rounds[-1]
+    assert last == {"round": len(found.rounds), "nfe": found.nfe + 3 * per, "planned": found.planned_nfe + 3 * per,
+                    "bound": found.planned_nfe + 3 * per, "best_id": res.best_id, "best_score": res.best_score,
+                    "regenerated": found.top_ids, "model": "main", "spearman": res.draft["spearman"]}
+    assert res.planned_nfe == found.planned_nfe + 3 * per and res.stopped_by_budget is False
+    assert res.selection == found.selection and res.best.shape == x[:1].shape and res.top.shape[0] == 2
+    assert res.best_score == pytest.approx(plain[res.best_id])
+    assert res.seeded is True and res.top_seeded == [True, True]
+    assert torch.equal(res.top_noise, x[res.top_ids])
+    # A tempered draw's order is the draft's: kept, not re-ranked.
+    kept = regenerate_with_main(backend(), found, main.schedule(), k=2, keep_order=True)
+    assert kept.top_ids == found.top_ids[:2]
+    # A result that is not one noise's sample cannot be regenerated.
+    with pytest.raises(ValueError, match="each be the sample of one initial noise"):
+        regenerate_with_main(main, path_search(draft, x[:2], draft.schedule(), generator=gen()), main.schedule(), k=1)
+
+
+def test_spearman_edge_cases():
+    assert spearman(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 5.0])) == pytest.approx(1.0)
+    assert spearman(torch.tensor([1.0, 2.0]), torch.tensor([5.0, 3.0])) == pytest.approx(-1.0)
+    assert spearman(torch.tensor([1.0, float("nan"), 3.0]), torch.tensor([1.0, 2.0, 3.0])) is None
+    assert spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, float("inf"), 3.0])) is None
+
+
+def test_tempered_order_edge_cases():
+    # Infinite lambda on ties: the earlier row first (stable), as best does.
+    assert tempered_order(torch.tensor([1.0, 2.0, 2.0, 2.0]), math.inf, 4, gen()).tolist() == [1, 2, 3, 0]
+    # Every row diverged: each drawn once, uniformly.
+    firsts = {int(tempered_order(torch.full((3,), -math.inf), 1.0, 3, gen(s))[0]) for s in range(40)}
+    assert firsts == {0, 1, 2}
+    # Seeded: the generator alone decides (the global RNG does not).
+    values = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0])
+    draws = []
+    for s in range(20):
+        torch.manual_seed(1000 + s)
+        draws.append(tempered_order(values, 0.3, 5, gen(s)).tolist())
+        torch.manual_seed(2000 + s)
+        assert tempered_order(values, 0.3, 5, gen(s)).tolist() == draws[-1]
+    assert len({tuple(d) for d in draws}) > 1
+    assert Selection("tempered", lmbda=0.5).settings() == {"rule": "tempered", "lambda": 0.5}
+    assert Selection("threshold", threshold=2.0).settings() == {"rule": "threshold", "threshold": 2.0}
