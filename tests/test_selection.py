@@ -230,3 +230,18 @@ def test_tempered_order_edge_cases():
     assert len({tuple(d) for d in draws}) > 1
     assert Selection("tempered", lmbda=0.5).settings() == {"rule": "tempered", "lambda": 0.5}
     assert Selection("threshold", threshold=2.0).settings() == {"rule": "threshold", "threshold": 2.0}
+
+
+def test_the_main_model_reranks_a_drafts_finalists_and_keeps_the_drafts_budget_stop():
+    """Noises where the 3-step draft and the 12-step main model disagree on the best finalist: the main
+    model's ranking decides (keep_order off by default); a budget stop of the draft stays reported."""
+    x = noise(8, seed=4)
+    draft = backend(steps=3)
+    found = random_search(draft, x, draft.schedule(), generator=gen(), top_k=3)
+    res = regenerate_with_main(backend(), found, backend().schedule(), k=3)
+    assert found.top_ids == [5, 2, 6] and res.top_ids == [2, 5, 6]  # the draft's winner is not the main's
+    assert res.best_noise.shape == x[:1].shape and torch.equal(res.best_noise[0], x[2])
+    assert res.search_scores == [found.top_scores[1], found.top_scores[0], found.top_scores[2]]
+    stopped = random_search(draft, x, draft.schedule(), generator=gen(), top_k=2, budget=5 * 3)
+    assert stopped.stopped_by_budget
+    assert regenerate_with_main(backend(), stopped, backend().schedule(), k=1).stopped_by_budget
