@@ -72,3 +72,19 @@ def live(server, request):
     if rep is not None and rep.failed:
         print("\n----- ComfyUI server log (last 200 lines) -----")
         print("\n".join(server.log().splitlines()[-200:]))
+
+
+@pytest.fixture
+def only_folder(comfy, tmp_path, monkeypatch):
+    """Make an empty folder the first `verifiers` folder for one test (downloads land there)."""
+    import folder_paths
+
+    folder = tmp_path / "verifiers"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "verifiers", ([str(folder)], set()))
+    # No real caches or other tools' folders: this machine's files must not answer for the test.
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return folder

@@ -47,20 +47,6 @@ def verifier_root(comfy, tmp_path_factory):
     paths.remove(str(root))
 
 
-@pytest.fixture
-def only_folder(comfy, tmp_path, monkeypatch):
-    """Make an empty folder the first `verifiers` folder for one test (downloads land there)."""
-    import folder_paths
-
-    folder = tmp_path / "verifiers"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "verifiers", ([str(folder)], set()))
-    # No real caches or other tools' folders: this machine's files must not answer for the test.
-    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    return folder
 
 
 @pytest.fixture

@@ -237,18 +237,6 @@ def test_interrupt_stops_scoring_between_forward_passes(vlm_root):
 
 # -- files ----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def only_folder(comfy, tmp_path, monkeypatch):
-    import folder_paths
-
-    folder = tmp_path / "verifiers"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "verifiers", ([str(folder)], set()))
-    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    return folder
 
 
 def test_missing_files_with_downloads_off_name_the_file_and_where_to_put_it(vlm_root, only_folder, monkeypatch):

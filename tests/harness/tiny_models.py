@@ -20,16 +20,18 @@ CACHE = REPO / ".cache" / "tiny_models"
 RECIPE = 4
 
 
-def _cached(name: str, build) -> Path:
+def _cached(name: str, build, metadata: dict | None = None, recipe: int = RECIPE) -> Path:
+    """``name`` in the cache, built by ``build()`` (a state dict) unless the cached file was made by
+    this ``recipe``; ``metadata`` goes into the safetensors header."""
     path = CACHE / name
     stamp = path.with_suffix(path.suffix + ".recipe")
-    if path.is_file() and stamp.is_file() and stamp.read_text() == str(RECIPE):
+    if path.is_file() and stamp.is_file() and stamp.read_text() == str(recipe):
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(build(), str(tmp), metadata={"noise_search_tiny": json.dumps({"recipe": RECIPE})})
+    save_file(build(), str(tmp), metadata={"noise_search_tiny": json.dumps({"recipe": recipe}), **(metadata or {})})
     tmp.replace(path)
-    stamp.write_text(str(RECIPE))
+    stamp.write_text(str(recipe))
     return path
 
 

@@ -27,10 +27,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .host import load_host
-from .tiny_models import CACHE, _randomize
+from .tiny_models import _cached as cached_file
+from .tiny_models import _randomize
 
 RECIPE = 2
 # Embedding widths of each family's text encoder (what its conditioning carries).
@@ -38,16 +38,7 @@ TEXT_WIDTH = {"wan": 4096, "ltxv": 4096, "hunyuan": 4096}
 
 
 def _cached(name: str, build, metadata: dict | None = None) -> Path:
-    path = CACHE / name
-    stamp = path.with_suffix(path.suffix + ".recipe")
-    if path.is_file() and stamp.is_file() and stamp.read_text() == str(RECIPE):
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(build(), str(tmp), metadata={"noise_search_tiny": json.dumps({"recipe": RECIPE}), **(metadata or {})})
-    tmp.replace(path)
-    stamp.write_text(str(RECIPE))
-    return path
+    return cached_file(name, build, metadata, recipe=RECIPE)
 
 
 def _ops():
