@@ -245,3 +245,16 @@ def test_the_main_model_reranks_a_drafts_finalists_and_keeps_the_drafts_budget_s
     stopped = random_search(draft, x, draft.schedule(), generator=gen(), top_k=2, budget=5 * 3)
     assert stopped.stopped_by_budget
     assert regenerate_with_main(backend(), stopped, backend().schedule(), k=1).stopped_by_budget
+
+
+@pytest.mark.parametrize("name", ["zero_order", "rejection"])
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_zero_order_and_early_rejection_drafts_return_the_main_models_sample_of_the_winning_noise(name, ancestral):
+    draft = backend(steps=3, ancestral=ancestral, seed=4)
+    found = STRATEGIES[name](draft, noise(N, seed=8), top_k=2)
+    main = backend(ancestral=ancestral, seed=4)
+    res = regenerate_with_main(main, found, main.schedule(), k=1)
+    alone = backend(ancestral=ancestral, seed=4)
+    plain = alone.solve(None, res.best_noise, alone.schedule(), [res.best_id])[0]
+    assert torch.allclose(res.best, plain, atol=1e-5)
+    assert res.seeded == found.top_seeded[found.top_ids.index(res.best_id)]
