@@ -29,8 +29,11 @@ from pathlib import Path
 import torch
 
 from .host import load_host
+from .tiny_models import (
+    CACHE,  # noqa: F401 (tests put the video models folder on ComfyUI's paths)
+    _randomize,
+)
 from .tiny_models import _cached as cached_file
-from .tiny_models import _randomize
 
 RECIPE = 2
 # Embedding widths of each family's text encoder (what its conditioning carries).
