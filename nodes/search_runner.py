@@ -247,11 +247,17 @@ def held_out_scores(judge: Judge, backend: ComfyBackend, results: list, noises: 
     end = float(backend.sigmas[-1])
     if end > 0:  # a segment handing leftover noise on: judge the x0-prediction at its end
         latents = backend.predict_x0(latents, end, problems=rows)
+    # Decoded once: both verifiers judge the same images.
     scorer = Scorer(judge.vae, judge.held_out, problem_conditions(judge.condition, len(results)))
-    held = scorer.compare(scorer(latents, None, backend.chunk, rows).values).tolist()
+    scored = scorer(latents, None, backend.chunk, rows)
+    held = scorer.compare(scored.values).tolist()
     plain = not backend.relative and backend.scorer.early_level is None
-    searched = (backend.compare(backend.score(latents[-len(problems):], None, problems).values).tolist()
-                if plain else [None] * len(problems))
+    if plain:
+        searcher = Scorer(None, backend.scorer.verifier, backend.scorer.conditions)
+        base = scored.images[-len(problems):]
+        searched = searcher.compare(searcher(base, None, backend.chunk, problems).values).tolist()
+    else:
+        searched = [None] * len(problems)
     out, start = [], 0
     for b, r in enumerate(results):
         k, seed_sample = len(r.top_ids), held[len(held) - len(problems) + b]
