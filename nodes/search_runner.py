@@ -380,7 +380,8 @@ def problem_report(strategy: Strategy, result, backend: ComfyBackend, noise_sour
         "relative": backend.relative,
         **({"weights": getattr(backend.scorer.verifier, "weights", None)} if backend.relative else {}),
         "condition": backend.scorer.condition_of(b),
-        **({"frames_scored": backend.scorer.frames_scored} if backend.scorer.frames_scored is not None else {}),
+        **({"frames_scored": backend.scorer.frames_read(backend.scorer.decoded_frames(result.best))}
+           if result.best.ndim == 5 else {}),
         **extra,
     }
 

@@ -40,8 +40,6 @@ class Scorer:
         self.whole_batch = bool(getattr(verifier, "relative_scores", False)) and not self.relative
         self.early_level = getattr(verifier, "early_level", None)
         self.timings = {"decode": 0.0, "score": 0.0}
-        # The frames of the last video candidates scored (None: images).
-        self.frames_scored: list[int] | None = None
 
     @property
     def max_batch(self) -> int:
@@ -69,8 +67,6 @@ class Scorer:
         video verifier (``scores_videos``), else it scores the mean over its frames."""
         t0 = time.perf_counter()
         condition = self.condition if condition is None else condition
-        if images.ndim == 5:
-            self.frames_scored = self.frames_read(images.shape[1])
         if getattr(self.verifier, "scores_videos", False):
             score = self.verifier.component_scores if self.relative else self.verifier.score
             values = score(images, condition, early)
@@ -130,6 +126,10 @@ class Scorer:
         batches its frames itself: 1)."""
         if latents.ndim != 5 or getattr(self.verifier, "scores_videos", False):
             return 1
+        return self.decoded_frames(latents)
+
+    def decoded_frames(self, latents: torch.Tensor) -> int:
+        """Frames a video latent [B, C, T, H, W] decodes to (T x the VAE's time ratio)."""
         ratio = getattr(self.vae, "upscale_ratio", None) if self.vae is not None else None
         time_ratio = ratio[0] if isinstance(ratio, (tuple, list)) and ratio else None
         return int(time_ratio(latents.shape[2])) if callable(time_ratio) else latents.shape[2]

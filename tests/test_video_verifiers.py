@@ -171,10 +171,10 @@ def test_the_scorer_gives_a_video_verifier_whole_videos_and_says_which_frames_it
     video = torch.rand(3, 5, 8, 8, 3, generator=torch.Generator().manual_seed(3))
     values = scorer.verify(video, None)
     assert values.shape == (3, 1)
-    assert scorer.frames_scored == [0, 4]
+    assert scorer.frames_read(video.shape[1]) == [0, 4]
     plain = Scorer(None, ProbeVerifier())
     plain.verify(video, None)
-    assert plain.frames_scored == [0, 1, 2, 3, 4]
+    assert plain.frames_read(video.shape[1]) == [0, 1, 2, 3, 4]
 
 
 def test_image_verifiers_see_at_most_their_batch_of_frames_per_call():
