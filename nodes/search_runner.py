@@ -268,8 +268,7 @@ def held_out_scores(judge: Judge, backend: ComfyBackend, results: list, noises: 
                                  **({} if plain else {"note": "a rank ensemble's or early verifier's value of one "
                                                               "sample alone is not defined"})},
                     "seed_sample_from": "generated for the judge" if b in need else "the search (candidate 0)",
-                    "nfe": counter.nfe_by_problem[b] - before[b],
-                    "timings_s": {k2: round(v, 4) for k2, v in scorer.timings.items()}})
+                    "nfe": counter.nfe_by_problem[b] - before[b]})
         start += k
     return out
 
