@@ -332,7 +332,7 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
     record.baseline = None if regenerate else latents[:1]
     pivot_values = scored.values
     pool.add(pivot_values, latents, pivot, [0])
-    record.entries([0], compare(model, pivot_values), 0, kind="pivot")
+    record.entries([0], compare(model, pivot_values), 0, members=_members(model, pivot_values), kind="pivot")
     record.round(0, [0], compare(model, pivot_values), scored, pool, pivot=0, moved=False)
     next_id = 1
     for it in range(1, iterations + 1):
@@ -347,7 +347,7 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         latents, scored = _evaluate(model, record, search_sigmas, cands, ids)
         pool.add(scored.values, latents, cands, ids)
         values = compare(model, torch.cat([pivot_values, scored.values]))
-        record.entries(ids, values[1:], it, kind="neighbour", pivot=pivot_id)
+        record.entries(ids, values[1:], it, members=_members(model, scored.values), kind="neighbour", pivot=pivot_id)
         best = int(best_first(values[1:])[0])
         moved = bool(values[1 + best] > values[0])
         if moved:
@@ -361,7 +361,8 @@ def zero_order_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
             pivot_values = fresh_scored.values
             pool.add(pivot_values, fresh, pivot, [pivot_id])
             record.plan_more(per)
-            record.entries([pivot_id], compare(model, pivot_values), it, kind="restart")
+            record.entries([pivot_id], compare(model, pivot_values), it, members=_members(model, pivot_values),
+                           kind="restart")
         record.round(it, ids, values[1:], scored, pool, pivot=pivot_id, moved=moved)
     return _finish(model, sigmas, plan, record, pool, seeded=seeded.__contains__, generator=generator)
 
@@ -440,7 +441,8 @@ def path_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         record.ledger.pay(round_cost(t_up, t_down))
         scored = model.score(x0)
         round_values = compare(model, scored.values)
-        for entry, parent in zip(record.entries(children, round_values, r, level=t_down), parents):
+        entries = record.entries(children, round_values, r, members=_members(model, scored.values), level=t_down)
+        for entry, parent in zip(entries, parents):
             entry["parent"] = parent
         keep = best_first(round_values)[:n]
         state, values, ids = branched[keep], scored.values[keep], [children[i] for i in keep.tolist()]
@@ -562,7 +564,7 @@ def particle_steering(model: SearchBackend, noise: torch.Tensor, sigmas: torch.T
         scored = model.score(state if last else x0)
         values = compare(model, scored.values)
         level = 0.0 if last else model.sigma_level(ended)
-        entries = record.entries(ids, values, r, level=level)
+        entries = record.entries(ids, values, r, members=_members(model, scored.values), level=level)
         for entry, parent in zip(entries, parents):
             if parent is not None:
                 entry["parent"] = parent
@@ -891,8 +893,8 @@ def tree_search(model: SearchBackend, noise: torch.Tensor, sigmas: torch.Tensor,
         leaf_scores = _cat(leaf_scores, scored.values)
         _back_up(tree, shape, leaves, roots)
         new = compare(model, leaf_scores)[-len(leaves):]
-        for entry, step, parent, leaf in zip(record.entries(leaf_ids, new, len(record.rounds)), branched, parents,
-                                             leaves):
+        recorded = record.entries(leaf_ids, new, len(record.rounds), members=_members(model, scored.values))
+        for entry, step, parent, leaf in zip(recorded, branched, parents, leaves):
             entry.update(branched_at=step, branched_from=parent, path=tree.path(leaf), noise=tree.noise_index(leaf))
         done += len(leaves)
         record.round(len(record.rounds), leaf_ids, new, scored, pool, rollouts=len(leaves),

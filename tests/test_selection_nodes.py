@@ -243,3 +243,34 @@ def test_a_rank_ensembles_report_lets_shards_be_merged_as_one_search(parts, node
         finals = {e["id"]: e["members"] for e in whole["candidates"] if e.get("sample") == "final"}
         assert merged["best"]["id"] in {e["id"] for e in merged["candidates"] if e.get("sample") == "final"}
         assert finals  # the one search's finalists carry members too
+
+
+def test_held_out_judge_beside_an_early_x0_verifier_and_refusing_one(parts):
+    """The searched verifier judges early x0-predictions (DINOv2-like): the held-out judge still scores
+    the winner and the seed sample; the searched verifier's value of the seed sample alone is not
+    defined and the report says so. An early-x0 verifier cannot be the held-out judge."""
+    early = ProbeVerifier(seed=3, early_level=0.5)
+    out = search("RandomSearchSampler", **drop_in(parts, judge=judge(parts, verifier=early), candidates=3))
+    held = out["report"]["held_out"]
+    assert held["winner"] == pytest.approx(scores_of(parts, out["best"]["samples"], verifier=HELD_OUT).item(), abs=1e-4)
+    assert held["searched"]["seed_sample"] is None and "not defined" in held["searched"]["note"]
+    with pytest.raises(ValueError, match="held_out: this verifier compares an early x0-prediction"):
+        judge(parts, held_out=ProbeVerifier(early_level=0.5))
+
+
+@pytest.mark.parametrize("name", ["random", "zero_order", "paths", "particles", "rejection", "tree"])
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_tempered_selection_with_a_rank_ensemble_draws_among_the_final_candidates(name, ancestral):
+    from search.selection import Selection
+    from tests.helpers import backend
+    from tests.test_selection import STRATEGIES, noise
+
+    best = STRATEGIES[name](backend(ensemble=True, ancestral=ancestral, seed=2), noise(6, seed=1), top_k=2)
+    inf = STRATEGIES[name](backend(ensemble=True, ancestral=ancestral, seed=2), noise(6, seed=1), top_k=2,
+                           select=Selection("tempered"))
+    assert inf.top_ids == best.top_ids and inf.top_scores == best.top_scores
+    low = STRATEGIES[name](backend(ensemble=True, ancestral=ancestral, seed=2), noise(6, seed=1), top_k=2,
+                           select=Selection("tempered", lmbda=0.0))
+    final = {e["id"]: e for e in low.candidates}
+    assert low.best_id in final and low.selection["drawn_among"] >= 2
+    assert all("members" in final[i] for i in low.top_ids)  # a rank ensemble's entries carry member scores
