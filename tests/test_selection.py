@@ -258,3 +258,13 @@ def test_zero_order_and_early_rejection_drafts_return_the_main_models_sample_of_
     plain = alone.solve(None, res.best_noise, alone.schedule(), [res.best_id])[0]
     assert torch.allclose(res.best, plain, atol=1e-5)
     assert res.seeded == found.top_seeded[found.top_ids.index(res.best_id)]
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_early_rejections_reported_scores_are_its_returned_samples_and_carry_members(ancestral):
+    m = backend(ancestral=ancestral, seed=3, ensemble=False)
+    res = early_rejection(m, noise(8, seed=2), m.schedule(), generator=gen(), top_k=2, levels=(0.6,))
+    assert res.top_scores == pytest.approx(m.compare(m.score(res.top).values).tolist())
+    e = backend(ancestral=ancestral, seed=3, ensemble=True)
+    ens = early_rejection(e, noise(8, seed=2), e.schedule(), generator=gen(), top_k=2, levels=(0.6,))
+    assert all(len(c["members"]) == 3 for c in ens.candidates)
